@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstddef>
+#include <mutex>
+#include <stop_token>
+
+namespace supervisor::detail {
+
+/// Counts the background starts of one pass, so that `run` can wait until every start the
+/// initial pass began has finished (the process became ready, or it returned first).
+///
+/// Shared by the pass and its processes: a start may finish long after `run` stopped waiting.
+class PassTracker {
+ public:
+  void add() {
+    std::lock_guard lock(mutex_);
+    ++pending_;
+  }
+
+  /// One start finished.
+  void finish() {
+    std::lock_guard lock(mutex_);
+    --pending_;
+    settle();
+  }
+
+  /// The pass has begun every start it will begin.
+  void end_iteration() {
+    std::lock_guard lock(mutex_);
+    iterating_ = false;
+    settle();
+  }
+
+  /// Requested once the iteration has ended and every start has finished.
+  [[nodiscard]] std::stop_source& settled() noexcept { return settled_; }
+
+ private:
+  void settle() {
+    if (!iterating_ && pending_ == 0) {
+      settled_.request_stop();
+    }
+  }
+
+  std::mutex mutex_;
+  std::size_t pending_ = 0;
+  bool iterating_ = true;
+  std::stop_source settled_;
+};
+
+}  // namespace supervisor::detail

@@ -1,0 +1,252 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "supervisor/cancel.hpp"
+#include "supervisor/errors.hpp"
+#include "supervisor/process_state.hpp"
+#include "supervisor/runnable.hpp"
+
+namespace supervisor::detail {
+
+/// Starts a thread of execution for a process: the single launch point. It must run `body`
+/// exactly once, on a thread other than the caller's, or throw (and never run it).
+using Launch = std::function<void(std::function<void()> body)>;
+
+/// The state machine of one process, independent of where its runnable executes.
+///
+/// Held by `std::shared_ptr`: the thread that executes the runnable keeps it alive. Subclasses
+/// hook into two moments, both called on the runnable's thread with no lock held:
+/// `on_ready` (once, when `ready` is first called) and `on_exit` (once, after `run` returned,
+/// with the state `stopped` and `error()` set, but before `done` is visible, so that whoever
+/// waits for `done` sees the hook's effects).
+template <Runnable R>
+class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<ProcessCore<R>> {
+ public:
+  ProcessCore(R runnable, std::stop_token parent)
+      : runnable_(std::move(runnable)), parent_(std::move(parent)) {}
+
+  ProcessCore(const ProcessCore&) = delete;
+  ProcessCore& operator=(const ProcessCore&) = delete;
+  virtual ~ProcessCore() = default;
+
+  /// `initial -> starting`, then hands the runnable to `launch`. `errc::invalid_state` from any
+  /// other state. If `launch` throws, the process becomes `stopped` and done, and the exception
+  /// propagates.
+  std::error_code begin_start(const Launch& launch) {
+    {
+      std::lock_guard lock(mutex_);
+      if (state_ != ProcessState::initial) {
+        return errc::invalid_state;
+      }
+      set_state(ProcessState::starting);
+    }
+    // Chained to the parent only now: the force signal belongs to the run that starts.
+    parent_link_.emplace(parent_, RequestStop{&force_});
+    try {
+      launch([self = this->shared_from_this()] { self->execute(); });
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      set_state(ProcessState::stopped);
+      error_ = std::current_exception();
+      done_ = true;
+      changed_.notify_all();
+      throw;
+    }
+    return {};
+  }
+
+  /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
+  /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
+  /// call waits until `run` has returned, then `errc::canceled` / `errc::deadline_exceeded`).
+  std::error_code await_start(const Cancel& cancel) {
+    std::unique_lock lock(mutex_);
+    std::error_code ec = wait(changed_, lock, cancel, [&] { return ready_ || done_; });
+    if (ec) {
+      lock.unlock();
+      force_.request_stop();
+      lock.lock();
+      changed_.wait(lock, [&] { return done_; });
+      return ec;
+    }
+    if (ready_) {
+      return {};
+    }
+    if (error_) {
+      std::rethrow_exception(error_);
+    }
+    return errc::exited_before_ready;
+  }
+
+  /// Requests the stop that fits the state, without waiting: from `initial` the process is done at
+  /// once; from `starting` force is requested; from `running` the graceful stop (so `ready`
+  /// returns). The state is `stopped` from here on. `errc::invalid_state` if already `stopped`.
+  std::error_code request_stop(bool forced = false) {
+    bool force = forced;
+    {
+      std::lock_guard lock(mutex_);
+      switch (state_) {
+        case ProcessState::initial:
+          set_state(ProcessState::stopped);
+          done_ = true;
+          changed_.notify_all();
+          return {};
+        case ProcessState::starting:
+          force = true;
+          break;
+        case ProcessState::running:
+          graceful_ = true;
+          changed_.notify_all();
+          break;
+        case ProcessState::stopped:
+          return errc::invalid_state;
+      }
+      set_state(ProcessState::stopped);
+    }
+    if (force) {
+      force_.request_stop();
+    }
+    return {};
+  }
+
+  /// Blocks until `run` has returned. If `cancel` fires first, requests force, still waits until
+  /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
+  std::error_code await_done(const Cancel& cancel) {
+    std::unique_lock lock(mutex_);
+    std::error_code ec = wait(changed_, lock, cancel, [&] { return done_; });
+    if (ec) {
+      lock.unlock();
+      force_.request_stop();
+      lock.lock();
+      changed_.wait(lock, [&] { return done_; });
+    }
+    return ec;
+  }
+
+  /// Waits for `run` to return, or for `cancel`; never forces. Returns whether it returned.
+  bool wait_done(const Cancel& cancel) const {
+    std::unique_lock lock(mutex_);
+    return !wait(changed_, lock, cancel, [&] { return done_; });
+  }
+
+  void request_force() noexcept { force_.request_stop(); }
+
+  [[nodiscard]] ProcessState state() const noexcept {
+    return state_view_.load(std::memory_order_acquire);
+  }
+
+  [[nodiscard]] bool done() const {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+
+  [[nodiscard]] std::exception_ptr error() const {
+    std::lock_guard lock(mutex_);
+    return error_;
+  }
+
+  /// Whether the caller is the thread executing `run` (while it executes).
+  [[nodiscard]] bool runs_on_this_thread() const {
+    std::lock_guard lock(mutex_);
+    return !done_ && runner_ == std::this_thread::get_id();
+  }
+
+  [[nodiscard]] R& runnable() noexcept { return runnable_; }
+  [[nodiscard]] const R& runnable() const noexcept { return runnable_; }
+
+ protected:
+  virtual void on_ready() {}
+  virtual void on_exit(bool /*became_ready*/) {}
+
+ private:
+  struct RequestStop {
+    std::stop_source* source;
+    void operator()() const noexcept { source->request_stop(); }
+  };
+
+  void set_state(ProcessState next) {
+    state_ = next;
+    state_view_.store(next, std::memory_order_release);
+  }
+
+  /// The body of the runnable's thread.
+  void execute() {
+    {
+      std::lock_guard lock(mutex_);
+      runner_ = std::this_thread::get_id();
+    }
+    std::exception_ptr failure;
+    try {
+      Ready ready(*this);
+      invoke_run(runnable_, force_.get_token(), ready);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    bool became_ready = false;
+    {
+      std::lock_guard lock(mutex_);
+      set_state(ProcessState::stopped);
+      error_ = failure;
+      became_ready = ready_;
+    }
+    force_.request_stop();  // Releases anything still tied to the force signal.
+    on_exit(became_ready);
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      changed_.notify_all();
+    }
+  }
+
+  void signal_ready_and_wait(const std::stop_token& early) override {
+    bool first = false;
+    {
+      std::lock_guard lock(mutex_);
+      first = !ready_;
+      ready_ = true;
+      if (state_ == ProcessState::starting) {
+        set_state(ProcessState::running);
+      }
+      changed_.notify_all();
+    }
+    if (first) {
+      on_ready();
+    }
+    // Registered before taking the lock: a callback on an already-requested token runs at once.
+    std::stop_callback wake_on_early(early, [this] {
+      std::lock_guard lock(mutex_);
+      changed_.notify_all();
+    });
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, force_.get_token(),
+                  [&] { return graceful_ || early.stop_requested(); });
+  }
+
+  R runnable_;
+  std::stop_token parent_;
+  std::stop_source force_;
+  std::optional<std::stop_callback<RequestStop>> parent_link_;
+
+  mutable std::mutex mutex_;
+  mutable std::condition_variable_any changed_;
+  ProcessState state_ = ProcessState::initial;
+  std::atomic<ProcessState> state_view_{ProcessState::initial};
+  bool ready_ = false;
+  bool graceful_ = false;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::thread::id runner_;
+};
+
+}  // namespace supervisor::detail
