@@ -162,6 +162,10 @@ class Supervisor {
   /// Stops the process for `key` and blocks until its runnable has returned. Works whether or
   /// not `run` is active. Erase the key from the table first, or the next pass starts it again.
   ///
+  /// The key stays taken until the runnable has returned (`get` then reports
+  /// `errc::process_not_running`, `start` `errc::process_exists`), so there is never more than one
+  /// live runnable per key; once `stop` returns, the key is free.
+  ///
   /// Outcomes: `errc::process_not_found` if `key` has no process, is only reserved, or is already
   /// being stopped by someone else (another `stop`, `run`'s shutdown, or its own exit); the
   /// runnable's exception, rethrown; `errc::canceled` / `errc::deadline_exceeded` if `cancel`
@@ -199,7 +203,7 @@ class Supervisor {
     });
   }
 
-  /// The keys that have a process right now (starting, running, or stopping on its own), not
+  /// The keys that have a process right now (starting, running, or stopping), not
   /// those only reserved by a start in flight. A snapshot: it may be stale at once.
   [[nodiscard]] std::vector<Key> keys() const {
     std::vector<Key> result;
@@ -258,8 +262,10 @@ class Supervisor {
         tracker_->finish();
       }
       auto failure = this->error();
+      // The key is held until the runnable has returned, whoever stopped it: at most one live
+      // runnable per key, ever.
+      owner_.erase(key_, this);
       if (claim(Claim::own_exit)) {
-        owner_.erase(key_, this);
         // A startup cut short by `run`'s cancellation, without an error of its own, is expected.
         const bool canceled = !failure && parent_.stop_requested();
         if (!became_ready && origin_ == Origin::pass && !canceled) {
@@ -323,6 +329,17 @@ class Supervisor {
   ManagedPtr launch_reserved(const Key& key, R runnable, Origin origin,
                              const std::shared_ptr<detail::PassTracker>& tracker,
                              std::error_code& ec);
+
+  /// Requests the stop of a process whose removal the caller has claimed. The key goes when the
+  /// runnable has returned (the watchdog erases it), or at once if it never started.
+  void stop_claimed(Managed& managed, bool forced) {
+    bool was_initial = false;
+    // `invalid_state` only means it already returned on its own; the watchdog handles that.
+    (void)managed.request_stop(forced, &was_initial);
+    if (was_initial) {
+      erase(managed.key(), &managed);
+    }
+  }
 
   void run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
   void start_in_background(const Key& key, R runnable,
@@ -396,12 +413,15 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
 
     // Initial pass: restore the table before the callback, but let no slow start hold it up.
     {
+      // The wait is measured from the start of the pass, so a long iteration eats into it.
+      const auto give_up_at = options_.clock.now() + options_.initial_wait;
       auto tracker = std::make_shared<detail::PassTracker>();
       run_pass(tracker);
       std::stop_callback cut_short(parent.get_token(),
                                    [&tracker]() noexcept { tracker->settled().request_stop(); });
-      options_.clock.sleep_until(options_.clock.now() + options_.initial_wait,
-                                 tracker->settled().get_token());
+      if (!tracker->settled().stop_requested()) {
+        options_.clock.sleep_until(give_up_at, tracker->settled().get_token());
+      }
     }
 
     // The restart loop: wait an interval, run a pass; until the callback returns or `cancel`.
@@ -532,9 +552,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_reserved(
   } catch (...) {
     // No thread: the watchdog will never run, so undo its work here.
     managed->forget_start();
-    if (managed->claim(Claim::own_exit)) {
-      erase(key, managed.get());
-    }
+    erase(key, managed.get());
     throw;
   }
   if (ec) {
@@ -606,9 +624,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel,
     ec = errc::process_not_found;
     return;
   }
-  erase(key, managed.get());
-  // `invalid_state` only means it already returned on its own: wait and report that outcome.
-  (void)managed->request_stop();
+  stop_claimed(*managed, false);
   if ((ec = managed->await_done(cancel))) {
     return;
   }
@@ -629,8 +645,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop_all(bool forced) {
   // Ask everyone at once, then wait once: no thread per process to stop them.
   for (auto& managed : all) {
     if (managed->claim(Claim::shutdown)) {
-      erase(managed->key(), managed.get());
-      (void)managed->request_stop(forced);
+      stop_claimed(*managed, forced);
     }
   }
 }

@@ -92,10 +92,15 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// Requests the stop that fits the state, without waiting: from `initial` the process is done at
   /// once; from `starting` force is requested; from `running` the graceful stop (so `ready`
   /// returns). The state is `stopped` from here on. `errc::invalid_state` if already `stopped`.
-  std::error_code request_stop(bool forced = false) {
+  /// `*was_initial`, when given, tells whether it was stopped before it ever started (then no
+  /// thread runs, and `on_exit` is never called).
+  std::error_code request_stop(bool forced = false, bool* was_initial = nullptr) {
     bool force = forced;
     {
       std::lock_guard lock(mutex_);
+      if (was_initial != nullptr) {
+        *was_initial = state_ == ProcessState::initial;
+      }
       switch (state_) {
         case ProcessState::initial:
           set_state(ProcessState::stopped);
