@@ -1,12 +1,12 @@
-#include "catch_shim.hpp"
-#include "support.hpp"
-
 #include <algorithm>
 #include <latch>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "catch_shim.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using supervisor::errc;
@@ -154,8 +154,7 @@ TEST_CASE("initial pass: a startup that hangs is cut short by the initial wait",
   CHECK(h.sup->keys().empty());
 }
 
-TEST_CASE("initial pass: a startup that completes lets the callback run at once",
-          "[supervisor]") {
+TEST_CASE("initial pass: a startup that completes lets the callback run at once", "[supervisor]") {
   Harness h;
   auto probe = Probe::with(Startup::ready);
   h.table->insert_or_assign("a", probe);
@@ -218,7 +217,8 @@ TEST_CASE("two starts of one key: exactly one wins", "[supervisor]") {
         codes[1] = h.start_code("a");
       });
     }
-    const int wins = (codes[0] == std::error_code{} ? 1 : 0) + (codes[1] == std::error_code{} ? 1 : 0);
+    const int wins =
+        (codes[0] == std::error_code{} ? 1 : 0) + (codes[1] == std::error_code{} ? 1 : 0);
     CHECK(wins == 1);
     CHECK((codes[0] == errc::process_exists || codes[1] == errc::process_exists));
     CHECK(probe.state->entered.count() == 1);
@@ -414,7 +414,8 @@ TEST_CASE("the callback's exception is rethrown by run after shutdown", "[superv
   CHECK(probe.state->returned.count() == 1);
   // And a returned error code becomes run's outcome.
   std::error_code ec;
-  h.sup->run({}, [] { return make_error_code(errc::canceled); }, ec);
+  h.sup->run(
+      {}, [] { return make_error_code(errc::canceled); }, ec);
   CHECK(ec == errc::canceled);
 }
 
@@ -556,7 +557,8 @@ TEST_CASE("two concurrent runs serialise, and a waiting run can be canceled", "[
   std::stop_source give_up;
   std::error_code second_code;
   test::Background second([&] {
-    h.sup->run({give_up.get_token()}, [] {}, second_code);
+    h.sup->run(
+        {give_up.get_token()}, [] {}, second_code);
   });
   test::Event third_in_callback;
   test::Background third([&] { h.sup->run([&] { third_in_callback.notify(); }); });
@@ -588,10 +590,23 @@ TEST_CASE("calls from inside a runnable", "[supervisor]") {
   std::error_code self_stop, other_stop, nested_run, other_start;
   Sup* sup = h.sup.get();
   self.state->on_enter = [&, sup] {
-    self_stop = [&] { std::error_code ec; sup->stop("self", ec); return ec; }();
-    other_start = [&] { std::error_code ec; (void)sup->start("other", ec); return ec; }();
-    other_stop = [&] { std::error_code ec; sup->stop("other", ec); return ec; }();
-    sup->run({}, [] {}, nested_run);
+    self_stop = [&] {
+      std::error_code ec;
+      sup->stop("self", ec);
+      return ec;
+    }();
+    other_start = [&] {
+      std::error_code ec;
+      (void)sup->start("other", ec);
+      return ec;
+    }();
+    other_stop = [&] {
+      std::error_code ec;
+      sup->stop("other", ec);
+      return ec;
+    }();
+    sup->run(
+        {}, [] {}, nested_run);
   };
   auto other = Probe::with(Startup::ready);
   h.table->insert_or_assign("other", other);
@@ -633,7 +648,7 @@ TEST_CASE("supervisors nest: one runs as a process of another", "[supervisor]") 
     outer_table->erase("tenant");
     outer.stop("tenant");
     after_stop = worker.state->returned.count() == 1 ? std::error_code{}
-                                                       : make_error_code(errc::invalid_state);
+                                                     : make_error_code(errc::invalid_state);
   });
   CHECK(tenant_state == std::error_code{});
   CHECK(worker_state == std::error_code{});  // Ready inside before the outer saw it ready.

@@ -13,12 +13,11 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <supervisor/supervisor.hpp>
 #include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <supervisor/supervisor.hpp>
 
 namespace test {
 
@@ -61,18 +60,18 @@ class Event {
 
 /// What a `Probe` does before it calls `ready`.
 enum class Startup {
-  ready,             // call ready at once
-  hang,              // block until force is requested, then return without ready
-  hang_then_ready,   // block until `release` is notified, then call ready
-  throw_error,       // throw std::runtime_error("init failed")
-  exit_early,        // return without ready and without an error
+  ready,            // call ready at once
+  hang,             // block until force is requested, then return without ready
+  hang_then_ready,  // block until `release` is notified, then call ready
+  throw_error,      // throw std::runtime_error("init failed")
+  exit_early,       // return without ready and without an error
 };
 
 /// What a `Probe` does once `ready` has returned.
 enum class Shutdown {
-  clean,           // return
-  throw_error,     // throw std::runtime_error("shutdown failed")
-  ignore_stop,     // ignore the graceful stop: block until force is requested, then return
+  clean,        // return
+  throw_error,  // throw std::runtime_error("shutdown failed")
+  ignore_stop,  // ignore the graceful stop: block until force is requested, then return
 };
 
 struct ProbeState {
@@ -82,8 +81,8 @@ struct ProbeState {
   std::stop_source early;
   bool use_early = false;
 
-  Event entered;   // run was called
-  Event readied;   // ready was called
+  Event entered;  // run was called
+  Event readied;  // ready was called
   Event ready_returned;
   Event returned;  // run is about to return
   Event release;   // lets a hang_then_ready startup go on
@@ -197,8 +196,8 @@ class Reports {
       {
         std::lock_guard lock(mutex_);
         entries_.push_back(Entry{report.source, report.key != nullptr,
-                                 report.key != nullptr ? *report.key : Key{},
-                                 what(report.error), report.error});
+                                 report.key != nullptr ? *report.key : Key{}, what(report.error),
+                                 report.error});
       }
       event_.notify();
     };

@@ -8,15 +8,15 @@
 /// through this clock. Deadlines given to blocking calls (`Cancel`) are real time.
 
 #include <algorithm>
-#include <concepts>
-#include <type_traits>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <stop_token>
+#include <type_traits>
 #include <utility>
 
 namespace supervisor {
@@ -67,9 +67,9 @@ class AnyClock {
 
   /// Takes a copy of a copyable clock.
   template <Clock C>
-    requires(!std::is_same_v<std::remove_cvref_t<C>, AnyClock>)
-  // NOLINTNEXTLINE(google-explicit-constructor, bugprone-forwarding-reference-overload)
-  AnyClock(C&& clock)
+  requires(!std::is_same_v<std::remove_cvref_t<C>, AnyClock>)
+      // NOLINTNEXTLINE(google-explicit-constructor, bugprone-forwarding-reference-overload)
+      AnyClock(C&& clock)
       : AnyClock(std::make_shared<std::remove_cvref_t<C>>(std::forward<C>(clock))) {}
 
   [[nodiscard]] time_point now() const { return impl_->now(); }

@@ -76,7 +76,9 @@ inline std::string describe(const std::exception_ptr& error) {
 
 namespace detail {
 template <class K>
-concept Printable = requires(std::ostream& out, const K& key) { out << key; };
+concept Printable = requires(std::ostream& out, const K& key) {
+  out << key;
+};
 }  // namespace detail
 
 /// The default hook: one line on `std::clog`, with the key when it can be printed.

@@ -65,9 +65,8 @@ class Process {
   }
   void start(std::error_code& ec) { start(Cancel{}, ec); }
   void start(Cancel cancel, std::error_code& ec) {
-    ec = core_->begin_start([this](std::function<void()> body) {
-      threads_.launch(std::move(body));
-    });
+    ec = core_->begin_start(
+        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
     if (!ec) {
       ec = core_->await_start(cancel);
     }

@@ -65,8 +65,8 @@ concept HasRunMember = requires(R& r, std::stop_token force, Ready& ready) {
 };
 
 template <class R>
-concept HasRunThroughPointer = !HasRunMember<R> && requires(R& r, std::stop_token force,
-                                                             Ready& ready) {
+concept HasRunThroughPointer =
+    !HasRunMember<R> && requires(R & r, std::stop_token force, Ready& ready) {
   (*r).run(force, ready);
 };
 

@@ -72,7 +72,7 @@ namespace supervisor {
 /// (asserted in debug builds). The table is shared with the caller and kept alive as long as the
 /// supervisor.
 template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 class Supervisor {
  public:
   using key_type = Key;
@@ -291,9 +291,8 @@ class Supervisor {
 
   /// Removes `key` if it still maps to `managed` (and not to a successor or a reservation).
   bool erase(const Key& key, const Managed* managed) {
-    return processes_.erase_if(key, [managed](const ManagedPtr& value) {
-      return value.get() == managed;
-    });
+    return processes_.erase_if(
+        key, [managed](const ManagedPtr& value) { return value.get() == managed; });
   }
 
   /// Drops the reservation of `key` made by `reserve`.
@@ -373,7 +372,7 @@ decltype(auto) invoke_callback(Callback& callback, const std::stop_token& token)
 }  // namespace detail
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 template <class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
                                              std::error_code& ec) {
@@ -404,11 +403,12 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   std::exception_ptr failure;
   try {
     if (cancel.has_deadline()) {
-      deadline_timer = std::jthread([&parent, deadline = cancel.deadline()](std::stop_token over) {
-        if (SteadyClock{}.sleep_until(deadline, over)) {
-          parent.request_stop();
-        }
-      });
+      deadline_timer =
+          std::jthread([&parent, deadline = cancel.deadline()](const std::stop_token& over) {
+            if (SteadyClock{}.sleep_until(deadline, over)) {
+              parent.request_stop();
+            }
+          });
     }
 
     // Initial pass: restore the table before the callback, but let no slow start hold it up.
@@ -425,7 +425,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     }
 
     // The restart loop: wait an interval, run a pass; until the callback returns or `cancel`.
-    restart_loop = std::jthread([this](std::stop_token over) {
+    restart_loop = std::jthread([this](const std::stop_token& over) {
       while (options_.clock.sleep_until(options_.clock.now() + options_.restart_interval, over)) {
         run_pass(nullptr);
       }
@@ -471,7 +471,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
 // ---- passes ----------------------------------------------------------------------------------
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
   struct EndIteration {
@@ -512,7 +512,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
 }
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
   std::shared_lock gate(gate_);
@@ -532,10 +532,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
 }
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::launch_reserved(
-    const Key& key, R runnable, Origin origin,
-    const std::shared_ptr<detail::PassTracker>& tracker, std::error_code& ec) -> ManagedPtr {
+    const Key& key, R runnable, Origin origin, const std::shared_ptr<detail::PassTracker>& tracker,
+    std::error_code& ec) -> ManagedPtr {
   ManagedPtr managed;
   try {
     managed = std::make_shared<Managed>(*this, key, std::move(runnable), parent_, origin, tracker);
@@ -566,9 +566,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_reserved(
 // ---- start / stop ----------------------------------------------------------------------------
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
-std::optional<R> Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel,
-                                                           std::error_code& ec) {
+requires std::copy_constructible<R> && std::copy_constructible<Key> std::optional<R>
+Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, std::error_code& ec) {
   ec.clear();
   ManagedPtr managed;
   {
@@ -606,9 +605,8 @@ std::optional<R> Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cance
 }
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
-void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel,
-                                              std::error_code& ec) {
+requires std::copy_constructible<R> && std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std::error_code& ec) {
   ec.clear();
   ManagedPtr managed = processes_.visit(
       key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
@@ -634,7 +632,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel,
 }
 
 template <class Key, Runnable R, class Hash, class KeyEqual>
-  requires std::copy_constructible<R> && std::copy_constructible<Key>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::stop_all(bool forced) {
   std::vector<ManagedPtr> all;
   processes_.for_each([&](const Key&, const ManagedPtr& managed) {

@@ -234,8 +234,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       changed_.notify_all();
     });
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, force_.get_token(),
-                  [&] { return graceful_ || early.stop_requested(); });
+    changed_.wait(lock, force_.get_token(), [&] { return graceful_ || early.stop_requested(); });
   }
 
   R runnable_;
