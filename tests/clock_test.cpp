@@ -319,16 +319,22 @@ TEST_CASE("Cancel: construction and check()", "[clock]") {
   }
 }
 
-// Bug demonstration (see the report): `Cancel(duration)` compares the timeout with the room left
-// before time_point::max() in the common type of the two durations, nanoseconds, so a long
-// timeout in a coarser unit overflows in the conversion and the deadline lands in the near future
-// (or the past). With a signed rep, as in `Cancel(std::chrono::hours::max())`, the overflow is UB
-// that UBSan reports; this case uses an unsigned rep, where the same wrap-around is well defined:
-// 18'446'744'074 s (about 584 years) is 2^64 ns + 290'448'384 ns, so it wraps to 0.29 s.
-TEST_CASE("Cancel: a timeout of centuries is not a deadline in the near future",
-          "[clock][!mayfail]") {
+// A timeout longer than what is left before time_point::max() means "no deadline". Compared in
+// the common type of the two durations (nanoseconds), a long timeout in a coarser unit would
+// overflow and land the deadline in the near future or the past. The unsigned case wraps in a
+// well-defined way: 18'446'744'074 s (about 584 years) is 2^64 ns + 290'448'384 ns, i.e. 0.29 s.
+TEST_CASE("Cancel: a timeout of centuries is not a deadline in the near future", "[clock]") {
   const std::chrono::duration<std::uint64_t> centuries{18'446'744'074ULL};
   Cancel cancel = centuries;
   CHECK(cancel.deadline() > std::chrono::steady_clock::now() + 24h);
   CHECK_FALSE(cancel.has_deadline());
+
+  CHECK_FALSE(Cancel(std::chrono::hours::max()).has_deadline());
+  CHECK_FALSE(Cancel(std::chrono::seconds::max()).has_deadline());
+  CHECK_FALSE(Cancel(std::chrono::milliseconds::max()).has_deadline());
+  CHECK(Cancel(std::chrono::hours::max()).check() == std::error_code{});
+  std::stop_source live;
+  const Cancel both(live.get_token(), std::chrono::hours::max());
+  CHECK_FALSE(both.has_deadline());
+  CHECK(both.check() == std::error_code{});
 }

@@ -16,6 +16,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v clang++ >/dev/null 2>&1 || missing+=(clang)
 if command -v dpkg >/dev/null 2>&1; then
   dpkg -s catch2 >/dev/null 2>&1 || missing+=(catch2)
+  # For examples/sqlite_table.cpp, which the build skips without it.
+  dpkg -s libsqlite3-dev >/dev/null 2>&1 || missing+=(libsqlite3-dev)
   # Clang's sanitizer runtimes are only a Recommends of clang on Debian 12.
   dpkg -s libclang-rt-dev >/dev/null 2>&1 || missing+=(libclang-rt-dev)
 fi

@@ -84,10 +84,14 @@ namespace detail {
 template <class Lock, class Predicate>
 std::error_code wait(std::condition_variable_any& cv, Lock& lock, const Cancel& cancel,
                      Predicate done) {
-  const bool ok = cancel.has_deadline()
-                      ? cv.wait_until(lock, cancel.token(), cancel.deadline(), done)
-                      : cv.wait(lock, cancel.token(), done);
-  if (ok) {
+  if (cancel.has_deadline()) {
+    (void)cv.wait_until(lock, cancel.token(), cancel.deadline(), done);
+  } else {
+    (void)cv.wait(lock, cancel.token(), done);
+  }
+  // Asked again rather than trusting the wait's result: on a token requested mid-wait,
+  // libstdc++ returns false without a last look at the predicate.
+  if (done()) {
     return {};
   }
   return cancel.token().stop_requested() ? errc::canceled : errc::deadline_exceeded;

@@ -47,7 +47,10 @@ class SteadyClock {
     std::mutex mutex;
     std::condition_variable_any cv;
     std::unique_lock lock(mutex);
-    return !cv.wait_until(lock, token, t, [&] { return token.stop_requested(); });
+    // Not the wait's own result: libstdc++ returns false without a last look at the predicate
+    // when the token is requested mid-wait, and false from here means "time reached".
+    (void)cv.wait_until(lock, token, t, [&] { return token.stop_requested(); });
+    return !token.stop_requested();
   }
 };
 

@@ -3,6 +3,7 @@
 /// \file
 /// `Process<R>`: the state machine around one runnable, usable on its own.
 
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <stop_token>
@@ -38,8 +39,13 @@ class Process {
  public:
   /// A process in state `initial`. Its force signal will be chained to `parent`: when `parent`
   /// is requested, the runnable is forced.
-  explicit Process(R runnable, std::stop_token parent = {})
-      : core_(std::make_shared<detail::ProcessCore<R>>(std::move(runnable), std::move(parent))) {}
+  ///
+  /// `handoff_spin` bounds how long `start`, `stop` and `ready` busy-wait for the other side of a
+  /// hand-off before they sleep (see `Options::handoff_spin`); zero never spins.
+  explicit Process(R runnable, std::stop_token parent = {},
+                   std::chrono::nanoseconds handoff_spin = detail::default_handoff_spin)
+      : core_(std::make_shared<detail::ProcessCore<R>>(std::move(runnable), std::move(parent),
+                                                       handoff_spin)) {}
 
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -83,7 +83,9 @@ class Supervisor {
   template <Table<Key, R> T>
   explicit Supervisor(std::shared_ptr<T> table, Options<Key> options = {})
       : table_(std::make_shared<detail::TableModel<Key, R, T>>(std::move(table))),
-        options_(std::move(options)) {}
+        options_(std::move(options)),
+        threads_(detail::ThreadReuse{options_.reuse_threads, options_.thread_idle_timeout,
+                                     options_.handoff_spin}) {}
 
   /// Supervises a table moved or copied into the supervisor.
   template <Table<Key, R> T>
@@ -227,7 +229,7 @@ class Supervisor {
    public:
     Managed(Supervisor& owner, const Key& key, R runnable, const std::stop_token& parent,
             Origin origin, std::shared_ptr<detail::PassTracker> tracker)
-        : detail::ProcessCore<R>(std::move(runnable), parent),
+        : detail::ProcessCore<R>(std::move(runnable), parent, owner.options_.handoff_spin),
           owner_(owner),
           parent_(parent),
           key_(key),

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/spin.hpp"
 #include "supervisor/errors.hpp"
 #include "supervisor/process_state.hpp"
 #include "supervisor/runnable.hpp"
@@ -34,8 +36,11 @@ using Launch = std::function<void(std::function<void()> body)>;
 template <Runnable R>
 class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<ProcessCore<R>> {
  public:
-  ProcessCore(R runnable, std::stop_token parent)
-      : runnable_(std::move(runnable)), parent_(std::move(parent)) {}
+  /// `spin` bounds the busy-wait before each blocking hand-off (see `spin_until`); zero never
+  /// spins.
+  ProcessCore(R runnable, std::stop_token parent,
+              std::chrono::nanoseconds spin = default_handoff_spin)
+      : runnable_(std::move(runnable)), parent_(std::move(parent)), spin_(spin) {}
 
   ProcessCore(const ProcessCore&) = delete;
   ProcessCore& operator=(const ProcessCore&) = delete;
@@ -71,13 +76,15 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
   /// call waits until `run` has returned, then `errc::canceled` / `errc::deadline_exceeded`).
   std::error_code await_start(const Cancel& cancel) {
+    spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
+               spin_);
     std::unique_lock lock(mutex_);
     std::error_code ec = wait(changed_, lock, cancel, [&] { return ready_ || done_; });
     if (ec) {
       lock.unlock();
       force_.request_stop();
       lock.lock();
-      changed_.wait(lock, [&] { return done_; });
+      changed_.wait(lock, [&] { return done_.load(); });
       return ec;
     }
     if (ready_) {
@@ -128,13 +135,14 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// Blocks until `run` has returned. If `cancel` fires first, requests force, still waits until
   /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
   std::error_code await_done(const Cancel& cancel) {
+    spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
     std::unique_lock lock(mutex_);
-    std::error_code ec = wait(changed_, lock, cancel, [&] { return done_; });
+    std::error_code ec = wait(changed_, lock, cancel, [&] { return done_.load(); });
     if (ec) {
       lock.unlock();
       force_.request_stop();
       lock.lock();
-      changed_.wait(lock, [&] { return done_; });
+      changed_.wait(lock, [&] { return done_.load(); });
     }
     return ec;
   }
@@ -142,7 +150,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// Waits for `run` to return, or for `cancel`; never forces. Returns whether it returned.
   bool wait_done(const Cancel& cancel) const {
     std::unique_lock lock(mutex_);
-    return !wait(changed_, lock, cancel, [&] { return done_; });
+    return !wait(changed_, lock, cancel, [&] { return done_.load(); });
   }
 
   void request_force() noexcept { force_.request_stop(); }
@@ -153,7 +161,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   [[nodiscard]] bool done() const {
     std::lock_guard lock(mutex_);
-    return done_;
+    return done_.load();
   }
 
   [[nodiscard]] std::exception_ptr error() const {
@@ -229,6 +237,14 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       on_ready();
     }
     // Registered before taking the lock: a callback on an already-requested token runs at once.
+    // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
+    // a quarter of the budget, since every process pays it once whether or not a stop comes.
+    const std::stop_token force = force_.get_token();
+    if (spin_until(
+            [&] { return graceful_.load() || force.stop_requested() || early.stop_requested(); },
+            spin_ / 4)) {
+      return;
+    }
     std::stop_callback wake_on_early(early, [this] {
       std::lock_guard lock(mutex_);
       changed_.notify_all();
@@ -239,6 +255,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   R runnable_;
   std::stop_token parent_;
+  std::chrono::nanoseconds spin_;
   std::stop_source force_;
   std::optional<std::stop_callback<RequestStop>> parent_link_;
 
@@ -246,9 +263,10 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   mutable std::condition_variable_any changed_;
   ProcessState state_ = ProcessState::initial;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
-  bool ready_ = false;
-  bool graceful_ = false;
-  bool done_ = false;
+  // Written under `mutex_` (so the condition variable sees them), read without it when spinning.
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> graceful_{false};
+  std::atomic<bool> done_{false};
   std::exception_ptr error_;
   std::thread::id runner_;
 };

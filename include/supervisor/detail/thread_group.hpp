@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -9,53 +11,76 @@
 #include <utility>
 #include <vector>
 
+#include "supervisor/detail/spin.hpp"
+
 namespace supervisor::detail {
+
+/// How a `ThreadGroup` treats a thread whose body has returned.
+struct ThreadReuse {
+  /// Keep the thread parked for the next `launch` instead of letting it exit.
+  bool enabled = false;
+  /// A parked thread exits after this long without work.
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(1);
+  /// A parked thread busy-waits this long for new work before it sleeps.
+  std::chrono::nanoseconds spin = std::chrono::nanoseconds::zero();
+};
 
 /// The one place where the library starts threads. Every thread it launches is joined by
 /// `join_all`, so an owner that calls `join_all` before it returns leaves no thread behind.
 ///
-/// A finished thread parks its `std::thread` handle in a list that the next `launch` reaps, so
-/// a long-lived group holds at most the handles of threads that are still running, plus those
-/// that finished since the last launch.
+/// Without reuse, a thread runs one body and exits; its `std::thread` handle waits in a list that
+/// the next `launch` (or `join_all`) joins, so a long-lived group holds few dead handles. With
+/// reuse, a thread whose body returned parks for `idle_timeout` and takes the next body handed to
+/// `launch`, which then costs a hand-off instead of a thread creation.
 class ThreadGroup {
  public:
-  ThreadGroup() = default;
+  explicit ThreadGroup(ThreadReuse reuse = {}) : reuse_(reuse) {}
   ThreadGroup(const ThreadGroup&) = delete;
   ThreadGroup& operator=(const ThreadGroup&) = delete;
   ~ThreadGroup() { join_all(); }
 
-  /// Runs `body` on a new thread. `body` must not throw (the library wraps user code before it
-  /// gets here). Throws `std::system_error` if no thread can be created; `body` is not run then.
+  /// Runs `body` on a thread of the group: a parked one if reuse is on and one is idle, else a
+  /// new one. `body` must not throw (the library wraps user code before it gets here). Throws
+  /// `std::system_error` if no thread can be created; `body` is not run then.
   void launch(std::function<void()> body) {
     reap();
     std::lock_guard lock(mutex_);
-    auto slot = running_.emplace(running_.end());
+    if (!idle_.empty()) {
+      Worker* worker = idle_.back();
+      idle_.pop_back();
+      worker->body = std::move(body);
+      worker->has_work.store(true, std::memory_order_release);
+      ++busy_;
+      worker->wake.notify_one();
+      return;
+    }
+    auto worker = workers_.emplace(workers_.end());
+    worker->self = worker;
+    worker->body = std::move(body);
     try {
-      // The thread's epilogue takes `mutex_`, so it cannot move `*slot` before it is assigned.
-      *slot = std::thread([this, slot, body = std::move(body)]() mutable {
-        current_ = this;
-        body();
-        body = nullptr;  // Release what the body captured before the group is told we are done.
-        std::lock_guard epilogue(mutex_);
-        finished_.push_back(std::move(*slot));
-        running_.erase(slot);
-        if (running_.empty()) {
-          idle_.notify_all();
-        }
-      });
+      // The thread's epilogue takes `mutex_`, so it cannot touch `worker->thread` before it is
+      // assigned.
+      worker->thread = std::thread([this, w = &*worker] { work(*w); });
     } catch (...) {
-      running_.erase(slot);
+      workers_.erase(worker);
       throw;
     }
+    ++busy_;
   }
 
-  /// Blocks until every launched thread has returned from its body and been joined. Must not be
-  /// called from one of the group's own threads.
+  /// Blocks until every thread of the group has exited and been joined (parked threads are told
+  /// to exit). Must not be called from one of the group's own threads, nor concurrently with
+  /// `launch`. The group can be used again afterwards.
   void join_all() {
     std::vector<std::thread> finished;
     {
       std::unique_lock lock(mutex_);
-      idle_.wait(lock, [&] { return running_.empty(); });
+      closing_ = true;
+      for (Worker* worker : idle_) {
+        worker->wake.notify_one();
+      }
+      gone_.wait(lock, [&] { return workers_.empty(); });
+      closing_ = false;
       finished.swap(finished_);
     }
     for (auto& thread : finished) {
@@ -66,13 +91,71 @@ class ThreadGroup {
   /// Whether the calling thread is one this group launched.
   [[nodiscard]] bool owns_this_thread() const noexcept { return current_ == this; }
 
-  /// How many threads have been launched and have not yet finished their body.
-  [[nodiscard]] std::size_t running() const {
+  /// How many threads of the group are running a body right now.
+  [[nodiscard]] std::size_t busy() const {
     std::lock_guard lock(mutex_);
-    return running_.size();
+    return busy_;
+  }
+
+  /// How many threads of the group exist (busy or parked).
+  [[nodiscard]] std::size_t threads() const {
+    std::lock_guard lock(mutex_);
+    return workers_.size();
   }
 
  private:
+  struct Worker {
+    std::thread thread;
+    std::function<void()> body;
+    std::atomic<bool> has_work{false};
+    std::condition_variable wake;
+    std::list<Worker>::iterator self;
+  };
+
+  void work(Worker& worker) {
+    current_ = this;
+    std::function<void()> body;
+    {
+      std::lock_guard lock(mutex_);
+      body = std::move(worker.body);
+    }
+    for (;;) {
+      body();
+      body = nullptr;  // Release what the body captured before the group hears it is done.
+      if (!park(worker, body)) {
+        return;
+      }
+    }
+  }
+
+  /// Waits for the next body. Returns false when the thread should exit (then it has already
+  /// left the group and must not touch it again).
+  bool park(Worker& worker, std::function<void()>& body) {
+    std::unique_lock lock(mutex_);
+    --busy_;
+    if (reuse_.enabled && !closing_) {
+      idle_.push_back(&worker);
+      lock.unlock();
+      spin_until([&] { return worker.has_work.load(std::memory_order_acquire); }, reuse_.spin);
+      lock.lock();
+      worker.wake.wait_for(lock, reuse_.idle_timeout, [&] {
+        return worker.has_work.load(std::memory_order_relaxed) || closing_;
+      });
+      if (worker.has_work.load(std::memory_order_relaxed)) {
+        worker.has_work.store(false, std::memory_order_relaxed);
+        body = std::move(worker.body);
+        return true;
+      }
+      std::erase(idle_, &worker);
+    }
+    finished_.push_back(std::move(worker.thread));
+    workers_.erase(worker.self);
+    if (workers_.empty()) {
+      gone_.notify_all();
+    }
+    return false;
+  }
+
   void reap() {
     std::vector<std::thread> finished;
     {
@@ -86,10 +169,14 @@ class ThreadGroup {
 
   inline static thread_local const ThreadGroup* current_ = nullptr;
 
+  ThreadReuse reuse_;
   mutable std::mutex mutex_;
-  std::condition_variable idle_;
-  std::list<std::thread> running_;
+  std::condition_variable gone_;
+  std::list<Worker> workers_;
+  std::vector<Worker*> idle_;
   std::vector<std::thread> finished_;
+  std::size_t busy_ = 0;
+  bool closing_ = false;
 };
 
 }  // namespace supervisor::detail
