@@ -22,7 +22,7 @@
 // Output: a table for people, then, last, one line of JSON for machines.
 //
 //   supervisor_bench [--quick] [--only=start_stop|get|lifecycle] [--reps=N] [--cycles=N]
-//                    [--processes=N] [--side=library|floor]
+//                    [--processes=N] [--side=library|floor] [--spin=NS] [--reuse]
 //
 // Linux only for the memory and thread counts (/proc/self/status). Standard library only.
 
@@ -239,9 +239,17 @@ class ErrorSink {
   std::string first_;
 };
 
+/// The library's tuning knobs under test (`--spin=NS`, `--reuse`); the defaults otherwise.
+supervisor::Options<Key>& tuning() {
+  static supervisor::Options<Key> options;
+  return options;
+}
+
 supervisor::Options<Key> bench_options(const std::shared_ptr<supervisor::ManualClock>& clock,
                                        ErrorSink& errors) {
   supervisor::Options<Key> options;
+  options.handoff_spin = tuning().handoff_spin;
+  options.reuse_threads = tuning().reuse_threads;
   // A manual clock never moves on its own: the initial wait ends only when every start of the
   // initial pass has finished, and no restart pass runs unless the benchmark advances it.
   options.clock = clock;
@@ -1208,7 +1216,9 @@ Config parse_args(int argc, char** argv) {
           "                        [--cycles=N] [--processes=N] [--side=library|floor]\n"
           "  --quick       a few seconds: smaller counts, 3 repetitions (the CI smoke test)\n"
           "  --only=S      run one scenario\n"
-          "  --side=X      start+stop only: run one side, for profiling (no ratio)\n");
+          "  --side=X      start+stop only: run one side, for profiling (no ratio)\n"
+          "  --spin=NS     Options::handoff_spin in nanoseconds (0: no spinning)\n"
+          "  --reuse       Options::reuse_threads = true (park finished threads for reuse)\n");
       std::exit(0);
     }
     if (arg.substr(0, 7) == "--only=") {
@@ -1218,6 +1228,10 @@ Config parse_args(int argc, char** argv) {
       }
     } else if (arg == "--side=library" || arg == "--side=floor") {
       config.side = arg == "--side=library" ? Side::library : Side::floor;
+    } else if (arg == "--reuse") {
+      tuning().reuse_threads = true;
+    } else if (arg.substr(0, 7) == "--spin=") {
+      tuning().handoff_spin = std::chrono::nanoseconds(std::strtol(arg.data() + 7, nullptr, 10));
     } else if (parse_count(arg, "--reps=", value)) {
       config.reps = static_cast<int>(value);
     } else if (parse_count(arg, "--cycles=", value)) {
@@ -1246,6 +1260,9 @@ int main(int argc, char** argv) {
               config.quick ? "--quick" : "full", config.reps);
   std::printf("machine: %s\ndate: %s\nlimits:%s\n", machine_description().c_str(),
               utc_now().c_str(), limits_hint().c_str());
+  std::printf("library options: handoff_spin=%lld ns, reuse_threads=%s\n",
+              static_cast<long long>(tuning().handoff_spin.count()),
+              tuning().reuse_threads ? "on" : "off");
   std::printf(
       "sizes: %d start+stop cycles; get over %zu processes, %.2f s per figure; restore, memory "
       "and shutdown over %zu processes\n",

@@ -78,23 +78,29 @@ class Cancel {
 
 namespace detail {
 
-/// Waits on `cv` (with `lock` held) until `done()` holds or `cancel` fires. Returns success when
-/// `done()` holds (even if `cancel` fired too), else `errc::canceled` or
-/// `errc::deadline_exceeded`.
-template <class Lock, class Predicate>
-std::error_code wait(std::condition_variable_any& cv, Lock& lock, const Cancel& cancel,
+/// Waits on `cv` until `done()` holds (checked under `mutex`) or `cancel` fires. Returns
+/// success when `done()` holds (even if `cancel` fired too), else `errc::canceled` or
+/// `errc::deadline_exceeded`. Takes and releases `mutex` itself: the token's callback locks it to
+/// notify, so it must be unregistered with the mutex free.
+template <class Predicate>
+std::error_code wait(std::condition_variable& cv, std::mutex& mutex, const Cancel& cancel,
                      Predicate done) {
+  const std::stop_token& token = cancel.token();
+  std::stop_callback wake(token, [&] {
+    std::lock_guard lock(mutex);
+    cv.notify_all();
+  });
+  std::unique_lock lock(mutex);
+  auto finished = [&] { return done() || token.stop_requested(); };
   if (cancel.has_deadline()) {
-    (void)cv.wait_until(lock, cancel.token(), cancel.deadline(), done);
+    cv.wait_until(lock, cancel.deadline(), finished);
   } else {
-    (void)cv.wait(lock, cancel.token(), done);
+    cv.wait(lock, finished);
   }
-  // Asked again rather than trusting the wait's result: on a token requested mid-wait,
-  // libstdc++ returns false without a last look at the predicate.
   if (done()) {
     return {};
   }
-  return cancel.token().stop_requested() ? errc::canceled : errc::deadline_exceeded;
+  return token.stop_requested() ? errc::canceled : errc::deadline_exceeded;
 }
 
 }  // namespace detail

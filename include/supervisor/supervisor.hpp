@@ -259,11 +259,10 @@ class Supervisor {
     }
 
     // The watchdog, on the process's own thread, before `done` is visible.
-    void on_exit(bool became_ready) override {
+    void on_exit(bool became_ready, const std::exception_ptr& failure) override {
       if (!became_ready && tracker_) {
         tracker_->finish();
       }
-      auto failure = this->error();
       // The key is held until the runnable has returned, whoever stopped it: at most one live
       // runnable per key, ever.
       owner_.erase(key_, this);
@@ -517,12 +516,15 @@ template <class Key, Runnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<R> && std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
+  // Most rows of a pass already run: one shared probe of their shard, and nothing else.
+  if (processes_.visit(key, [](const ManagedPtr* found) { return found != nullptr; })) {
+    return;
+  }
   std::shared_lock gate(gate_);
   if (!started_) {
     return;
   }
-  // A key that already has a process costs one map probe: no allocation, no thread.
-  if (!reserve(key)) {
+  if (!reserve(key)) {  // It got a process since the probe.
     return;
   }
   std::error_code ec;

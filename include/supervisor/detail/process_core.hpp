@@ -62,10 +62,12 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     try {
       launch([self = this->shared_from_this()] { self->execute(); });
     } catch (...) {
-      std::lock_guard lock(mutex_);
-      set_state(ProcessState::stopped);
-      error_ = std::current_exception();
-      done_ = true;
+      {
+        std::lock_guard lock(mutex_);
+        set_state(ProcessState::stopped);
+        error_ = std::current_exception();
+        done_ = true;
+      }
       changed_.notify_all();
       throw;
     }
@@ -78,15 +80,12 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   std::error_code await_start(const Cancel& cancel) {
     spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
                spin_);
-    std::unique_lock lock(mutex_);
-    std::error_code ec = wait(changed_, lock, cancel, [&] { return ready_ || done_; });
-    if (ec) {
-      lock.unlock();
+    if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
       force_.request_stop();
-      lock.lock();
-      changed_.wait(lock, [&] { return done_.load(); });
+      wait_done_forever();
       return ec;
     }
+    std::lock_guard lock(mutex_);
     if (ready_) {
       return {};
     }
@@ -110,22 +109,20 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       }
       switch (state_) {
         case ProcessState::initial:
-          set_state(ProcessState::stopped);
           done_ = true;
-          changed_.notify_all();
-          return {};
+          break;
         case ProcessState::starting:
           force = true;
           break;
         case ProcessState::running:
           graceful_ = true;
-          changed_.notify_all();
           break;
         case ProcessState::stopped:
           return errc::invalid_state;
       }
       set_state(ProcessState::stopped);
     }
+    changed_.notify_all();  // After unlocking: the woken thread need not block on the mutex.
     if (force) {
       force_.request_stop();
     }
@@ -136,21 +133,17 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
   std::error_code await_done(const Cancel& cancel) {
     spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
-    std::unique_lock lock(mutex_);
-    std::error_code ec = wait(changed_, lock, cancel, [&] { return done_.load(); });
+    std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
     if (ec) {
-      lock.unlock();
       force_.request_stop();
-      lock.lock();
-      changed_.wait(lock, [&] { return done_.load(); });
+      wait_done_forever();
     }
     return ec;
   }
 
   /// Waits for `run` to return, or for `cancel`; never forces. Returns whether it returned.
-  bool wait_done(const Cancel& cancel) const {
-    std::unique_lock lock(mutex_);
-    return !wait(changed_, lock, cancel, [&] { return done_.load(); });
+  bool wait_done(const Cancel& cancel) {
+    return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
   }
 
   void request_force() noexcept { force_.request_stop(); }
@@ -159,10 +152,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     return state_view_.load(std::memory_order_acquire);
   }
 
-  [[nodiscard]] bool done() const {
-    std::lock_guard lock(mutex_);
-    return done_.load();
-  }
+  [[nodiscard]] bool done() const noexcept { return done_.load(); }
 
   [[nodiscard]] std::exception_ptr error() const {
     std::lock_guard lock(mutex_);
@@ -170,9 +160,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   }
 
   /// Whether the caller is the thread executing `run` (while it executes).
-  [[nodiscard]] bool runs_on_this_thread() const {
-    std::lock_guard lock(mutex_);
-    return !done_ && runner_ == std::this_thread::get_id();
+  [[nodiscard]] bool runs_on_this_thread() const noexcept {
+    return !done_.load() && runner_.load() == std::this_thread::get_id();
   }
 
   [[nodiscard]] R& runnable() noexcept { return runnable_; }
@@ -180,7 +169,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
  protected:
   virtual void on_ready() {}
-  virtual void on_exit(bool /*became_ready*/) {}
+  /// `failure` is the runnable's exception, or null.
+  virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) {}
 
  private:
   struct RequestStop {
@@ -193,12 +183,14 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     state_view_.store(next, std::memory_order_release);
   }
 
+  void wait_done_forever() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return done_.load(); });
+  }
+
   /// The body of the runnable's thread.
   void execute() {
-    {
-      std::lock_guard lock(mutex_);
-      runner_ = std::this_thread::get_id();
-    }
+    runner_ = std::this_thread::get_id();
     std::exception_ptr failure;
     try {
       Ready ready(*this);
@@ -214,12 +206,12 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       became_ready = ready_;
     }
     force_.request_stop();  // Releases anything still tied to the force signal.
-    on_exit(became_ready);
+    on_exit(became_ready, failure);
     {
       std::lock_guard lock(mutex_);
       done_ = true;
-      changed_.notify_all();
     }
+    changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
   }
 
   void signal_ready_and_wait(const std::stop_token& early) override {
@@ -231,44 +223,48 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       if (state_ == ProcessState::starting) {
         set_state(ProcessState::running);
       }
-      changed_.notify_all();
     }
+    changed_.notify_all();
     if (first) {
       on_ready();
     }
-    // Registered before taking the lock: a callback on an already-requested token runs at once.
     // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
     // a quarter of the budget, since every process pays it once whether or not a stop comes.
     const std::stop_token force = force_.get_token();
-    if (spin_until(
-            [&] { return graceful_.load() || force.stop_requested() || early.stop_requested(); },
-            spin_ / 4)) {
+    auto released = [&] {
+      return graceful_.load() || force.stop_requested() || early.stop_requested();
+    };
+    if (spin_until(released, spin_ / 4)) {
       return;
     }
-    std::stop_callback wake_on_early(early, [this] {
+    // Registered before taking the lock: a callback on an already-requested token runs at once.
+    auto notify = [this] {
       std::lock_guard lock(mutex_);
       changed_.notify_all();
-    });
+    };
+    std::stop_callback wake_on_force(force, notify);
+    std::stop_callback wake_on_early(early, notify);
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, force_.get_token(), [&] { return graceful_ || early.stop_requested(); });
+    changed_.wait(lock, released);
   }
 
+  // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
   R runnable_;
+  std::atomic<ProcessState> state_view_{ProcessState::initial};
   std::stop_token parent_;
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
   std::optional<std::stop_callback<RequestStop>> parent_link_;
 
   mutable std::mutex mutex_;
-  mutable std::condition_variable_any changed_;
+  std::condition_variable changed_;
   ProcessState state_ = ProcessState::initial;
-  std::atomic<ProcessState> state_view_{ProcessState::initial};
   // Written under `mutex_` (so the condition variable sees them), read without it when spinning.
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
-  std::thread::id runner_;
+  std::atomic<std::thread::id> runner_{};
 };
 
 }  // namespace supervisor::detail

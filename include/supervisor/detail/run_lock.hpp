@@ -15,12 +15,16 @@ class RunLock {
   /// Blocks until the lock is free or `cancel` fires (`errc::canceled` /
   /// `errc::deadline_exceeded`, lock not taken).
   std::error_code acquire(const Cancel& cancel) {
-    std::unique_lock lock(mutex_);
-    std::error_code ec = wait(released_, lock, cancel, [&] { return !held_; });
-    if (!ec) {
-      held_ = true;
-    }
-    return ec;
+    bool taken = false;
+    std::error_code ec = wait(released_, mutex_, cancel, [&] {
+      // Runs under `mutex_`: the first waiter to see the lock free takes it.
+      if (!held_) {
+        held_ = true;
+        taken = true;
+      }
+      return taken;
+    });
+    return taken ? std::error_code{} : ec;
   }
 
   void release() {
@@ -38,7 +42,7 @@ class RunLock {
 
  private:
   mutable std::mutex mutex_;
-  std::condition_variable_any released_;
+  std::condition_variable released_;
   bool held_ = false;
 };
 

@@ -5,9 +5,14 @@
 
 namespace supervisor::detail {
 
-/// The default bound on a busy-wait before a blocking hand-off: long enough to cover a thread
-/// waking on the other core, short enough that nobody notices the burn.
-inline constexpr std::chrono::nanoseconds default_handoff_spin{20'000};
+/// The default bound on a busy-wait before a blocking hand-off: none. Spinning pays off only
+/// when the other side is already running on another core (a reused, parked thread); on a busy
+/// machine it steals the very core the other side needs. See `Options::handoff_spin`.
+inline constexpr std::chrono::nanoseconds default_handoff_spin{0};
+
+/// A budget that covers a thread waking on the other core: the suggested `handoff_spin` with
+/// `reuse_threads`.
+inline constexpr std::chrono::nanoseconds suggested_handoff_spin{20'000};
 
 /// Tells the CPU we are busy-waiting (lets the sibling hyper-thread run, saves power).
 inline void cpu_relax() noexcept {

@@ -160,6 +160,9 @@ class ThreadGroup {
     std::vector<std::thread> finished;
     {
       std::lock_guard lock(mutex_);
+      if (finished_.empty()) {
+        return;
+      }
       finished.swap(finished_);
     }
     for (auto& thread : finished) {
