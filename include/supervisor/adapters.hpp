@@ -1,11 +1,13 @@
 #pragma once
 
 /// \file
-/// Ready-made runnables: `nop()`, `from_function(f)`, `start_stop(start, stop)` and
-/// `leaf(body, graceful_stop)`.
+/// Ready-made runnables: `nop()`, `from_function(f)`, `start_stop(start, stop)`,
+/// `leaf(body, graceful_stop)`, `leaf(body)`, and `AnyRunnable` to keep different kinds in one
+/// table.
 
 #include <exception>
 #include <functional>
+#include <memory>
 #include <stop_token>
 #include <thread>
 #include <type_traits>
@@ -132,5 +134,65 @@ Leaf<std::decay_t<Body>, std::decay_t<GracefulStop>> leaf(Body&& body,
                                                           GracefulStop&& graceful_stop) {
   return {std::forward<Body>(body), std::forward<GracefulStop>(graceful_stop)};
 }
+
+/// A loop-style runnable whose body gets a fresh stop token on every run: `body(stop)` runs on a
+/// thread of its own until `stop` is requested, which happens on a graceful stop and on force.
+/// The process is ready at once; if the body returns early, the process winds down (and a pass
+/// restarts it). Copies can be run again: nothing of one run leaks into the next.
+template <class Body>
+class LoopLeaf {
+ public:
+  explicit LoopLeaf(Body body) : body_(std::move(body)) {}
+
+  void run(const std::stop_token& force, Ready& ready) {
+    std::stop_source quit;
+    std::stop_callback forward_force(force, [&quit]() noexcept { quit.request_stop(); });
+    leaf([&] { std::invoke(body_, quit.get_token()); }, [&] { quit.request_stop(); })
+        .run(force, ready);
+  }
+
+ private:
+  Body body_;
+};
+
+/// See `LoopLeaf`.
+template <class Body>
+LoopLeaf<std::decay_t<Body>> leaf(Body&& body) {
+  return LoopLeaf<std::decay_t<Body>>(std::forward<Body>(body));
+}
+
+/// Any runnable behind one cheap-to-copy handle, so that one table can hold different kinds (a
+/// `leaf` here, a `start_stop` there). Copies share the wrapped runnable, as copies of a
+/// `std::shared_ptr<Worker>` do; each process runs it with its own `force` and `ready`.
+class AnyRunnable {
+ public:
+  template <Runnable R>
+  requires(!std::is_same_v<std::remove_cvref_t<R>, AnyRunnable>)
+      // NOLINTNEXTLINE(google-explicit-constructor, bugprone-forwarding-reference-overload)
+      AnyRunnable(R&& runnable)
+      : impl_(std::make_shared<Model<std::remove_cvref_t<R>>>(std::forward<R>(runnable))) {}
+
+  void run(std::stop_token force, Ready& ready) const { impl_->run(std::move(force), ready); }
+
+ private:
+  struct Concept {
+    Concept() = default;
+    Concept(const Concept&) = delete;
+    Concept& operator=(const Concept&) = delete;
+    virtual ~Concept() = default;
+    virtual void run(std::stop_token force, Ready& ready) = 0;
+  };
+
+  template <class R>
+  struct Model final : Concept {
+    explicit Model(R r) : runnable(std::move(r)) {}
+    void run(std::stop_token force, Ready& ready) override {
+      detail::invoke_run(runnable, std::move(force), ready);
+    }
+    R runnable;
+  };
+
+  std::shared_ptr<Concept> impl_;
+};
 
 }  // namespace supervisor

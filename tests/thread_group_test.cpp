@@ -1,0 +1,109 @@
+#include <supervisor/detail/thread_group.hpp>
+#include <thread>
+
+#include "catch_shim.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Spins (never sleeps) until `condition` holds; false if `test::patience` ran out. For effects
+/// with no signal of their own: a thread parking after its body returned.
+template <class Condition>
+bool eventually(Condition condition) {
+  const auto limit = std::chrono::steady_clock::now() + test::patience;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > limit) {
+      return false;
+    }
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("ThreadGroup without reuse: each thread exits after its body", "[thread_group]") {
+  supervisor::detail::ThreadGroup group;
+  test::Event ran;
+  bool owned = false;
+  for (int i = 0; i < 4; ++i) {
+    group.launch([&] {
+      owned = group.owns_this_thread();
+      ran.notify();
+    });
+    REQUIRE(ran.wait(i + 1));
+    // Gone, not parked. (Thread ids cannot show this: the system reuses them.)
+    REQUIRE(eventually([&] { return group.threads() == 0; }));
+  }
+  group.join_all();
+  CHECK(owned);
+  CHECK_FALSE(group.owns_this_thread());
+}
+
+TEST_CASE("ThreadGroup with reuse: a parked thread takes the next body", "[thread_group]") {
+  supervisor::detail::ThreadGroup group({/*enabled=*/true, /*idle_timeout=*/test::patience,
+                                         /*spin=*/20us});
+  std::thread::id first, second;
+  test::Event ran;
+  group.launch([&] {
+    first = std::this_thread::get_id();
+    ran.notify();
+  });
+  REQUIRE(ran.wait(1));
+  REQUIRE(eventually([&] { return group.busy() == 0; }));  // Parked, not gone.
+  CHECK(group.threads() == 1);
+  group.launch([&] {
+    second = std::this_thread::get_id();
+    ran.notify();
+  });
+  REQUIRE(ran.wait(2));
+  CHECK(first == second);
+  CHECK(group.threads() == 1);
+  group.join_all();  // Wakes the parked thread and joins it.
+  CHECK(group.threads() == 0);
+}
+
+TEST_CASE("ThreadGroup with reuse: an idle thread exits after its timeout", "[thread_group]") {
+  supervisor::detail::ThreadGroup group({/*enabled=*/true, /*idle_timeout=*/1ms, /*spin=*/0ns});
+  test::Event ran;
+  group.launch([&] { ran.notify(); });
+  REQUIRE(ran.wait(1));
+  REQUIRE(eventually([&] { return group.threads() == 0; }));
+  group.join_all();
+}
+
+TEST_CASE("a supervisor that reuses threads and spins keeps its guarantees", "[supervisor]") {
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  auto table = std::make_shared<supervisor::MapTable<std::string, test::Probe>>();
+  supervisor::Options<std::string> options;
+  options.clock = clock;
+  options.reuse_threads = true;
+  options.handoff_spin = 20us;
+  options.thread_idle_timeout = test::patience;
+  supervisor::Supervisor<std::string, test::Probe> sup(table, options);
+
+  std::vector<test::Probe> probes;
+  std::error_code first_start, second_start, stop_code;
+  sup.run([&] {
+    for (int i = 0; i < 50; ++i) {
+      auto probe = test::Probe::with(test::Startup::ready);
+      probes.push_back(probe);
+      table->insert_or_assign("k", probe);
+      (void)sup.start("k", first_start);
+      (void)sup.start("k", second_start);
+      sup.stop("k", stop_code);
+      if (first_start || second_start != supervisor::errc::process_exists || stop_code) {
+        return;
+      }
+    }
+  });
+  CHECK(first_start == std::error_code{});
+  CHECK(second_start == supervisor::errc::process_exists);
+  CHECK(stop_code == std::error_code{});
+  CHECK(probes.size() == 50);
+  for (auto& probe : probes) {
+    CHECK(probe.state->returned.count() == 1);
+  }
+}
