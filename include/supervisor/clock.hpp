@@ -70,7 +70,8 @@ class AnyClock {
 
   /// Takes a copy of a copyable clock.
   template <Clock C>
-  requires(!std::is_same_v<std::remove_cvref_t<C>, AnyClock>)
+  requires(!std::is_same_v<std::remove_cvref_t<C>, AnyClock> &&
+           std::constructible_from<std::remove_cvref_t<C>, C>)
       // NOLINTNEXTLINE(google-explicit-constructor, bugprone-forwarding-reference-overload)
       AnyClock(C&& clock)
       : AnyClock(std::make_shared<std::remove_cvref_t<C>>(std::forward<C>(clock))) {}

@@ -24,7 +24,10 @@ namespace supervisor {
 /// a new start needs a new process.
 ///
 /// Thread-safety: every member may be called from any thread concurrently, including from
-/// inside the runnable (see `stop` for the one call that cannot complete there).
+/// inside the runnable, except the calls that wait for the runnable to return: `stop` detects
+/// that it runs on the runnable's own thread and fails instead of waiting for itself; an
+/// unbounded `wait()` there never returns. Neither can tell a thread the runnable started itself
+/// (a `leaf` body): from there, a `stop` that waits for `run` waits for its own thread too.
 ///
 /// Errors: the throwing overloads throw `std::system_error` with a `supervisor::errc` code for
 /// the expected outcomes, and rethrow the runnable's own exception intact. The
