@@ -25,6 +25,7 @@
 #include "supervisor/adapters.hpp"
 #include "supervisor/cancel.hpp"
 #include "supervisor/clock.hpp"
+#include "supervisor/composite.hpp"
 #include "supervisor/detail/pass_tracker.hpp"
 #include "supervisor/detail/process_core.hpp"
 #include "supervisor/detail/run_lock.hpp"

@@ -1,0 +1,109 @@
+#include "catch_shim.hpp"
+#include "support.hpp"
+// (keeps the shim first)
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using test::Probe;
+using test::Shutdown;
+using test::Startup;
+
+namespace {
+
+/// A runnable that logs "up NAME" when it becomes ready and "down NAME" when it returns.
+struct Logged {
+  std::string name;
+  std::shared_ptr<std::mutex> mutex;
+  std::shared_ptr<std::vector<std::string>> log;
+  bool fail_at_start = false;
+
+  void run(const std::stop_token& /*force*/, supervisor::Ready& ready) const {
+    if (fail_at_start) {
+      throw std::runtime_error(name + " failed");
+    }
+    write("up " + name);
+    ready();
+    write("down " + name);
+  }
+  void write(std::string line) const {
+    std::lock_guard lock(*mutex);
+    log->push_back(std::move(line));
+  }
+};
+
+struct Log {
+  std::shared_ptr<std::mutex> mutex = std::make_shared<std::mutex>();
+  std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+  Logged make(std::string name, bool fail = false) const {
+    return Logged{std::move(name), mutex, lines, fail};
+  }
+  std::vector<std::string> get() const {
+    std::lock_guard lock(*mutex);
+    return *lines;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("chain starts in order and stops in reverse", "[composite]") {
+  Log log;
+  supervisor::Process process(supervisor::chain(log.make("a"), log.make("b"), log.make("c")));
+  process.start();
+  CHECK(log.get() == std::vector<std::string>{"up a", "up b", "up c"});
+  process.stop();
+  CHECK(log.get() ==
+        std::vector<std::string>{"up a", "up b", "up c", "down c", "down b", "down a"});
+}
+
+TEST_CASE("chain: a later failure winds down the earlier ones", "[composite]") {
+  Log log;
+  supervisor::Process process(supervisor::chain(log.make("a"), log.make("b", true)));
+  try {
+    process.start();
+    FAIL("start succeeded");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()) == "b failed");
+  }
+  CHECK(log.get() == std::vector<std::string>{"up a", "down a"});
+}
+
+TEST_CASE("parallel: ready when all are, stopped together", "[composite]") {
+  auto a = Probe::with(Startup::ready);
+  auto b = Probe::with(Startup::hang_then_ready);
+  supervisor::Process process(supervisor::parallel(a, b));
+  std::error_code start_code;
+  test::Background starter([&] { process.start(start_code); });
+  REQUIRE(a.state->readied.wait());
+  REQUIRE(b.state->entered.wait());
+  CHECK(process.state() == supervisor::ProcessState::starting);  // b is not ready yet.
+  b.state->release.notify();
+  REQUIRE(starter.join() == nullptr);
+  CHECK(start_code == std::error_code{});
+  process.stop();
+  CHECK(a.state->returned.count() == 1);
+  CHECK(b.state->returned.count() == 1);
+  CHECK_FALSE(a.state->force_seen);  // Graceful.
+}
+
+TEST_CASE("parallel: one failing to start forces the others and fails the start", "[composite]") {
+  auto hanging = Probe::with(Startup::hang);
+  auto failing = Probe::with(Startup::throw_error);
+  supervisor::Process process(supervisor::parallel(hanging, failing));
+  CHECK_THROWS_AS(process.start(), std::runtime_error);
+  CHECK(hanging.state->force_seen);
+  CHECK(hanging.state->returned.count() == 1);
+}
+
+TEST_CASE("parallel: one exiting after readiness ends the group", "[composite]") {
+  auto steady = Probe::with(Startup::ready);
+  auto quitter = Probe::with(Startup::ready, Shutdown::throw_error);
+  quitter.state->use_early = true;
+  supervisor::Process process(supervisor::parallel(steady, quitter));
+  process.start();
+  quitter.state->early.request_stop();
+  REQUIRE(process.wait(test::patience));
+  CHECK(test::what(process.error()) == "shutdown failed");
+  CHECK(steady.state->returned.count() == 1);
+}
