@@ -321,7 +321,7 @@ class Rig {
   std::shared_ptr<supervisor::ManualClock> clock = std::make_shared<supervisor::ManualClock>();
   Problems problems;
   Tally tally;
-  std::array<std::atomic<long>, 6> reports{};  // by ErrorSource
+  std::array<std::atomic<long>, 7> reports{};  // by ErrorSource
   std::unique_ptr<Sup> sup;
   /// Set just before the callback returns: from then on, `start` may fail with `not_running`.
   std::atomic<bool> returning{false};
@@ -451,7 +451,9 @@ class Rig {
       case ErrorSource::iterate:
       case ErrorSource::row:
       case ErrorSource::close:
-        problems.add("a MapTable never throws, yet: " + source + ": " + test::what(report.error));
+      case ErrorSource::clock:
+        problems.add("a MapTable and a ManualClock never throw, yet: " + source + ": " +
+                     test::what(report.error));
         return;
       case ErrorSource::start:
       case ErrorSource::exit:

@@ -655,3 +655,38 @@ TEST_CASE("supervisors nest: one runs as a process of another", "[supervisor]") 
   CHECK(after_stop == std::error_code{});    // Stopping the tenant stopped its workers.
   CHECK_FALSE(worker.state->force_seen);     // Gracefully.
 }
+
+TEST_CASE("a clock that throws ends the restart loop, and nothing else", "[supervisor]") {
+  // Lets the initial wait through, then fails every wait of the restart loop.
+  struct BrokenClock {
+    std::shared_ptr<std::atomic<int>> calls = std::make_shared<std::atomic<int>>(0);
+    [[nodiscard]] std::chrono::steady_clock::time_point now() const {
+      return std::chrono::steady_clock::time_point{};
+    }
+    bool sleep_until(std::chrono::steady_clock::time_point, const std::stop_token&) const {
+      if (++*calls > 1) {
+        throw std::runtime_error("clock broke");
+      }
+      return true;
+    }
+  };
+  auto table = std::make_shared<Table>();
+  auto probe = Probe::with(Startup::hang_then_ready);  // Holds the initial wait on the clock.
+  table->insert_or_assign("a", probe);
+  test::Reports<std::string> reports;
+  supervisor::Options<std::string> options;
+  options.clock = BrokenClock{};
+  options.on_error = reports.hook();
+  Sup sup(table, options);
+  std::error_code got;
+  sup.run([&] {
+    REQUIRE(reports.wait(1));  // Main thread: run's callback runs on the caller's thread.
+    probe.state->release.notify();
+    REQUIRE(probe.state->readied.wait());
+  });
+  auto entries = reports.entries();
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0].source == ErrorSource::clock);
+  CHECK(entries[0].message == "clock broke");
+  CHECK(probe.state->returned.count() == 1);
+}

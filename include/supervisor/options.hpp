@@ -32,8 +32,12 @@ enum class ErrorSource {
   /// A running process returned with an exception on its own: it was removed and the next pass
   /// starts it again if its entry is still in the table.
   exit,
-  /// A process threw while `run` was shutting it down.
+  /// A process threw while `run` was shutting it down. (This includes a process that a pass was
+  /// still starting when `run` shut down, if it then failed in its initialisation.)
   shutdown,
+  /// The injected clock threw while the restart loop waited on it: the loop has ended (no more
+  /// passes until the next `run`); everything else goes on.
+  clock,
 };
 
 constexpr std::string_view to_string(ErrorSource source) noexcept {
@@ -50,6 +54,8 @@ constexpr std::string_view to_string(ErrorSource source) noexcept {
       return "process exit";
     case ErrorSource::shutdown:
       return "process shutdown";
+    case ErrorSource::clock:
+      return "restart loop clock";
   }
   return "unknown";
 }

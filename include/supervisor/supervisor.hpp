@@ -407,7 +407,12 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     if (cancel.has_deadline()) {
       deadline_timer =
           std::jthread([&parent, deadline = cancel.deadline()](const std::stop_token& over) {
-            if (SteadyClock{}.sleep_until(deadline, over)) {
+            bool passed = true;
+            try {
+              passed = SteadyClock{}.sleep_until(deadline, over);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): cannot wait, so act as if passed.
+            }
+            if (passed && !over.stop_requested()) {
               parent.request_stop();
             }
           });
@@ -428,8 +433,13 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
 
     // The restart loop: wait an interval, run a pass; until the callback returns or `cancel`.
     restart_loop = std::jthread([this](const std::stop_token& over) {
-      while (options_.clock.sleep_until(options_.clock.now() + options_.restart_interval, over)) {
-        run_pass(nullptr);
+      try {
+        while (options_.clock.sleep_until(options_.clock.now() + options_.restart_interval, over)) {
+          run_pass(nullptr);
+        }
+      } catch (...) {
+        // Only a user's clock can throw here; the loop ends, `run` and its processes go on.
+        report(ErrorSource::clock, nullptr, std::current_exception());
       }
     });
     std::stop_callback stop_loop_on_cancel(
