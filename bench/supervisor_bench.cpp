@@ -728,7 +728,7 @@ class TimedTable {
     Cursor(Table::Cursor inner, TimedTable& owner, Clock::time_point began)
         : inner_(std::move(inner)), owner_(&owner), began_(began) {}
     bool next() { return inner_.next(); }
-    [[nodiscard]] std::pair<Key, WorkerPtr> get() const { return inner_.get(); }
+    [[nodiscard]] std::pair<Key, WorkerPtr> get() { return inner_.get(); }
     void close() {
       inner_.close();
       owner_->last_ns_.store(

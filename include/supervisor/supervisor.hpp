@@ -465,6 +465,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     std::unique_lock gate(gate_);  // Waits for the registrations in flight.
     started_ = false;
   }
+  threads_.close();  // Threads that finish now exit rather than park for work that won't come.
   stop_all(parent.stop_requested());
   threads_.join_all();
   if (deadline_timer.joinable()) {

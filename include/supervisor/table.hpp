@@ -31,7 +31,8 @@ namespace supervisor {
 /// - `close()` releases the cursor. The supervisor calls it exactly once per cursor, after the
 ///   last `next()`, whether the iteration succeeded or failed. Throwing from it is reported.
 ///
-/// The rows need not be a consistent snapshot. Every call is made on one thread at a time.
+/// The rows need not be a consistent snapshot. Every call is made on one thread at a time, and
+/// `get()` at most once per row (so it may move the row out).
 template <class C, class Key, class R>
 concept TableCursor = requires(C& cursor) {
   { cursor.next() } -> std::convertible_to<bool>;
@@ -68,7 +69,9 @@ class MapTable {
    public:
     explicit Cursor(std::vector<std::pair<Key, R>> rows) : rows_(std::move(rows)) {}
     bool next() { return ++position_ <= rows_.size(); }
-    [[nodiscard]] std::pair<Key, R> get() const { return rows_[position_ - 1]; }
+    // Moves the row out: the supervisor reads each row once, and a pass over rows that already
+    // run then touches no runnable's reference count.
+    [[nodiscard]] std::pair<Key, R> get() { return std::move(rows_[position_ - 1]); }
     void close() noexcept { rows_.clear(); }
 
    private:

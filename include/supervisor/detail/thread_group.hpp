@@ -68,6 +68,16 @@ class ThreadGroup {
     ++busy_;
   }
 
+  /// From now until `join_all` returns, a thread whose body returns exits instead of parking,
+  /// and parked threads are told to exit: for an owner about to stop everything it runs.
+  void close() {
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+    for (Worker* worker : idle_) {
+      worker->wake.notify_one();
+    }
+  }
+
   /// Blocks until every thread of the group has exited and been joined (parked threads are told
   /// to exit). Must not be called from one of the group's own threads, nor concurrently with
   /// `launch`. The group can be used again afterwards.
