@@ -36,13 +36,13 @@ TEST_CASE("ManualClock: starts where told and moves only when advanced or set", 
   CHECK(clock.now() == time_point{} + 100h + 5s);
 }
 
-TEST_CASE("ManualClock: sleep_until returns true at once when the time has passed", "[clock]") {
+TEST_CASE("ManualClock: wait_until returns true at once when the time has passed", "[clock]") {
   ManualClock clock(time_point{} + 1h);
   const auto t0 = clock.now();
-  CHECK(clock.sleep_until(t0, {}));
-  CHECK(clock.sleep_until(t0 - 1s, {}));
+  CHECK(clock.wait_until(t0, {}));
+  CHECK(clock.wait_until(t0 - 1s, {}));
   clock.advance(5s);
-  CHECK(clock.sleep_until(t0 + 5s, {}));
+  CHECK(clock.wait_until(t0 + 5s, {}));
   CHECK(clock.arms() == 0);  // none of them blocked
   CHECK(clock.sleepers() == 0);
 }
@@ -51,7 +51,7 @@ TEST_CASE("ManualClock: a sleeper wakes only once time reaches its deadline", "[
   ManualClock clock;
   const auto t0 = clock.now();
   bool woke = false;
-  Background sleeper([&] { woke = clock.sleep_until(t0 + 10s, {}); });
+  Background sleeper([&] { woke = clock.wait_until(t0 + 10s, {}); });
 
   REQUIRE(clock.wait_for_sleepers(1));
   CHECK(clock.sleepers() == 1);
@@ -75,9 +75,9 @@ TEST_CASE("ManualClock: successive advances wake sleepers in deadline order", "[
   bool woke1 = false;
   bool woke2 = false;
   bool woke3 = false;
-  Background s3([&] { woke3 = clock.sleep_until(t0 + 3s, {}); });
-  Background s1([&] { woke1 = clock.sleep_until(t0 + 1s, {}); });
-  Background s2([&] { woke2 = clock.sleep_until(t0 + 2s, {}); });
+  Background s3([&] { woke3 = clock.wait_until(t0 + 3s, {}); });
+  Background s1([&] { woke1 = clock.wait_until(t0 + 1s, {}); });
+  Background s2([&] { woke2 = clock.wait_until(t0 + 2s, {}); });
   REQUIRE(clock.wait_for_sleepers(3));
 
   clock.advance(1s);
@@ -108,7 +108,7 @@ TEST_CASE("ManualClock: set never goes backwards and wakes the due sleepers", "[
   CHECK(clock.now() == t0 + 10s);
 
   bool woke = false;
-  Background sleeper([&] { woke = clock.sleep_until(t0 + 15s, {}); });
+  Background sleeper([&] { woke = clock.wait_until(t0 + 15s, {}); });
   REQUIRE(clock.wait_for_sleepers(1));
   clock.set(t0);  // backwards: ignored, wakes nobody
   CHECK(clock.now() == t0 + 10s);
@@ -125,7 +125,7 @@ TEST_CASE("ManualClock: a requested token cancels a sleeper", "[clock]") {
   ManualClock clock;
   std::stop_source cancel;
   bool woke = true;
-  Background sleeper([&] { woke = clock.sleep_until(clock.now() + 1h, cancel.get_token()); });
+  Background sleeper([&] { woke = clock.wait_until(clock.now() + 1h, cancel.get_token()); });
   REQUIRE(clock.wait_for_sleepers(1));
 
   cancel.request_stop();
@@ -136,7 +136,7 @@ TEST_CASE("ManualClock: a requested token cancels a sleeper", "[clock]") {
   CHECK(clock.arms() == 1);
 
   SECTION("an already-requested token returns false without waiting") {
-    CHECK_FALSE(clock.sleep_until(clock.now() + 1h, cancel.get_token()));
+    CHECK_FALSE(clock.wait_until(clock.now() + 1h, cancel.get_token()));
     CHECK(clock.sleepers() == 0);
   }
 }
@@ -156,8 +156,8 @@ TEST_CASE("ManualClock: arms counts every blocking sleep; the waits honour a tok
   bool woke1 = false;
   bool woke2 = false;
   Background loop([&] {
-    woke1 = clock.sleep_until(t0 + 1s, {});
-    woke2 = clock.sleep_until(t0 + 2s, {});
+    woke1 = clock.wait_until(t0 + 1s, {});
+    woke2 = clock.wait_until(t0 + 2s, {});
   });
   REQUIRE(clock.wait_for_arms(1));
   clock.advance(1s);
@@ -183,7 +183,7 @@ TEST_CASE("AnyClock: wrapping a shared ManualClock shares it", "[clock]") {
   CHECK(copy.now() == manual->now());
 
   bool woke = false;
-  Background sleeper([&] { woke = copy.sleep_until(manual->now() + 1s, {}); });
+  Background sleeper([&] { woke = copy.wait_until(manual->now() + 1s, {}); });
   REQUIRE(manual->wait_for_sleepers(1));
   manual->advance(1s);
   REQUIRE(sleeper.wait());
@@ -191,7 +191,7 @@ TEST_CASE("AnyClock: wrapping a shared ManualClock shares it", "[clock]") {
 
   std::stop_source requested;
   requested.request_stop();
-  CHECK_FALSE(any.sleep_until(manual->now() + 1h, requested.get_token()));
+  CHECK_FALSE(any.wait_until(manual->now() + 1h, requested.get_token()));
 }
 
 TEST_CASE("AnyClock: the default is the real steady clock", "[clock]") {
@@ -207,18 +207,18 @@ TEST_CASE("AnyClock: the default is the real steady clock", "[clock]") {
   CHECK(b <= after);
 }
 
-TEST_CASE("SteadyClock: sleep_until honours the token and past times", "[clock]") {
+TEST_CASE("SteadyClock: wait_until honours the token and past times", "[clock]") {
   SteadyClock clock;
   std::stop_source requested;
   requested.request_stop();
 
   // Bounded by test::patience so that a broken clock fails instead of hanging.
-  CHECK_FALSE(clock.sleep_until(clock.now() + test::patience, requested.get_token()));
-  CHECK(clock.sleep_until(clock.now() - 1s, {}));
-  CHECK(clock.sleep_until(time_point{}, std::stop_source{}.get_token()));
+  CHECK_FALSE(clock.wait_until(clock.now() + test::patience, requested.get_token()));
+  CHECK(clock.wait_until(clock.now() - 1s, {}));
+  CHECK(clock.wait_until(time_point{}, std::stop_source{}.get_token()));
 
   const auto soon = clock.now() + 1ms;
-  CHECK(clock.sleep_until(soon, {}));
+  CHECK(clock.wait_until(soon, {}));
   CHECK(clock.now() >= soon);
 }
 
@@ -239,7 +239,7 @@ TEST_CASE("SteadyClock: a sleep canceled by its token never reports the time as 
     bool woke = false;
     std::thread sleeper([&] {
       entering = true;
-      woke = SteadyClock{}.sleep_until(SteadyClock{}.now() + test::patience, cancel.get_token());
+      woke = SteadyClock{}.wait_until(SteadyClock{}.now() + test::patience, cancel.get_token());
     });
     while (!entering) {
     }

@@ -663,7 +663,7 @@ TEST_CASE("a clock that throws ends the restart loop, and nothing else", "[super
     [[nodiscard]] std::chrono::steady_clock::time_point now() const {
       return std::chrono::steady_clock::time_point{};
     }
-    bool sleep_until(std::chrono::steady_clock::time_point, const std::stop_token&) const {
+    bool wait_until(std::chrono::steady_clock::time_point, const std::stop_token&) const {
       if (++*calls > 1) {
         throw std::runtime_error("clock broke");
       }

@@ -26,13 +26,13 @@ namespace supervisor {
 /// real time).
 ///
 /// - `now()` returns the current time as a `std::chrono::steady_clock::time_point`.
-/// - `sleep_until(t, token)` blocks the calling thread until `now() >= t` (returns `true`) or
+/// - `wait_until(t, token)` blocks the calling thread until `now() >= t` (returns `true`) or
 ///   until `token` is requested (returns `false`). It must return promptly once `token` is
 ///   requested, and must be safe to call from several threads at once.
 template <class C>
 concept Clock = requires(C& clock, std::chrono::steady_clock::time_point t, std::stop_token token) {
   { clock.now() } -> std::convertible_to<std::chrono::steady_clock::time_point>;
-  { clock.sleep_until(t, token) } -> std::convertible_to<bool>;
+  { clock.wait_until(t, token) } -> std::convertible_to<bool>;
 };
 
 /// The real clock: `std::chrono::steady_clock`. Stateless; the default in `Options`.
@@ -43,7 +43,7 @@ class SteadyClock {
   [[nodiscard]] time_point now() const noexcept { return std::chrono::steady_clock::now(); }
 
   /// Blocks until `t` or until `token` is requested. Thread-safe.
-  bool sleep_until(time_point t, const std::stop_token& token) const {
+  bool wait_until(time_point t, const std::stop_token& token) const {
     std::mutex mutex;
     std::condition_variable_any cv;
     std::unique_lock lock(mutex);
@@ -77,8 +77,8 @@ class AnyClock {
       : AnyClock(std::make_shared<std::remove_cvref_t<C>>(std::forward<C>(clock))) {}
 
   [[nodiscard]] time_point now() const { return impl_->now(); }
-  bool sleep_until(time_point t, const std::stop_token& token) const {
-    return impl_->sleep_until(t, token);
+  bool wait_until(time_point t, const std::stop_token& token) const {
+    return impl_->wait_until(t, token);
   }
 
  private:
@@ -88,15 +88,15 @@ class AnyClock {
     Concept& operator=(const Concept&) = delete;
     virtual ~Concept() = default;
     [[nodiscard]] virtual time_point now() const = 0;
-    virtual bool sleep_until(time_point t, const std::stop_token& token) const = 0;
+    virtual bool wait_until(time_point t, const std::stop_token& token) const = 0;
   };
 
   template <class C>
   struct Model final : Concept {
     explicit Model(std::shared_ptr<C> c) : clock(std::move(c)) {}
     [[nodiscard]] time_point now() const override { return clock->now(); }
-    bool sleep_until(time_point t, const std::stop_token& token) const override {
-      return clock->sleep_until(t, token);
+    bool wait_until(time_point t, const std::stop_token& token) const override {
+      return clock->wait_until(t, token);
     }
     std::shared_ptr<C> clock;
   };
@@ -106,7 +106,7 @@ class AnyClock {
 
 /// A clock that moves only when told to, for deterministic tests.
 ///
-/// `sleep_until` really blocks, and `advance` / `set` wake every sleeper whose time has come
+/// `wait_until` really blocks, and `advance` / `set` wake every sleeper whose time has come
 /// before they return. A test can wait until the code under test is blocked on the clock with
 /// `wait_for_sleepers(n)`, then advance time: no test needs to sleep.
 ///
@@ -130,7 +130,7 @@ class ManualClock {
 
   /// Blocks until the clock is advanced to `t` or beyond (returns `true`) or `token` is requested
   /// (returns `false`). While blocked, the call counts as one sleeper.
-  bool sleep_until(time_point t, const std::stop_token& token) {
+  bool wait_until(time_point t, const std::stop_token& token) {
     std::unique_lock lock(mutex_);
     if (now_ >= t) {
       return true;
@@ -164,19 +164,19 @@ class ManualClock {
     wake_due();
   }
 
-  /// How many threads are blocked in `sleep_until` right now (and not yet woken).
+  /// How many threads are blocked in `wait_until` right now (and not yet woken).
   [[nodiscard]] std::size_t sleepers() const {
     std::lock_guard lock(mutex_);
     return pending_;
   }
 
-  /// How many sleeps have been armed since construction (each `sleep_until` call that blocked).
+  /// How many sleeps have been armed since construction (each `wait_until` call that blocked).
   [[nodiscard]] std::size_t arms() const {
     std::lock_guard lock(mutex_);
     return arms_;
   }
 
-  /// Blocks until at least `n` threads are blocked in `sleep_until`, or `token` is requested.
+  /// Blocks until at least `n` threads are blocked in `wait_until`, or `token` is requested.
   /// Returns whether the count was reached.
   bool wait_for_sleepers(std::size_t n, const std::stop_token& token = {}) {
     std::unique_lock lock(mutex_);

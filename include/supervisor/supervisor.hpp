@@ -409,7 +409,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
           std::jthread([&parent, deadline = cancel.deadline()](const std::stop_token& over) {
             bool passed = true;
             try {
-              passed = SteadyClock{}.sleep_until(deadline, over);
+              passed = SteadyClock{}.wait_until(deadline, over);
             } catch (...) {  // NOLINT(bugprone-empty-catch): cannot wait, so act as if passed.
             }
             if (passed && !over.stop_requested()) {
@@ -427,14 +427,14 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
       std::stop_callback cut_short(parent.get_token(),
                                    [&tracker]() noexcept { tracker->settled().request_stop(); });
       if (!tracker->settled().stop_requested()) {
-        options_.clock.sleep_until(give_up_at, tracker->settled().get_token());
+        options_.clock.wait_until(give_up_at, tracker->settled().get_token());
       }
     }
 
     // The restart loop: wait an interval, run a pass; until the callback returns or `cancel`.
     restart_loop = std::jthread([this](const std::stop_token& over) {
       try {
-        while (options_.clock.sleep_until(options_.clock.now() + options_.restart_interval, over)) {
+        while (options_.clock.wait_until(options_.clock.now() + options_.restart_interval, over)) {
           run_pass(nullptr);
         }
       } catch (...) {
