@@ -540,10 +540,15 @@ void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     return;
   }
   std::error_code ec;
+  std::exception_ptr failure;
   try {
     launch_reserved(key, std::move(runnable), Origin::pass, tracker, ec);
   } catch (...) {
-    report(ErrorSource::start, &key, std::current_exception());
+    failure = std::current_exception();
+  }
+  gate.unlock();  // The hook may call back into the supervisor (start takes the gate too).
+  if (failure) {
+    report(ErrorSource::start, &key, failure);
   }
 }
 
