@@ -10,10 +10,6 @@ namespace supervisor::detail {
 /// machine it steals the very core the other side needs. See `Options::handoff_spin`.
 inline constexpr std::chrono::nanoseconds default_handoff_spin{0};
 
-/// A budget that covers a thread waking on the other core: the suggested `handoff_spin` with
-/// `reuse_threads`.
-inline constexpr std::chrono::nanoseconds suggested_handoff_spin{20'000};
-
 /// Tells the CPU we are busy-waiting (lets the sibling hyper-thread run, saves power).
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
