@@ -260,6 +260,50 @@ TEST_CASE("stop, get and start of unknown keys", "[supervisor]") {
 
 // ---- Processes that end on their own ---------------------------------------------------------
 
+TEST_CASE("visit: calls back with a running process's runnable, and only then", "[supervisor]") {
+  Harness h;
+  auto a = Probe::with(Startup::ready);
+  auto b = Probe::with(Startup::hang_then_ready);
+  h.table->insert_or_assign("a", a);
+  h.start_run();
+
+  std::shared_ptr<test::ProbeState> seen;
+  CHECK(h.sup->visit("a", [&](const Probe& p) { seen = p.state; }) == std::error_code{});
+  CHECK(seen == a.state);
+
+  int calls = 0;
+  CHECK(h.sup->visit("nope", [&](const Probe&) { ++calls; }) == errc::process_not_found);
+  h.table->insert_or_assign("b", b);
+  std::error_code b_start;
+  {
+    test::Background starter([&] { b_start = h.start_code("b"); });
+    REQUIRE(b.state->entered.wait());
+    CHECK(h.sup->visit("b", [&](const Probe&) { ++calls; }) == errc::process_not_running);
+    b.state->release.notify();
+  }
+  CHECK(b_start == std::error_code{});
+  CHECK(calls == 0);
+
+  SECTION("the callback may stop the process it visits; the runnable outlives the call") {
+    std::error_code stopped;
+    bool returned = false;
+    CHECK(h.sup->visit("a", [&](const Probe& p) {
+      h.table->erase("a");
+      stopped = h.stop_code("a");
+      returned = p.state->returned.count() == 1;  // still readable
+    }) == std::error_code{});
+    CHECK(stopped == std::error_code{});
+    CHECK(returned);
+    CHECK(h.get_code("a") == errc::process_not_found);
+  }
+  SECTION("what the callback throws reaches the caller") {
+    CHECK_THROWS_AS(h.sup->visit("b", [](const Probe&) { throw std::out_of_range("visited"); }),
+                    std::out_of_range);
+    CHECK(h.get_code("b") == std::error_code{});
+  }
+  REQUIRE(h.finish() == nullptr);
+}
+
 TEST_CASE("a process that erases its entry and returns is removed and not restarted",
           "[supervisor]") {
   Harness h;

@@ -183,7 +183,8 @@ class Supervisor {
   void stop(const Key& key, std::error_code& ec) { stop(key, Cancel{}, ec); }
   void stop(const Key& key, Cancel cancel, std::error_code& ec);
 
-  /// The runnable of the process for `key`. Never blocks on other keys.
+  /// The runnable of the process for `key`. Never blocks: takes no lock, and writes no memory
+  /// that another thread's lookup reads (copying `R` aside: see `visit`).
   ///
   /// Outcomes: `errc::process_not_found` if `key` has no process (or is only reserved);
   /// `errc::process_not_running` if the process is still starting or already stopped: the
@@ -203,6 +204,32 @@ class Supervisor {
       ec = (*managed)->state() == ProcessState::running ? std::error_code{}
                                                         : errc::process_not_running;
       return (*managed)->runnable();
+    });
+  }
+
+  /// Calls `f(const R&)` with the runnable of the process for `key`, without copying it, if that
+  /// process is running. For hot paths whose handle is costly to copy (a `std::shared_ptr`'s
+  /// copy writes its reference count, a cache line that every thread using the key then
+  /// shares). Runs `f` on the calling thread; never blocks.
+  ///
+  /// Outcomes (`f` is not called): `errc::process_not_found` if `key` has no process (or is only
+  /// reserved); `errc::process_not_running` if it is still starting or already stopped. What `f`
+  /// throws propagates.
+  ///
+  /// `f` may call any member of this supervisor. The runnable stays valid while `f` runs even if
+  /// the process is stopped meanwhile; do not keep the reference past `f`'s return.
+  template <class F>
+  requires std::invocable<F&, const R&> std::error_code visit(const Key& key, F&& f)
+  const {
+    return processes_.visit(key, [&](const ManagedPtr* managed) -> std::error_code {
+      if (managed == nullptr || !*managed) {
+        return errc::process_not_found;
+      }
+      if ((*managed)->state() != ProcessState::running) {
+        return errc::process_not_running;
+      }
+      std::invoke(f, std::as_const((*managed)->runnable()));
+      return {};
     });
   }
 
@@ -468,6 +495,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   threads_.close();  // Threads that finish now exit rather than park for work that won't come.
   stop_all(parent.stop_requested());
   threads_.join_all();
+  processes_.reclaim();  // The last runnables' copies, unless a `get` elsewhere still holds them.
   if (deadline_timer.joinable()) {
     deadline_timer.request_stop();
     deadline_timer.join();

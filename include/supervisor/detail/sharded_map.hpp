@@ -1,89 +1,333 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
-#include <shared_mutex>
-#include <unordered_map>
 #include <utility>
+
+#include "supervisor/detail/epoch.hpp"
 
 namespace supervisor::detail {
 
-/// A hash map split into independently locked shards, so that operations on different keys
-/// rarely contend on one mutex or share a cache line. Readers of a shard take its lock shared.
+/// A hash map whose lookups write no shared memory, for the supervisor's process table.
+///
+/// Readers (`visit`) take no lock: they pin the epoch domain (a store to their own thread's
+/// record) and walk bucket chains of atomic pointers, so two threads looking up the same keys
+/// never pass a cache line back and forth. Writers lock one of 64 shards, link or unlink nodes
+/// with atomic stores, and retire what they unlinked; it is freed once no pinned reader can
+/// still hold it (see `EpochDomain`), outside the shard lock, by a later write or `reclaim`.
 ///
 /// `Value` is a nullable handle (`std::shared_ptr`); a null value marks a key reserved by an
-/// operation still in flight.
+/// operation still in flight. Values are immutable once published: `assign` links a new node.
 template <class Key, class Value, class Hash, class KeyEqual>
 class ShardedMap {
  public:
   static constexpr std::size_t shard_count = 64;
 
-  /// Inserts `value` under `key` unless the key is present. Returns whether it inserted.
-  bool try_emplace(const Key& key, Value value) {
-    Shard& shard = shard_for(key);
-    std::unique_lock lock(shard.mutex);
-    return shard.map.try_emplace(key, std::move(value)).second;
+  ShardedMap() = default;
+  ShardedMap(const ShardedMap&) = delete;
+  ShardedMap& operator=(const ShardedMap&) = delete;
+
+  /// Precondition: no call is in flight, on any thread.
+  ~ShardedMap() {
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      Shard& shard = shards_[i];
+      destroy_table(shard.table.load(std::memory_order_relaxed));
+      destroy(shard.retired_nodes, shard.retired_tables);
+    }
   }
 
-  /// Replaces the value under a present `key`.
-  void assign(const Key& key, Value value) {
-    Shard& shard = shard_for(key);
+  /// Inserts `value` under `key` unless the key is present. Returns whether it inserted.
+  bool try_emplace(const Key& key, Value value) {
+    const std::uint64_t hash = mix(key);
+    Shard& shard = shard_for(hash);
     std::unique_lock lock(shard.mutex);
-    shard.map.insert_or_assign(key, std::move(value));
+    Table* table = shard.table.load(std::memory_order_relaxed);
+    if (find(*table, hash, key) != nullptr) {
+      return false;
+    }
+    link_head(*table, new Node(hash, key, std::move(value)));
+    insert_done(shard, lock);
+    return true;
+  }
+
+  /// Replaces the value under `key`, or inserts it.
+  void assign(const Key& key, Value value) {
+    const std::uint64_t hash = mix(key);
+    Shard& shard = shard_for(hash);
+    std::unique_lock lock(shard.mutex);
+    Table* table = shard.table.load(std::memory_order_relaxed);
+    std::atomic<Node*>* link = find_link(*table, hash, key);
+    auto* node = new Node(hash, key, std::move(value));
+    Node* old = link->load(std::memory_order_relaxed);
+    if (old == nullptr) {
+      link_head(*table, node);
+      insert_done(shard, lock);
+      return;
+    }
+    // Readers already on `old` go on from its successor, which stays linked.
+    node->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    link->store(node);
+    retire(shard, old);
+    collect(shard, lock);
   }
 
   /// Erases `key` only if `matches(value)` holds, so a late eraser never removes an entry that
   /// someone else has put there since. Returns whether it erased.
   template <class Matches>
   bool erase_if(const Key& key, Matches&& matches) {
-    Shard& shard = shard_for(key);
+    const std::uint64_t hash = mix(key);
+    Shard& shard = shard_for(hash);
     std::unique_lock lock(shard.mutex);
-    auto it = shard.map.find(key);
-    if (it == shard.map.end() || !std::forward<Matches>(matches)(it->second)) {
+    std::atomic<Node*>* link = find_link(*shard.table.load(std::memory_order_relaxed), hash, key);
+    Node* node = link->load(std::memory_order_relaxed);
+    if (node == nullptr || !std::forward<Matches>(matches)(std::as_const(node->value))) {
       return false;
     }
-    shard.map.erase(it);
+    link->store(node->next.load(std::memory_order_relaxed));
+    --shard.size;
+    retire(shard, node);
+    collect(shard, lock);
     return true;
   }
 
-  /// Calls `visit(const Value*)` under the shard's shared lock: null when `key` is absent.
+  /// Calls `visit(const Value*)`: null when `key` is absent. Takes no lock and writes only this
+  /// thread's epoch record; the value stays valid while `visit` runs, even if erased meanwhile.
+  /// `visit` may call back into the map.
   template <class Visit>
   decltype(auto) visit(const Key& key, Visit&& visit) const {
-    const Shard& shard = shard_for(key);
-    std::shared_lock lock(shard.mutex);
-    auto it = shard.map.find(key);
-    return std::forward<Visit>(visit)(it == shard.map.end() ? nullptr : &it->second);
+    const EpochDomain::Pin pin;
+    const std::uint64_t hash = mix(key);
+    const Table* table = shard_for(hash).table.load();
+    for (const Node* node = table->heads[hash & table->mask].load(); node != nullptr;
+         node = node->next.load()) {
+      if (node->hash == hash && KeyEqual{}(node->key, key)) {
+        return std::forward<Visit>(visit)(&node->value);
+      }
+    }
+    return std::forward<Visit>(visit)(static_cast<const Value*>(nullptr));
   }
 
   /// Calls `visit(const Key&, const Value&)` for every entry, one shard at a time under its
-  /// shared lock. `visit` must not call back into the map.
+  /// lock. `visit` must not call back into the map.
   template <class Visit>
   void for_each(Visit&& visit) const {
     for (std::size_t i = 0; i < shard_count; ++i) {
-      std::shared_lock lock(shards_[i].mutex);
-      for (const auto& [key, value] : shards_[i].map) {
-        visit(key, value);
+      const Shard& shard = shards_[i];
+      std::unique_lock lock(shard.mutex);
+      const Table* table = shard.table.load(std::memory_order_relaxed);
+      for (std::size_t b = 0; b <= table->mask; ++b) {
+        for (const Node* node = table->heads[b].load(std::memory_order_relaxed); node != nullptr;
+             node = node->next.load(std::memory_order_relaxed)) {
+          visit(node->key, node->value);
+        }
       }
     }
   }
 
+  /// Frees, in every shard, what no pinned reader can still hold. Writes do this for their own
+  /// shard; call it when writes stop (a supervisor's `run` ending) so no value outlives its use
+  /// for longer than the reads in flight.
+  void reclaim() {
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      std::unique_lock lock(shards_[i].mutex);
+      collect(shards_[i], lock);
+    }
+  }
+
  private:
-  struct alignas(64) Shard {
-    mutable std::shared_mutex mutex;
-    std::unordered_map<Key, Value, Hash, KeyEqual> map;
+  struct Node {
+    Node(std::uint64_t h, const Key& k, Value v) : hash(h), key(k), value(std::move(v)) {}
+
+    const std::uint64_t hash;
+    const Key key;
+    const Value value;
+    std::atomic<Node*> next{nullptr};
+    // Writers only, under the shard lock: the shard's list of retired nodes.
+    std::uint64_t retired_at = 0;
+    Node* next_retired = nullptr;
   };
 
-  [[nodiscard]] std::size_t index(const Key& key) const {
-    // std::hash of an integer is often the identity: mix before taking the top bits.
-    const auto h = static_cast<std::uint64_t>(Hash{}(key)) * 0x9E3779B97F4A7C15ULL;
-    return static_cast<std::size_t>(h >> 58U);  // 64 shards: the top 6 bits.
+  struct Table {
+    explicit Table(std::size_t buckets)
+        : mask(buckets - 1), heads(std::make_unique<std::atomic<Node*>[]>(buckets)) {}
+
+    const std::size_t mask;  // bucket count - 1, a power of two
+    const std::unique_ptr<std::atomic<Node*>[]> heads;
+    std::uint64_t retired_at = 0;
+    Table* next_retired = nullptr;
+  };
+
+  // Retired items wait in a list per kind, oldest first: epochs only grow along it.
+  template <class T>
+  struct RetiredList {
+    T* head = nullptr;
+    T* tail = nullptr;
+
+    void push(T* item, std::uint64_t epoch) noexcept {
+      item->retired_at = epoch;
+      (tail != nullptr ? tail->next_retired : head) = item;
+      tail = item;
+    }
+    /// Detaches the oldest items that `domain` lets go, as a list ending in null.
+    T* take_reclaimable(const EpochDomain& domain) noexcept {
+      T* first = head;
+      T* last = nullptr;
+      for (T* item = head; item != nullptr && domain.reclaimable(item->retired_at);
+           item = item->next_retired) {
+        last = item;
+      }
+      if (last == nullptr) {
+        return nullptr;
+      }
+      head = last->next_retired;
+      if (head == nullptr) {
+        tail = nullptr;
+      }
+      last->next_retired = nullptr;
+      return first;
+    }
+    [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
+    [[nodiscard]] std::uint64_t newest() const noexcept { return tail->retired_at; }
+  };
+
+  struct alignas(64) Shard {
+    Shard() : table(new Table(initial_buckets)) {}
+
+    mutable std::mutex mutex;  // writers only
+    std::atomic<Table*> table;
+    std::size_t size = 0;
+    RetiredList<Node> retired_nodes;
+    RetiredList<Table> retired_tables;
+  };
+
+  static constexpr std::size_t initial_buckets = 8;
+
+  /// Mixes every bit of the user's hash into every bit (std::hash of an integer is often the
+  /// identity): the top bits pick the shard, the bottom bits the bucket.
+  static std::uint64_t mix(const Key& key) {
+    auto h = static_cast<std::uint64_t>(Hash{}(key));
+    h ^= h >> 33U;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33U;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33U;
+    return h;
   }
-  Shard& shard_for(const Key& key) { return shards_[index(key)]; }
-  const Shard& shard_for(const Key& key) const { return shards_[index(key)]; }
+  Shard& shard_for(std::uint64_t hash) { return shards_[hash >> 58U]; }  // 64: the top 6 bits
+  const Shard& shard_for(std::uint64_t hash) const { return shards_[hash >> 58U]; }
+
+  /// The link that points at `key`'s node, or the null link ending its bucket. Writers only.
+  static std::atomic<Node*>* find_link(Table& table, std::uint64_t hash, const Key& key) {
+    std::atomic<Node*>* link = &table.heads[hash & table.mask];
+    for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
+         node = link->load(std::memory_order_relaxed)) {
+      if (node->hash == hash && KeyEqual{}(node->key, key)) {
+        break;
+      }
+      link = &node->next;
+    }
+    return link;
+  }
+  static Node* find(Table& table, std::uint64_t hash, const Key& key) {
+    return find_link(table, hash, key)->load(std::memory_order_relaxed);
+  }
+
+  static void link_head(Table& table, Node* node) noexcept {
+    std::atomic<Node*>& head = table.heads[node->hash & table.mask];
+    node->next.store(head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    head.store(node);  // publishes the node's fields to readers
+  }
+
+  /// Counts a linked node and grows the table past one node per bucket.
+  static void insert_done(Shard& shard, std::unique_lock<std::mutex>& lock) noexcept {
+    if (++shard.size > shard.table.load(std::memory_order_relaxed)->mask + 1) {
+      grow(shard);
+    }
+    collect(shard, lock);
+  }
+
+  /// Doubles the bucket count. Readers may be walking the old table, so its nodes stay as they
+  /// are: the new table gets copies, and the old one is retired whole.
+  static void grow(Shard& shard) noexcept {
+    Table* old = shard.table.load(std::memory_order_relaxed);
+    Table* bigger = nullptr;
+    try {
+      bigger = new Table((old->mask + 1) * 2);
+      for (std::size_t b = 0; b <= old->mask; ++b) {
+        for (Node* node = old->heads[b].load(std::memory_order_relaxed); node != nullptr;
+             node = node->next.load(std::memory_order_relaxed)) {
+          link_head(*bigger, new Node(node->hash, node->key, node->value));
+        }
+      }
+    } catch (...) {
+      // Out of memory (or a throwing key copy): keep the old table, whose chains just grow.
+      destroy_table(bigger);
+      return;
+    }
+    shard.table.store(bigger);
+    shard.retired_tables.push(old, EpochDomain::instance().epoch());
+  }
+
+  static void retire(Shard& shard, Node* node) noexcept {
+    shard.retired_nodes.push(node, EpochDomain::instance().epoch());
+  }
+
+  /// Frees what readers can no longer hold, advancing the epoch if need be (two steps make all
+  /// that is retired so far free when no reader is pinned). Frees after releasing `lock`: a
+  /// value's destructor may call back into the map.
+  static void collect(Shard& shard, std::unique_lock<std::mutex>& lock) noexcept {
+    if (shard.retired_nodes.empty() && shard.retired_tables.empty()) {
+      return;
+    }
+    EpochDomain& domain = EpochDomain::instance();
+    std::uint64_t newest = 0;
+    if (!shard.retired_nodes.empty()) {
+      newest = shard.retired_nodes.newest();
+    }
+    if (!shard.retired_tables.empty() && shard.retired_tables.newest() > newest) {
+      newest = shard.retired_tables.newest();
+    }
+    for (int step = 0; step < 2 && !domain.reclaimable(newest); ++step) {
+      if (!domain.try_advance()) {
+        break;
+      }
+    }
+    Node* nodes = shard.retired_nodes.take_reclaimable(domain);
+    Table* tables = shard.retired_tables.take_reclaimable(domain);
+    lock.unlock();
+    destroy(nodes, tables);
+  }
+
+  static void destroy(Node* nodes, Table* tables) noexcept {
+    while (nodes != nullptr) {
+      delete std::exchange(nodes, nodes->next_retired);
+    }
+    while (tables != nullptr) {
+      destroy_table(std::exchange(tables, tables->next_retired));
+    }
+  }
+  static void destroy(RetiredList<Node>& nodes, RetiredList<Table>& tables) noexcept {
+    destroy(std::exchange(nodes.head, nullptr), std::exchange(tables.head, nullptr));
+    nodes.tail = nullptr;
+    tables.tail = nullptr;
+  }
+
+  /// Frees a table and the nodes linked in it.
+  static void destroy_table(Table* table) noexcept {
+    if (table == nullptr) {
+      return;
+    }
+    for (std::size_t b = 0; b <= table->mask; ++b) {
+      for (Node* node = table->heads[b].load(std::memory_order_relaxed); node != nullptr;) {
+        delete std::exchange(node, node->next.load(std::memory_order_relaxed));
+      }
+    }
+    delete table;
+  }
 
   std::unique_ptr<Shard[]> shards_ = std::make_unique<Shard[]>(shard_count);
 };

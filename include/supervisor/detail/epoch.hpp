@@ -1,0 +1,151 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace supervisor::detail {
+
+/// Epoch-based reclamation: lets readers walk a structure without writing any shared cache line,
+/// while writers unlink nodes and free them only once no reader can still hold them.
+///
+/// A reader brackets its walk with a `Pin`: it publishes the global epoch it saw in a record of
+/// its own thread (its own cache line), and clears it when done. A writer that unlinks a node
+/// retires it with the global epoch of that moment; the node may be freed once the global epoch
+/// has advanced twice past it. The epoch advances only when every pinned reader has seen the
+/// current one, so a reader that could have reached the node holds it back.
+///
+/// One domain per program (per shared object, for an inline variable): every map shares it.
+/// Writers never wait for readers; a reader that stays pinned only delays reclamation.
+///
+/// All orderings are sequentially consistent: on x86 that costs one locked store per pin, and it
+/// keeps the proof to the single total order (and ThreadSanitizer models it exactly).
+class EpochDomain {
+  struct Record;
+
+ public:
+  static EpochDomain& instance() {
+    // Never destroyed: threads may still pin while static destructors run.
+    static EpochDomain* const domain = new EpochDomain;  // NOLINT(cppcoreguidelines-owning-memory)
+    return *domain;
+  }
+
+  /// Keeps every node reachable at its construction from being freed until its destruction.
+  /// Nests on one thread. Not movable: it belongs to the thread that made it.
+  class Pin {
+   public:
+    Pin() : domain_(instance()) {
+      record_ = domain_.this_thread_record();
+      if (record_ == nullptr) {
+        // The thread is exiting and its cached record is gone: borrow one for this pin.
+        record_ = domain_.acquire_record();
+        borrowed_ = true;
+      }
+      if (record_->depth++ == 0) {
+        record_->pinned.store(domain_.epoch_.load());
+      }
+    }
+    ~Pin() {
+      if (--record_->depth == 0) {
+        record_->pinned.store(0);
+      }
+      if (borrowed_) {
+        domain_.release_record(record_);
+      }
+    }
+    Pin(const Pin&) = delete;
+    Pin& operator=(const Pin&) = delete;
+
+   private:
+    EpochDomain& domain_;
+    Record* record_ = nullptr;
+    bool borrowed_ = false;
+  };
+
+  /// The current global epoch: what a writer tags a node it has just unlinked with.
+  [[nodiscard]] std::uint64_t epoch() const noexcept { return epoch_.load(); }
+
+  /// Whether a node retired at `retired` can be freed now.
+  [[nodiscard]] bool reclaimable(std::uint64_t retired) const noexcept {
+    return epoch_.load() >= retired + 2;
+  }
+
+  /// How many thread records exist: at most the number of threads ever pinned at once.
+  [[nodiscard]] std::size_t records() const noexcept {
+    std::size_t n = 0;
+    for (const Record* r = records_.load(); r != nullptr; r = r->next) {
+      ++n;
+    }
+    return n;
+  }
+
+  /// Advances the global epoch by one if every pinned reader has seen the current one. Returns
+  /// whether the epoch moved (by this call or a concurrent one).
+  bool try_advance() noexcept {
+    std::uint64_t current = epoch_.load();
+    for (const Record* r = records_.load(); r != nullptr; r = r->next) {
+      const std::uint64_t seen = r->pinned.load();
+      if (seen != 0 && seen != current) {
+        return false;
+      }
+    }
+    // A failure means a concurrent call advanced it: moved all the same.
+    epoch_.compare_exchange_strong(current, current + 1);
+    return true;
+  }
+
+ private:
+  struct alignas(64) Record {
+    std::atomic<std::uint64_t> pinned{0};  // 0 when not pinned, else the epoch seen at pinning
+    std::atomic<bool> owned{true};
+    unsigned depth = 0;      // touched only by the owning thread
+    Record* next = nullptr;  // immutable once published
+  };
+  EpochDomain() = default;
+
+  /// This thread's record, claimed on first use and handed back when the thread exits. Null
+  /// once the thread's exit has released it. (One domain per program, so one record per thread.)
+  Record* this_thread_record() {
+    // A trivially destructible cache, readable at any point of the thread's exit, and an owner
+    // whose destructor returns the record for another thread to reuse.
+    thread_local Record* cached = nullptr;
+    thread_local bool released = false;
+    struct Owner {
+      EpochDomain& domain;
+      Record*& cached;
+      bool& released;
+      ~Owner() {
+        domain.release_record(cached);
+        cached = nullptr;
+        released = true;
+      }
+    };
+    if (cached == nullptr && !released) {
+      cached = acquire_record();
+      thread_local Owner owner{*this, cached, released};
+    }
+    return cached;
+  }
+
+  Record* acquire_record() {
+    for (Record* r = records_.load(); r != nullptr; r = r->next) {
+      bool expected = false;
+      if (!r->owned.load() && r->owned.compare_exchange_strong(expected, true)) {
+        return r;
+      }
+    }
+    auto* record = new Record;  // NOLINT(cppcoreguidelines-owning-memory): kept for the program
+    Record* head = records_.load();
+    do {
+      record->next = head;
+    } while (!records_.compare_exchange_weak(head, record));
+    return record;
+  }
+
+  void release_record(Record* record) noexcept { record->owned.store(false); }
+
+  alignas(64) std::atomic<std::uint64_t> epoch_{1};  // written only when advancing
+  alignas(64) std::atomic<Record*> records_{nullptr};
+};
+
+}  // namespace supervisor::detail

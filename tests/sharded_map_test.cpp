@@ -1,0 +1,251 @@
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <supervisor/detail/epoch.hpp>
+#include <supervisor/detail/sharded_map.hpp>
+#include <thread>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "support.hpp"
+
+namespace {
+
+/// A value that counts its destructions and checks that nobody reads it afterwards (a freed
+/// value read by a lookup is a use after free: ASan reports it, and `alive` catches the rest).
+struct Tracked {
+  explicit Tracked(std::uint64_t k, std::atomic<int>* destroyed = nullptr)
+      : key(k), destroyed_(destroyed) {}
+  Tracked(const Tracked&) = delete;
+  Tracked& operator=(const Tracked&) = delete;
+  ~Tracked() {
+    alive = false;
+    if (destroyed_ != nullptr) {
+      destroyed_->fetch_add(1);
+    }
+  }
+
+  std::uint64_t key;
+  std::atomic<bool> alive{true};
+
+ private:
+  std::atomic<int>* destroyed_;
+};
+
+using Value = std::shared_ptr<Tracked>;
+using Map = supervisor::detail::ShardedMap<std::uint64_t, Value, std::hash<std::uint64_t>,
+                                           std::equal_to<std::uint64_t>>;
+
+/// The key found under `key` (0 when absent or reserved), read through `visit`.
+std::uint64_t lookup(const Map& map, std::uint64_t key) {
+  return map.visit(key, [](const Value* value) -> std::uint64_t {
+    return value != nullptr && *value ? (*value)->key : 0;
+  });
+}
+
+std::size_t count(const Map& map) {
+  std::size_t n = 0;
+  map.for_each([&](std::uint64_t, const Value&) { ++n; });
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("ShardedMap: insert, find, replace, erase", "[sharded_map]") {
+  Map map;
+  CHECK(map.visit(7, [](const Value* value) { return value == nullptr; }));
+  CHECK(map.try_emplace(7, nullptr));  // A reservation.
+  CHECK_FALSE(map.try_emplace(7, std::make_shared<Tracked>(70)));
+  CHECK(map.visit(7, [](const Value* value) { return value != nullptr && !*value; }));
+
+  map.assign(7, std::make_shared<Tracked>(7));
+  CHECK(lookup(map, 7) == 7);
+  CHECK(count(map) == 1);
+
+  CHECK_FALSE(map.erase_if(7, [](const Value& value) { return value == nullptr; }));
+  CHECK(lookup(map, 7) == 7);
+  CHECK(map.erase_if(7, [](const Value& value) { return value != nullptr; }));
+  CHECK(lookup(map, 7) == 0);
+  CHECK_FALSE(map.erase_if(7, [](const Value&) { return true; }));
+  CHECK(count(map) == 0);
+
+  map.assign(8, std::make_shared<Tracked>(8));  // assign inserts an absent key
+  CHECK(lookup(map, 8) == 8);
+}
+
+TEST_CASE("ShardedMap: grows past many keys and keeps every one", "[sharded_map]") {
+  Map map;
+  constexpr std::uint64_t n = 20'000;
+  for (std::uint64_t k = 1; k <= n; ++k) {
+    REQUIRE(map.try_emplace(k, std::make_shared<Tracked>(k)));
+  }
+  CHECK(count(map) == n);
+  std::uint64_t found = 0;
+  for (std::uint64_t k = 1; k <= n; ++k) {
+    found += lookup(map, k) == k ? 1 : 0;
+  }
+  CHECK(found == n);
+  CHECK(lookup(map, n + 1) == 0);
+  for (std::uint64_t k = 1; k <= n; k += 2) {
+    REQUIRE(map.erase_if(k, [](const Value&) { return true; }));
+  }
+  CHECK(count(map) == n / 2);
+  std::uint64_t odd_found = 0;
+  std::uint64_t even_found = 0;
+  for (std::uint64_t k = 1; k <= n; ++k) {
+    (k % 2 == 1 ? odd_found : even_found) += lookup(map, k) == k ? 1 : 0;
+  }
+  CHECK(odd_found == 0);
+  CHECK(even_found == n / 2);
+}
+
+TEST_CASE("ShardedMap: an unlinked value is freed at once when no lookup is in flight",
+          "[sharded_map]") {
+  std::atomic<int> destroyed{0};
+  Map map;
+  map.assign(1, std::make_shared<Tracked>(1, &destroyed));
+  map.assign(1, std::make_shared<Tracked>(1, &destroyed));  // replaces the first
+  CHECK(destroyed == 1);
+  REQUIRE(map.erase_if(1, [](const Value&) { return true; }));
+  CHECK(destroyed == 2);
+}
+
+TEST_CASE("ShardedMap: a lookup in flight keeps what it found alive until it ends",
+          "[sharded_map]") {
+  std::atomic<int> destroyed{0};
+  Map map;
+  map.assign(1, std::make_shared<Tracked>(1, &destroyed));
+  test::Event inside;
+  test::Event erased;
+  std::atomic<bool> alive_after_erase{false};
+  std::uint64_t key_after_erase = 0;
+  test::Background reader([&] {
+    map.visit(1, [&](const Value* value) {
+      inside.notify();
+      erased.wait();
+      // Erased and retired by now, but this lookup still holds it.
+      alive_after_erase = (*value)->alive.load();
+      key_after_erase = (*value)->key;
+      return 0;
+    });
+  });
+  REQUIRE(inside.wait());
+  REQUIRE(map.erase_if(1, [](const Value&) { return true; }));
+  CHECK(destroyed == 0);  // The reader is pinned: reclamation must wait.
+  CHECK(lookup(map, 1) == 0);
+  map.reclaim();
+  CHECK(destroyed == 0);
+  erased.notify();
+  REQUIRE(reader.join() == nullptr);
+  CHECK(alive_after_erase);
+  CHECK(key_after_erase == 1);
+
+  map.reclaim();  // Nobody is pinned now.
+  CHECK(destroyed == 1);
+}
+
+TEST_CASE("ShardedMap: a lookup may write to the map and look up again", "[sharded_map]") {
+  std::atomic<int> destroyed{0};
+  Map map;
+  map.assign(1, std::make_shared<Tracked>(1, &destroyed));
+  map.assign(2, std::make_shared<Tracked>(2, &destroyed));
+  bool still_alive = false;
+  std::uint64_t nested = 0;
+  const auto erased = map.visit(1, [&](const Value* value) {
+    const bool ok = map.erase_if(1, [](const Value&) { return true; });
+    nested = lookup(map, 2);  // A nested pin on the same thread.
+    still_alive = (*value)->alive.load();
+    return ok;
+  });
+  CHECK(erased);
+  CHECK(nested == 2);
+  CHECK(still_alive);
+  CHECK(destroyed == 0);  // The write inside the lookup could not free it...
+  map.reclaim();
+  CHECK(destroyed == 1);  // ...but the next reclamation, with nobody pinned, does.
+}
+
+TEST_CASE("ShardedMap: lookups race with inserts, replacements, erasures and growth",
+          "[sharded_map]") {
+  Map map;
+  constexpr std::uint64_t keys = 4'096;
+  constexpr int rounds = 6;
+  std::atomic<bool> writing{true};
+  std::atomic<std::uint64_t> wrong{0};
+  std::atomic<std::uint64_t> hits{0};
+  auto read = [&](std::uint64_t seed) {
+    std::mt19937_64 random(seed);
+    do {
+      for (int i = 0; i < 1'000; ++i) {
+        const std::uint64_t key = random() % keys + 1;
+        map.visit(key, [&](const Value* value) {
+          if (value != nullptr && *value) {
+            hits.fetch_add(1, std::memory_order_relaxed);
+            if ((*value)->key != key || !(*value)->alive.load()) {
+              wrong.fetch_add(1);
+            }
+          }
+          return 0;
+        });
+      }
+    } while (writing.load());
+  };
+  test::Background reader1([&] { read(1); });
+  test::Background reader2([&] { read(2); });
+  for (int round = 0; round < rounds; ++round) {
+    for (std::uint64_t k = 1; k <= keys; ++k) {
+      map.try_emplace(k, nullptr);
+      map.assign(k, std::make_shared<Tracked>(k));
+    }
+    for (std::uint64_t k = 1; k <= keys; k += round % 2 + 1) {
+      map.erase_if(k, [](const Value&) { return true; });
+    }
+  }
+  writing = false;
+  REQUIRE(reader1.join() == nullptr);
+  REQUIRE(reader2.join() == nullptr);
+  CHECK(wrong == 0);
+  CHECK(hits > 0);
+}
+
+namespace {
+
+/// Looks a key up from a thread-local destructor, so at a point of the thread's exit where the
+/// epoch domain has already taken back the thread's record.
+struct LookupAtExit {
+  const Map* map = nullptr;
+  std::atomic<std::uint64_t>* found = nullptr;
+  ~LookupAtExit() {
+    if (map != nullptr) {
+      found->store(lookup(*map, 5));
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("EpochDomain: exited threads give their records back; lookups work during exit",
+          "[sharded_map]") {
+  Map map;
+  map.assign(5, std::make_shared<Tracked>(5));
+  CHECK(lookup(map, 5) == 5);  // This thread holds a record from here on.
+  auto& domain = supervisor::detail::EpochDomain::instance();
+  const std::size_t before = domain.records();
+  for (int i = 0; i < 20; ++i) {
+    std::thread([&] { (void)lookup(map, 5); }).join();
+  }
+  // Each thread hands its record back as it exits, so the next one reuses it.
+  CHECK(domain.records() <= before + 1);
+
+  std::atomic<std::uint64_t> found{0};
+  std::thread([&] {
+    // Constructed before the thread's first lookup, so destroyed after the record went back.
+    thread_local LookupAtExit at_exit;
+    at_exit.map = &map;
+    at_exit.found = &found;
+    (void)lookup(map, 5);
+  }).join();
+  CHECK(found == 5);
+}
