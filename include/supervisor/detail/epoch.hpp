@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 
 namespace supervisor::detail {
 
@@ -70,20 +71,14 @@ class EpochDomain {
     return epoch_.load() >= retired + 2;
   }
 
-  /// How many thread records exist: at most the number of threads ever pinned at once.
-  [[nodiscard]] std::size_t records() const noexcept {
-    std::size_t n = 0;
-    for (const Record* r = records_.load(); r != nullptr; r = r->next) {
-      ++n;
-    }
-    return n;
-  }
+  /// How many records `try_advance` reads: one per live thread that has pinned.
+  [[nodiscard]] std::size_t records() const noexcept { return record_count_.load(); }
 
   /// Advances the global epoch by one if every pinned reader has seen the current one. Returns
   /// whether the epoch moved (by this call or a concurrent one).
   bool try_advance() noexcept {
     std::uint64_t current = epoch_.load();
-    for (const Record* r = records_.load(); r != nullptr; r = r->next) {
+    for (const Record* r = records_.load(); r != nullptr; r = r->next.load()) {
       const std::uint64_t seen = r->pinned.load();
       if (seen != 0 && seen != current) {
         return false;
@@ -97,9 +92,12 @@ class EpochDomain {
  private:
   struct alignas(64) Record {
     std::atomic<std::uint64_t> pinned{0};  // 0 when not pinned, else the epoch seen at pinning
-    std::atomic<bool> owned{true};
-    unsigned depth = 0;      // touched only by the owning thread
-    Record* next = nullptr;  // immutable once published
+    unsigned depth = 0;                    // touched only by the owning thread
+    // The list of owned records: `next` is read by `try_advance` without the lock, and stays as
+    // it is when the record leaves, so a scan standing on it goes on. The rest: under `mutex_`.
+    std::atomic<Record*> next{nullptr};
+    Record* prev = nullptr;
+    Record* next_free = nullptr;
   };
   EpochDomain() = default;
 
@@ -127,25 +125,46 @@ class EpochDomain {
     return cached;
   }
 
+  /// Links a record (a free one if any) at the head of the list. A scan that began before
+  /// misses it, harmlessly: its owner pins after this, so with the epoch the scan read or later.
   Record* acquire_record() {
-    for (Record* r = records_.load(); r != nullptr; r = r->next) {
-      bool expected = false;
-      if (!r->owned.load() && r->owned.compare_exchange_strong(expected, true)) {
-        return r;
-      }
+    const std::lock_guard lock(mutex_);
+    Record* record = free_;
+    if (record != nullptr) {
+      free_ = record->next_free;
+    } else {
+      record = new Record;  // NOLINT(cppcoreguidelines-owning-memory): kept for the program
     }
-    auto* record = new Record;  // NOLINT(cppcoreguidelines-owning-memory): kept for the program
     Record* head = records_.load();
-    do {
-      record->next = head;
-    } while (!records_.compare_exchange_weak(head, record));
+    record->prev = nullptr;
+    record->next.store(head);
+    if (head != nullptr) {
+      head->prev = record;
+    }
+    records_.store(record);
+    record_count_.fetch_add(1);
     return record;
   }
 
-  void release_record(Record* record) noexcept { record->owned.store(false); }
+  /// Unlinks a record that is not pinned, so scans read only the records of live threads, and
+  /// keeps it for reuse (never freed: a scan may still stand on it).
+  void release_record(Record* record) noexcept {
+    const std::lock_guard lock(mutex_);
+    Record* next = record->next.load();
+    (record->prev != nullptr ? record->prev->next : records_).store(next);
+    if (next != nullptr) {
+      next->prev = record->prev;
+    }
+    record->next_free = free_;
+    free_ = record;
+    record_count_.fetch_sub(1);
+  }
 
   alignas(64) std::atomic<std::uint64_t> epoch_{1};  // written only when advancing
   alignas(64) std::atomic<Record*> records_{nullptr};
+  std::atomic<std::size_t> record_count_{0};
+  std::mutex mutex_;  // changes to the list and the free records
+  Record* free_ = nullptr;
 };
 
 }  // namespace supervisor::detail

@@ -134,7 +134,7 @@ class ShardedMap {
   void reclaim() {
     for (std::size_t i = 0; i < shard_count; ++i) {
       std::unique_lock lock(shards_[i].mutex);
-      collect(shards_[i], lock);
+      collect(shards_[i], lock, /*always_advance=*/true);
     }
   }
 
@@ -200,11 +200,14 @@ class ShardedMap {
     mutable std::mutex mutex;  // writers only
     std::atomic<Table*> table;
     std::size_t size = 0;
+    std::size_t retired_since_advance = 0;
     RetiredList<Node> retired_nodes;
     RetiredList<Table> retired_tables;
   };
 
   static constexpr std::size_t initial_buckets = 8;
+  // An epoch advance per this many thread records retired.
+  static constexpr std::size_t advance_batch = 64;
 
   /// Mixes every bit of the user's hash into every bit (std::hash of an integer is often the
   /// identity): the top bits pick the shard, the bottom bits the bucket.
@@ -270,30 +273,40 @@ class ShardedMap {
     }
     shard.table.store(bigger);
     shard.retired_tables.push(old, EpochDomain::instance().epoch());
+    ++shard.retired_since_advance;
   }
 
   static void retire(Shard& shard, Node* node) noexcept {
     shard.retired_nodes.push(node, EpochDomain::instance().epoch());
+    ++shard.retired_since_advance;
   }
 
   /// Frees what readers can no longer hold, advancing the epoch if need be (two steps make all
   /// that is retired so far free when no reader is pinned). Frees after releasing `lock`: a
   /// value's destructor may call back into the map.
-  static void collect(Shard& shard, std::unique_lock<std::mutex>& lock) noexcept {
+  static void collect(Shard& shard, std::unique_lock<std::mutex>& lock,
+                      bool always_advance = false) noexcept {
     if (shard.retired_nodes.empty() && shard.retired_tables.empty()) {
       return;
     }
     EpochDomain& domain = EpochDomain::instance();
-    std::uint64_t newest = 0;
-    if (!shard.retired_nodes.empty()) {
-      newest = shard.retired_nodes.newest();
-    }
-    if (!shard.retired_tables.empty() && shard.retired_tables.newest() > newest) {
-      newest = shard.retired_tables.newest();
-    }
-    for (int step = 0; step < 2 && !domain.reclaimable(newest); ++step) {
-      if (!domain.try_advance()) {
-        break;
+    // An advance reads every thread's record: with many threads that have looked keys up, try
+    // only once per so many retirements, so a write costs O(1) amortised. Until then (or until
+    // another shard advances the epoch) the retired values wait, which only delays their
+    // destructors.
+    if (always_advance || shard.retired_since_advance * advance_batch >= domain.records()) {
+      shard.retired_since_advance = 0;
+      std::uint64_t newest = 0;
+      if (!shard.retired_nodes.empty()) {
+        newest = shard.retired_nodes.newest();
+      }
+      if (!shard.retired_tables.empty() && shard.retired_tables.newest() > newest) {
+        newest = shard.retired_tables.newest();
+      }
+      for (int step = 0; step < 2 && !domain.reclaimable(newest); ++step) {
+        if (!domain.try_advance()) {
+          break;
+        }
       }
     }
     Node* nodes = shard.retired_nodes.take_reclaimable(domain);
