@@ -11,8 +11,13 @@
 // Scenarios (the `Worker` runnable calls `ready()` and returns when it returns):
 //  1. start+stop: `start(k)` + `stop(k)` inside `run`, against a thread that signals readiness,
 //     is told to finish, and is joined.
-//  2. get: hits and misses over 1,000 running processes, from 1 and 2 threads, against one
-//     `std::unordered_map` behind one `std::shared_mutex`; and how each scales to 2 threads.
+//  2. get and visit: hits and misses over 1,000 running processes, from 1 and 2 threads, and how
+//     each scales to 2 threads. Floor: one `std::unordered_map` behind one `std::shared_mutex`,
+//     the handle copied out (get) or only read under the lock (visit: the callback reads the
+//     pointer through the `const std::shared_ptr&`). Context row, no target: copying the
+//     `std::shared_ptr` handles alone, from a shared vector of the same 1,000, 2T/1T against a
+//     read of their raw pointers -- the bound of any `get` that returns a `shared_ptr` copy (each
+//     copy writes its reference count, a cache line the two cores then fight over).
 //  3. lifecycle over 10,000 processes, one `run` per repetition: restore (`run` to the callback,
 //     a ManualClock so that the initial wait ends only when every start has finished), resident
 //     memory per idle process, restart passes over the running entries (driven by the clock;
@@ -27,6 +32,7 @@
 // Linux only for the memory and thread counts (/proc/self/status). Standard library only.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -93,7 +99,7 @@ struct Config {
   int cycles = 20'000;             // start+stop cycles per repetition
   std::size_t processes = 10'000;  // restore / memory / shutdown
   std::size_t get_processes = 1'000;
-  double get_seconds = 1.0;  // measuring time per get figure, split over its repetitions
+  double get_seconds = 1.0;  // measuring time per get/visit/copy figure, over its repetitions
   int slices = 8;            // library/floor alternations within one repetition
   Side side = Side::both;
 };
@@ -500,7 +506,7 @@ std::vector<Row> scenario_start_stop(const Config& config) {
                      {TargetKind::ratio_at_most, 1.25}, GoReference{4.1, 4.8})};
 }
 
-// ---- scenario 2: get -------------------------------------------------------------------------
+// ---- scenario 2: get and visit ---------------------------------------------------------------
 
 std::atomic<std::uintptr_t> g_sink{0};  // Keeps the lookups' results alive.
 
@@ -602,9 +608,59 @@ class FloorMap {
     return it == map_.end() ? nullptr : it->second;
   }
 
+  /// Calls `f(const std::shared_ptr<Worker>&)` under the shared lock, without copying the
+  /// handle, if `key` is present. Returns whether it was.
+  template <class F>
+  bool visit(Key key, F&& f) const {
+    std::shared_lock lock(mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end()) {
+      return false;
+    }
+    std::forward<F>(f)(std::as_const(it->second));
+    return true;
+  }
+
  private:
   mutable std::shared_mutex mutex_;
   std::unordered_map<Key, std::shared_ptr<Worker>> map_;
+};
+
+/// [library, floor][1 thread, 2 threads], each summed over a repetition's slices.
+using TallyGrid = std::array<std::array<GetTally, 2>, 2>;
+
+/// One repetition of a library/floor pair over `keys`: the four (library or floor, 1 or 2
+/// threads) rotate through every slice, so that a burst of outside load hits them alike.
+template <class Lib, class Floor>
+TallyGrid rotate_gets(const Config& config, int rep, double slice_seconds,
+                      const std::vector<Key>& keys, const Lib& lib, const Floor& floor) {
+  TallyGrid tally;
+  for (int slice = 0; slice < config.slices; ++slice) {
+    for (int k = 0; k < 4; ++k) {
+      const int which = (k + slice + rep) % 4;
+      const int side = which / 2;
+      const int threads = which % 2 + 1;
+      tally[side][threads - 1] += side == 0 ? measure_gets(threads, slice_seconds, keys, lib)
+                                            : measure_gets(threads, slice_seconds, keys, floor);
+    }
+  }
+  return tally;
+}
+
+/// The figures of one operation over one kind of key, one sample per repetition: time per call
+/// from 1 and 2 threads, and the 2T/1T throughput.
+struct GetFigures {
+  Paired ns[2];  // [1 thread, 2 threads]
+  Paired scaling;
+
+  void add(const TallyGrid& tally) {
+    for (std::size_t t = 0; t < 2; ++t) {
+      ns[t].lib.push_back(tally[0][t].ns_per_get());
+      ns[t].floor.push_back(tally[1][t].ns_per_get());
+    }
+    scaling.lib.push_back(tally[0][1].gets_per_second() / tally[0][0].gets_per_second());
+    scaling.floor.push_back(tally[1][1].gets_per_second() / tally[1][0].gets_per_second());
+  }
 };
 
 std::vector<Row> scenario_get(const Config& config) {
@@ -615,9 +671,11 @@ std::vector<Row> scenario_get(const Config& config) {
   std::mt19937_64 random(20230301);
   std::vector<Key> hits(n);
   std::vector<Key> misses(n);
+  std::vector<Key> indices(n);  // for the handle copies: positions in `handles`
   for (std::size_t i = 0; i < n; ++i) {
     hits[i] = key_at(i);
     misses[i] = key_at((std::uint64_t{1} << 40U) + i);  // never a row: key_at is a bijection
+    indices[i] = i;
   }
   std::shuffle(hits.begin(), hits.end(), random);
   std::shuffle(misses.begin(), misses.end(), random);
@@ -628,24 +686,46 @@ std::vector<Row> scenario_get(const Config& config) {
   // Each figure gets `get_seconds` in all, over its repetitions and their slices.
   const double slice_seconds = config.get_seconds / (config.reps * config.slices);
 
-  // [hit, miss][1 thread, 2 threads]
-  Paired ns[2][2];
-  Paired scaling[2];
+  // [get, visit][hit, miss]
+  GetFigures figures[2][2];
+  GetFigures copies;
   sup.run([&] {
     if (sup.keys().size() != n) {
       throw BenchError("get: " + std::to_string(sup.keys().size()) + " of " + std::to_string(n) +
                        " processes running");
     }
+    // The runnables themselves, in the order of `hits` (the same control blocks as the table's).
+    std::vector<WorkerPtr> handles;
+    handles.reserve(n);
     for (const Key key : hits) {
       std::error_code ec;
-      if (!sup.get(key, ec) || ec) {
+      auto runnable = sup.get(key, ec);
+      if (!runnable || ec || !*runnable) {
         throw BenchError("get(" + std::to_string(key) + ") of a running process failed");
       }
+      int calls = 0;
+      const Worker* seen = nullptr;
+      const std::error_code visited = sup.visit(key, [&](const WorkerPtr& r) {
+        ++calls;
+        seen = r.get();
+      });
+      if (visited || calls != 1 || seen != runnable->get()) {
+        throw BenchError("visit(" + std::to_string(key) + ") of a running process failed (" +
+                         (visited ? visited.message() : "no error") + ", " + std::to_string(calls) +
+                         " call(s), " + (seen == runnable->get() ? "" : "not ") +
+                         "get's runnable)");
+      }
+      handles.push_back(std::move(*runnable));
     }
     for (const Key key : misses) {
       std::error_code ec;
       if (sup.get(key, ec) || ec != supervisor::errc::process_not_found) {
         throw BenchError("get(" + std::to_string(key) + ") of an absent key did not fail");
+      }
+      int calls = 0;
+      const std::error_code visited = sup.visit(key, [&](const WorkerPtr& /*r*/) { ++calls; });
+      if (visited != supervisor::errc::process_not_found || calls != 0) {
+        throw BenchError("visit(" + std::to_string(key) + ") of an absent key did not fail");
       }
     }
     auto lib_get = [&sup](Key key) -> std::uintptr_t {
@@ -657,46 +737,68 @@ std::vector<Row> scenario_get(const Config& config) {
       auto runnable = floor.get(key);
       return runnable ? reinterpret_cast<std::uintptr_t>(runnable.get()) : 1U;
     };
+    auto lib_visit = [&sup](Key key) -> std::uintptr_t {
+      std::uintptr_t seen = 1U;
+      const std::error_code ec = sup.visit(
+          key, [&seen](const WorkerPtr& r) { seen = reinterpret_cast<std::uintptr_t>(r.get()); });
+      return ec ? 1U : seen;
+    };
+    auto floor_visit = [&floor](Key key) -> std::uintptr_t {
+      std::uintptr_t seen = 1U;
+      const bool found = floor.visit(
+          key, [&seen](const WorkerPtr& r) { seen = reinterpret_cast<std::uintptr_t>(r.get()); });
+      return found ? seen : 1U;
+    };
+    // The handle copy alone (and dropped) against a read of its raw pointer, no map, no lock.
+    auto copy_handle = [&handles](Key i) -> std::uintptr_t {
+      const WorkerPtr copy = handles[i];
+      return reinterpret_cast<std::uintptr_t>(copy.get());
+    };
+    auto read_handle = [&handles](Key i) -> std::uintptr_t {
+      return reinterpret_cast<std::uintptr_t>(handles[i].get());
+    };
     for (int rep = 0; rep < config.reps; ++rep) {
-      for (int kind = 0; kind < 2; ++kind) {
-        const auto& keys = kind == 0 ? hits : misses;
-        // [library, floor][1 thread, 2 threads]: the four rotate through every slice.
-        GetTally tally[2][2];
-        for (int slice = 0; slice < config.slices; ++slice) {
-          for (int k = 0; k < 4; ++k) {
-            const int which = (k + slice + rep) % 4;
-            const int side = which / 2;
-            const int threads = which % 2 + 1;
-            tally[side][threads - 1] += side == 0
-                                            ? measure_gets(threads, slice_seconds, keys, lib_get)
-                                            : measure_gets(threads, slice_seconds, keys, floor_get);
-          }
+      for (int m = 0; m < 2; ++m) {
+        const int method = (m + rep) % 2;  // get first on even repetitions, visit on odd ones
+        for (int kind = 0; kind < 2; ++kind) {
+          const auto& keys = kind == 0 ? hits : misses;
+          figures[method][kind].add(
+              method == 0 ? rotate_gets(config, rep, slice_seconds, keys, lib_get, floor_get)
+                          : rotate_gets(config, rep, slice_seconds, keys, lib_visit, floor_visit));
         }
-        for (int t = 0; t < 2; ++t) {
-          ns[kind][t].lib.push_back(tally[0][t].ns_per_get());
-          ns[kind][t].floor.push_back(tally[1][t].ns_per_get());
-        }
-        scaling[kind].lib.push_back(tally[0][1].gets_per_second() / tally[0][0].gets_per_second());
-        scaling[kind].floor.push_back(tally[1][1].gets_per_second() /
-                                      tally[1][0].gets_per_second());
       }
+      copies.add(rotate_gets(config, rep, slice_seconds, indices, copy_handle, read_handle));
     }
   });
   errors.check("get");
 
-  const std::string floor_note = "std::unordered_map + one std::shared_mutex, shared_ptr copied";
-  return {
-      paired_row("get_hit_1t", "get hit, 1 thread", "ns/get", ns[0][0], floor_note,
-                 {TargetKind::ratio_at_most, 1.5}, GoReference{47, 47}),
-      paired_row("get_miss_1t", "get miss, 1 thread", "ns/get", ns[1][0], floor_note, {},
-                 GoReference{18, 18}),
-      paired_row("get_hit_2t", "get hit, 2 threads (each)", "ns/get", ns[0][1], floor_note),
-      paired_row("get_miss_2t", "get miss, 2 threads (each)", "ns/get", ns[1][1], floor_note),
-      paired_row("get_hit_scaling_2t", "get hit, 2T/1T throughput", "x", scaling[0],
-                 "the same map's own 2T/1T scaling", {TargetKind::median_at_least, 1.7}),
-      paired_row("get_miss_scaling_2t", "get miss, 2T/1T throughput", "x", scaling[1],
-                 "the same map's own 2T/1T scaling", {TargetKind::median_at_least, 1.7}),
+  std::vector<Row> rows;
+  auto add_rows = [&](const std::string& op, const GetFigures(&of)[2],
+                      const std::string& floor_note) {
+    const std::string unit = "ns/" + op;
+    rows.push_back(paired_row(op + "_hit_1t", op + " hit, 1 thread", unit, of[0].ns[0], floor_note,
+                              {TargetKind::ratio_at_most, 1.5}, GoReference{47, 47}));
+    rows.push_back(paired_row(op + "_miss_1t", op + " miss, 1 thread", unit, of[1].ns[0],
+                              floor_note, {}, GoReference{18, 18}));
+    rows.push_back(
+        paired_row(op + "_hit_2t", op + " hit, 2 threads (each)", unit, of[0].ns[1], floor_note));
+    rows.push_back(
+        paired_row(op + "_miss_2t", op + " miss, 2 threads (each)", unit, of[1].ns[1], floor_note));
+    rows.push_back(paired_row(op + "_hit_scaling_2t", op + " hit, 2T/1T throughput", "x",
+                              of[0].scaling, "the same map's own 2T/1T scaling",
+                              {TargetKind::median_at_least, 1.7}));
+    rows.push_back(paired_row(op + "_miss_scaling_2t", op + " miss, 2T/1T throughput", "x",
+                              of[1].scaling, "the same map's own 2T/1T scaling",
+                              {TargetKind::median_at_least, 1.7}));
   };
+  add_rows("get", figures[0], "std::unordered_map + one std::shared_mutex, shared_ptr copied");
+  add_rows("visit", figures[1],
+           "std::unordered_map + one std::shared_mutex, shared_ptr read under the lock, no copy");
+  rows.push_back(paired_row("handle_copy_scaling_2t", "shared_ptr copy alone, 2T/1T throughput",
+                            "x", copies.scaling,
+                            "the same vector of " + std::to_string(n) +
+                                " handles, raw pointer read instead (no copy): its 2T/1T scaling"));
+  return rows;
 }
 
 // ---- scenarios 3, 4, 5: restore, restart pass, memory, shutdown ------------------------------
@@ -1095,10 +1197,20 @@ std::string utc_now() {
   return buf;
 }
 
+/// The width of the label column: the longest label, at least 31.
+int label_width(const std::vector<Row>& rows) {
+  std::size_t width = 31;
+  for (const auto& row : rows) {
+    width = std::max(width, row.label.size());
+  }
+  return static_cast<int>(width);
+}
+
 void print_table(const std::vector<Row>& rows) {
-  std::printf("\n%-31s %-12s %9s %9s %9s | %9s  %-6s %-13s | %-13s %s\n", "scenario", "unit",
+  const int w = label_width(rows);
+  std::printf("\n%-*s %-12s %9s %9s %9s | %9s  %-6s %-13s | %-13s %s\n", w, "scenario", "unit",
               "median", "min", "max", "floor", "ratio", "(min-max)", "target", "met");
-  std::printf("%s\n", std::string(126, '-').c_str());
+  std::printf("%s\n", std::string(static_cast<std::size_t>(w) + 95, '-').c_str());
   for (const auto& row : rows) {
     std::string ratio;
     std::string ratio_range;
@@ -1107,7 +1219,7 @@ void print_table(const std::vector<Row>& rows) {
       ratio_range = "(" + number(row.ratio->min) + "-" + number(row.ratio->max) + ")";
     }
     const auto met = row.met();
-    std::printf("%-31s %-12s %9s %9s %9s | %9s  %-6s %-13s | %-13s %s\n", row.label.c_str(),
+    std::printf("%-*s %-12s %9s %9s %9s | %9s  %-6s %-13s | %-13s %s\n", w, row.label.c_str(),
                 row.unit.c_str(), number(row.lib.median).c_str(), number(row.lib.min).c_str(),
                 number(row.lib.max).c_str(), row.floor ? number(row.floor->median).c_str() : "",
                 ratio.c_str(), ratio_range.c_str(), row.target_text().c_str(),
@@ -1116,15 +1228,16 @@ void print_table(const std::vector<Row>& rows) {
   std::printf("\nFloors:\n");
   for (const auto& row : rows) {
     if (!row.floor_note.empty()) {
-      std::printf("  %-31s %s\n", row.label.c_str(), row.floor_note.c_str());
+      std::printf("  %-*s %s\n", w, row.label.c_str(), row.floor_note.c_str());
     }
   }
 }
 
 void print_go(const std::vector<Row>& rows) {
   std::printf("\nThe Go original on this machine (reference figures from the issue):\n");
-  std::printf("%-31s %-12s %11s %11s   %s\n", "scenario", "unit", "Go", "ours", "beat Go?");
-  std::printf("%s\n", std::string(101, '-').c_str());
+  const int w = label_width(rows);
+  std::printf("%-*s %-12s %11s %11s   %s\n", w, "scenario", "unit", "Go", "ours", "beat Go?");
+  std::printf("%s\n", std::string(static_cast<std::size_t>(w) + 70, '-').c_str());
   for (const auto& row : rows) {
     const auto verdict = row.versus_go();
     if (!verdict) {
@@ -1144,7 +1257,7 @@ void print_go(const std::vector<Row>& rows) {
     } else {
       text = "no, " + number(row.lib.median / row.go->high) + "x slower than Go's worst";
     }
-    std::printf("%-31s %-12s %11s %11s   %s\n", row.label.c_str(), row.unit.c_str(), go,
+    std::printf("%-*s %-12s %11s %11s   %s\n", w, row.label.c_str(), row.unit.c_str(), go,
                 number(row.lib.median).c_str(), text.c_str());
   }
 }
@@ -1264,8 +1377,8 @@ int main(int argc, char** argv) {
               static_cast<long long>(tuning().handoff_spin.count()),
               tuning().reuse_threads ? "on" : "off");
   std::printf(
-      "sizes: %d start+stop cycles; get over %zu processes, %.2f s per figure; restore, memory "
-      "and shutdown over %zu processes\n",
+      "sizes: %d start+stop cycles; get and visit over %zu processes, %.2f s per figure; "
+      "restore, memory and shutdown over %zu processes\n",
       config.cycles, config.get_processes, config.get_seconds, config.processes);
   std::fflush(stdout);
 

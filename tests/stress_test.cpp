@@ -603,13 +603,22 @@ class Worker {
   void get(Key key) {
     std::error_code ec;
     std::optional<StressRunnable> runnable;
+    const bool by_visit = rng_() % 2 == 0;  // the copy-free lookup, whose result is the same
     try {
-      runnable = rig_.sup->get(key, ec);
+      if (by_visit) {
+        ec = rig_.sup->visit(key, [&](const StressRunnable& found) { runnable = found; });
+      } else {
+        runnable = rig_.sup->get(key, ec);
+      }
     } catch (...) {
       rig_.problems.add("get threw " + test::what(std::current_exception()));
       return;
     }
-    ++counts_["get: " + (ec ? ec.message() : std::string("success"))];
+    ++counts_[(by_visit ? "visit: " : "get: ") + (ec ? ec.message() : std::string("success"))];
+    if (by_visit && ec == errc::process_not_running) {
+      expect(!runnable.has_value(), "visit", "called back for a process not running");
+      return;
+    }
     if (!ec || ec == errc::process_not_running) {
       expect(runnable.has_value() && runnable->key == key, "get", "returned a foreign runnable");
     } else if (ec == errc::process_not_found) {

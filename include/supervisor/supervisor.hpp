@@ -70,8 +70,10 @@ namespace supervisor {
 /// `Options::on_error`.
 ///
 /// Lifetime: destroying a `Supervisor` while `run` is active is a precondition violation
-/// (asserted in debug builds). The table is shared with the caller and kept alive as long as the
-/// supervisor.
+/// (asserted in debug builds). Lookups take no lock, so the supervisor's record of a stopped
+/// process, with its copy of the runnable, is freed once no lookup in flight may hold it:
+/// usually before `stop` returns, else at a later write, when `run` returns, or at destruction. The
+/// table is shared with the caller and kept alive as long as the supervisor.
 template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
 requires std::copy_constructible<R> && std::copy_constructible<Key>
 class Supervisor {
@@ -217,7 +219,9 @@ class Supervisor {
   /// throws propagates.
   ///
   /// `f` may call any member of this supervisor. The runnable stays valid while `f` runs even if
-  /// the process is stopped meanwhile; do not keep the reference past `f`'s return.
+  /// the process is stopped meanwhile; do not keep the reference past `f`'s return. Keep `f`
+  /// short: while it runs, no supervisor in the program frees the records of processes stopped
+  /// meanwhile (memory waits; nothing else does).
   template <class F>
   requires std::invocable<F&, const R&> std::error_code visit(const Key& key, F&& f)
   const {
