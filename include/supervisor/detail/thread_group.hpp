@@ -56,11 +56,12 @@ class ThreadGroup {
     }
     auto worker = workers_.emplace(workers_.end());
     worker->self = worker;
-    worker->body = std::move(body);
     try {
-      // The thread's epilogue takes `mutex_`, so it cannot touch `worker->thread` before it is
-      // assigned.
-      worker->thread = std::thread([this, w = &*worker] { work(*w); });
+      // The body travels inside the closure: the new thread starts it without `mutex_` (which
+      // this thread still holds), so it never wakes up only to block. Its epilogue does take
+      // `mutex_`, so it cannot touch `worker->thread` before it is assigned.
+      worker->thread = std::thread(
+          [this, w = &*worker, first = std::move(body)]() mutable { work(*w, std::move(first)); });
     } catch (...) {
       workers_.erase(worker);
       throw;
@@ -122,13 +123,8 @@ class ThreadGroup {
     std::list<Worker>::iterator self;
   };
 
-  void work(Worker& worker) {
+  void work(Worker& worker, std::function<void()> body) {
     current_ = this;
-    std::function<void()> body;
-    {
-      std::lock_guard lock(mutex_);
-      body = std::move(worker.body);
-    }
     for (;;) {
       body();
       body = nullptr;  // Release what the body captured before the group hears it is done.
