@@ -107,3 +107,27 @@ TEST_CASE("a supervisor that reuses threads and spins keeps its guarantees", "[s
     CHECK(probe.state->returned.count() == 1);
   }
 }
+
+TEST_CASE("ThreadGroup: join_all waits for threads that finish while it joins others",
+          "[thread_group]") {
+  supervisor::detail::ThreadGroup group;
+  constexpr int n = 40;
+  std::atomic<int> finished{0};
+  test::Event first_half;
+  test::Event second_half;
+  for (int i = 0; i < n; ++i) {
+    group.launch([&, i] {
+      (i % 2 == 0 ? first_half : second_half).wait();
+      finished.fetch_add(1);
+    });
+  }
+  first_half.notify();
+  REQUIRE(eventually([&] { return finished.load() == n / 2; }));
+  test::Background joiner([&] { group.join_all(); });
+  // The first half is being (or has been) joined; the rest still runs.
+  CHECK_FALSE(joiner.finished());
+  second_half.notify();
+  REQUIRE(joiner.wait());
+  CHECK(finished.load() == n);
+  CHECK(group.threads() == 0);
+}

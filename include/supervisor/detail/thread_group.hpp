@@ -83,20 +83,30 @@ class ThreadGroup {
   /// to exit). Must not be called from one of the group's own threads, nor concurrently with
   /// `launch`. The group can be used again afterwards.
   void join_all() {
-    std::vector<std::thread> finished;
-    {
-      std::unique_lock lock(mutex_);
-      closing_ = true;
-      for (Worker* worker : idle_) {
-        worker->wake.notify_one();
-      }
-      gone_.wait(lock, [&] { return workers_.empty(); });
-      closing_ = false;
+    std::unique_lock lock(mutex_);
+    closing_ = true;
+    for (Worker* worker : idle_) {
+      worker->wake.notify_one();
+    }
+    // Join in batches as threads finish, so that freeing their stacks overlaps with the exits
+    // still to come.
+    for (;;) {
+      std::vector<std::thread> finished;
       finished.swap(finished_);
+      if (finished.empty()) {
+        if (workers_.empty()) {
+          break;
+        }
+        gone_.wait(lock, [&] { return workers_.empty() || !finished_.empty(); });
+        continue;
+      }
+      lock.unlock();
+      for (auto& thread : finished) {
+        thread.join();
+      }
+      lock.lock();
     }
-    for (auto& thread : finished) {
-      thread.join();
-    }
+    closing_ = false;
   }
 
   /// Whether the calling thread is one this group launched.
@@ -155,8 +165,12 @@ class ThreadGroup {
       std::erase(idle_, &worker);
     }
     finished_.push_back(std::move(worker.thread));
-    workers_.erase(worker.self);
-    if (workers_.empty()) {
+    workers_.erase(worker.self);  // `worker` is gone from here on
+    // Whoever is in `join_all` waits for the first finished thread, or for the last.
+    const bool wake_joiner = finished_.size() == 1 || workers_.empty();
+    lock.unlock();
+    // The group outlives this call: `join_all` (or `launch`) joins this thread first.
+    if (wake_joiner) {
       gone_.notify_all();
     }
     return false;
