@@ -11,6 +11,7 @@
 using namespace std::chrono_literals;
 using supervisor::errc;
 using supervisor::ErrorSource;
+using test::eventually;
 using test::Probe;
 using test::Shutdown;
 using test::Startup;
@@ -105,21 +106,6 @@ struct Harness {
     return ec;
   }
 };
-
-/// Spins (never sleeps) until `condition` holds; false if `test::patience` ran out. Only for
-/// effects that have no signal of their own, like a key leaving the map after its process
-/// returned on its own.
-template <class Condition>
-bool eventually(Condition condition) {
-  const auto limit = std::chrono::steady_clock::now() + test::patience;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > limit) {
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 bool has_key(const Sup& sup, const std::string& key) {
   auto keys = sup.keys();

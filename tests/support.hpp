@@ -24,6 +24,21 @@ namespace test {
 /// A generous bound on every wait, so that a broken test fails instead of hanging the suite.
 inline constexpr std::chrono::seconds patience{60};
 
+/// Spins (never sleeps) until `condition` holds; false if `patience` ran out. Only for effects
+/// that have no signal of their own, like a key leaving the map after its process returned on
+/// its own, or a thread parking after its body returned.
+template <class Condition>
+bool eventually(Condition condition) {
+  const auto limit = std::chrono::steady_clock::now() + patience;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > limit) {
+      return false;
+    }
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 /// A counter that threads bump and the test waits on.
 class Event {
  public:

@@ -5,24 +5,7 @@
 #include "support.hpp"
 
 using namespace std::chrono_literals;
-
-namespace {
-
-/// Spins (never sleeps) until `condition` holds; false if `test::patience` ran out. For effects
-/// with no signal of their own: a thread parking after its body returned.
-template <class Condition>
-bool eventually(Condition condition) {
-  const auto limit = std::chrono::steady_clock::now() + test::patience;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > limit) {
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-}  // namespace
+using test::eventually;
 
 TEST_CASE("ThreadGroup without reuse: each thread exits after its body", "[thread_group]") {
   supervisor::detail::ThreadGroup group;

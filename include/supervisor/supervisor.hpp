@@ -72,7 +72,8 @@ namespace supervisor {
 /// Lifetime: destroying a `Supervisor` while `run` is active is a precondition violation
 /// (asserted in debug builds). Lookups take no lock, so the supervisor's record of a stopped
 /// process, with its copy of the runnable, is freed once no lookup in flight may hold it:
-/// usually before `stop` returns, else at a later write, when `run` returns, or at destruction. The
+/// usually before `stop` returns, else at a later write to its shard, after the next restart
+/// pass, when `run` returns, or at the latest at destruction. The
 /// table is shared with the caller and kept alive as long as the supervisor.
 template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
 requires std::copy_constructible<R> && std::copy_constructible<Key>
@@ -186,7 +187,8 @@ class Supervisor {
   void stop(const Key& key, Cancel cancel, std::error_code& ec);
 
   /// The runnable of the process for `key`. Never blocks: takes no lock, and writes no memory
-  /// that another thread's lookup reads (copying `R` aside: see `visit`).
+  /// that another thread's lookup reads (copying `R` aside: see `visit`). (A thread's first
+  /// lookup registers the thread once, under a short lock; that may throw `std::bad_alloc`.)
   ///
   /// Outcomes: `errc::process_not_found` if `key` has no process (or is only reserved);
   /// `errc::process_not_running` if the process is still starting or already stopped: the
@@ -467,6 +469,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
       try {
         while (options_.clock.wait_until(options_.clock.now() + options_.restart_interval, over)) {
           run_pass(nullptr);
+          // Frees what stopped processes left in shards that no write has visited since.
+          processes_.reclaim();
         }
       } catch (...) {
         // Only a user's clock can throw here; the loop ends, `run` and its processes go on.
@@ -560,25 +564,22 @@ template <class Key, Runnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<R> && std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
-  // Most rows of a pass already run: one shared probe of their shard, and nothing else.
-  if (processes_.visit(key, [](const ManagedPtr* found) { return found != nullptr; })) {
-    return;
-  }
-  std::shared_lock gate(gate_);
-  if (!started_) {
-    return;
-  }
-  if (!reserve(key)) {  // It got a process since the probe.
-    return;
-  }
-  std::error_code ec;
   std::exception_ptr failure;
   try {
+    // Most rows of a pass already run: one lock-free probe, and nothing else.
+    if (processes_.visit(key, [](const ManagedPtr* found) { return found != nullptr; })) {
+      return;
+    }
+    std::shared_lock gate(gate_);
+    if (!started_ || !reserve(key)) {  // Closed, or it got a process since the probe.
+      return;
+    }
+    std::error_code ec;
     launch_reserved(key, std::move(runnable), Origin::pass, tracker, ec);
   } catch (...) {
+    // Unwinding released the gate: the hook may call back in (start takes the gate too).
     failure = std::current_exception();
   }
-  gate.unlock();  // The hook may call back into the supervisor (start takes the gate too).
   if (failure) {
     report(ErrorSource::start, &key, failure);
   }
@@ -596,7 +597,12 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_reserved(
     unreserve(key);
     throw;
   }
-  processes_.assign(key, managed);
+  try {
+    processes_.assign(key, managed);  // allocates a node
+  } catch (...) {
+    unreserve(key);
+    throw;
+  }
   if (tracker) {
     tracker->add();
   }

@@ -16,7 +16,8 @@ namespace supervisor::detail {
 /// has advanced twice past it. The epoch advances only when every pinned reader has seen the
 /// current one, so a reader that could have reached the node holds it back.
 ///
-/// One domain per program (per shared object, for an inline variable): every map shares it.
+/// One domain per program (per shared object: it is a function-local static of an inline
+/// function): every map shares it.
 /// Writers never wait for readers; a reader that stays pinned only delays reclamation.
 ///
 /// All orderings are sequentially consistent: on x86 that costs one locked store per pin, and it
@@ -75,7 +76,8 @@ class EpochDomain {
   [[nodiscard]] std::size_t records() const noexcept { return record_count_.load(); }
 
   /// Advances the global epoch by one if every pinned reader has seen the current one. Returns
-  /// whether the epoch moved (by this call or a concurrent one).
+  /// whether the epoch is past the one this call read (false may still mean that a concurrent
+  /// call advanced it, and a reader has already pinned the new epoch).
   bool try_advance() noexcept {
     std::uint64_t current = epoch_.load();
     for (const Record* r = records_.load(); r != nullptr; r = r->next.load()) {
@@ -113,6 +115,12 @@ class EpochDomain {
       Record*& cached;
       bool& released;
       ~Owner() {
+        if (cached->depth != 0) {
+          // The thread ends inside a pin (`exit` called from a lookup's callback): the pin may
+          // still be in use by whatever runs next, so the record stays owned, and pinned, for
+          // good rather than go to a thread that would inherit its depth.
+          return;
+        }
         domain.release_record(cached);
         cached = nullptr;
         released = true;

@@ -206,7 +206,8 @@ class ShardedMap {
   };
 
   static constexpr std::size_t initial_buckets = 8;
-  // An epoch advance per this many thread records retired.
+  // A write tries to advance the epoch once per records() / advance_batch retirements in its
+  // shard: an advance reads every thread's record.
   static constexpr std::size_t advance_batch = 64;
 
   /// Mixes every bit of the user's hash into every bit (std::hash of an integer is often the

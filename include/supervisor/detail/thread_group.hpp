@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -41,7 +42,8 @@ class ThreadGroup {
 
   /// Runs `body` on a thread of the group: a parked one if reuse is on and one is idle, else a
   /// new one. `body` must not throw (the library wraps user code before it gets here). Throws
-  /// `std::system_error` if no thread can be created; `body` is not run then.
+  /// `std::system_error` if no thread can be created (`std::bad_alloc` without memory); `body`
+  /// is not run then.
   void launch(std::function<void()> body) {
     reap();
     std::lock_guard lock(mutex_);
@@ -57,6 +59,9 @@ class ThreadGroup {
     auto worker = workers_.emplace(workers_.end());
     worker->self = worker;
     try {
+      // Room in the lists a finishing thread enters, so that it never allocates (nor throws).
+      make_room(idle_, workers_.size());
+      make_room(finished_, finished_.size() + workers_.size());
       // The body travels inside the closure: the new thread starts it without `mutex_` (which
       // this thread still holds), so it never wakes up only to block. Its epilogue does take
       // `mutex_`, so it cannot touch `worker->thread` before it is assigned.
@@ -88,23 +93,21 @@ class ThreadGroup {
     for (Worker* worker : idle_) {
       worker->wake.notify_one();
     }
-    // Join in batches as threads finish, so that freeing their stacks overlaps with the exits
-    // still to come.
+    // Join each thread as it finishes, so that freeing its stack overlaps with the exits still
+    // to come.
     for (;;) {
-      std::vector<std::thread> finished;
-      finished.swap(finished_);
-      if (finished.empty()) {
-        if (workers_.empty()) {
-          break;
-        }
-        gone_.wait(lock, [&] { return workers_.empty() || !finished_.empty(); });
+      if (!finished_.empty()) {
+        std::thread finished = std::move(finished_.back());
+        finished_.pop_back();
+        lock.unlock();
+        finished.join();
+        lock.lock();
         continue;
       }
-      lock.unlock();
-      for (auto& thread : finished) {
-        thread.join();
+      if (workers_.empty()) {
+        break;
       }
-      lock.lock();
+      gone_.wait(lock, [&] { return workers_.empty() || !finished_.empty(); });
     }
     closing_ = false;
   }
@@ -177,16 +180,24 @@ class ThreadGroup {
   }
 
   void reap() {
-    std::vector<std::thread> finished;
-    {
-      std::lock_guard lock(mutex_);
-      if (finished_.empty()) {
-        return;
+    for (;;) {
+      std::thread finished;
+      {
+        std::lock_guard lock(mutex_);
+        if (finished_.empty()) {
+          return;
+        }
+        finished = std::move(finished_.back());
+        finished_.pop_back();
       }
-      finished.swap(finished_);
+      finished.join();
     }
-    for (auto& thread : finished) {
-      thread.join();
+  }
+
+  template <class T>
+  static void make_room(std::vector<T>& list, std::size_t n) {
+    if (list.capacity() < n) {
+      list.reserve(std::max(n, 2 * list.capacity()));
     }
   }
 
