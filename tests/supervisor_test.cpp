@@ -290,6 +290,34 @@ TEST_CASE("visit: calls back with a running process's runnable, and only then", 
   REQUIRE(h.finish() == nullptr);
 }
 
+TEST_CASE("a runnable still held by a lookup in flight is released by the next pass",
+          "[supervisor]") {
+  Harness h;
+  auto a = Probe::with(Startup::ready);
+  h.table->insert_or_assign("a", a);
+  h.start_run();
+  test::Event inside;
+  test::Event release;
+  std::error_code visited;
+  test::Background reader([&] {
+    visited = h.sup->visit("a", [&](const Probe&) {
+      inside.notify();
+      release.wait();
+    });
+  });
+  REQUIRE(inside.wait());
+  h.table->erase("a");
+  CHECK(h.stop_code("a") == std::error_code{});  // A lookup in flight does not hold stop up.
+  release.notify();
+  REQUIRE(reader.join() == nullptr);
+  CHECK(visited == std::error_code{});
+  // The supervisor's copy outlived the stop (the lookup might have been using it); no write has
+  // touched its shard since, so the pass's reclamation is what frees it.
+  h.restart_pass();
+  CHECK(eventually([&] { return a.state.use_count() == 1; }));
+  REQUIRE(h.finish() == nullptr);
+}
+
 TEST_CASE("a process that erases its entry and returns is removed and not restarted",
           "[supervisor]") {
   Harness h;
