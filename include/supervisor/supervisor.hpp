@@ -73,8 +73,8 @@ namespace supervisor {
 /// (asserted in debug builds). Lookups take no lock, so the supervisor's record of a stopped
 /// process, with its copy of the runnable, is freed once no lookup in flight may hold it:
 /// usually before `stop` returns, else at a later write to its shard, after the next restart
-/// pass, when `run` returns, or at the latest at destruction. The
-/// table is shared with the caller and kept alive as long as the supervisor.
+/// pass, when `run` returns, or at the latest at destruction. The table is shared with the
+/// caller and kept alive as long as the supervisor.
 template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
 requires std::copy_constructible<R> && std::copy_constructible<Key>
 class Supervisor {
@@ -224,9 +224,8 @@ class Supervisor {
   /// the process is stopped meanwhile; do not keep the reference past `f`'s return. Keep `f`
   /// short: while it runs, no supervisor in the program frees the records of processes stopped
   /// meanwhile (memory waits; nothing else does).
-  template <class F>
-  requires std::invocable<F&, const R&> std::error_code visit(const Key& key, F&& f)
-  const {
+  template <std::invocable<const R&> F>
+  std::error_code visit(const Key& key, F&& f) const {
     return processes_.visit(key, [&](const ManagedPtr* managed) -> std::error_code {
       if (managed == nullptr || !*managed) {
         return errc::process_not_found;

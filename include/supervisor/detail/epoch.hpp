@@ -17,8 +17,8 @@ namespace supervisor::detail {
 /// current one, so a reader that could have reached the node holds it back.
 ///
 /// One domain per program (per shared object: it is a function-local static of an inline
-/// function): every map shares it.
-/// Writers never wait for readers; a reader that stays pinned only delays reclamation.
+/// function), which every map shares. Writers never wait for readers; a reader that stays
+/// pinned only delays reclamation.
 ///
 /// All orderings are sequentially consistent: on x86 that costs one locked store per pin, and it
 /// keeps the proof to the single total order (and ThreadSanitizer models it exactly).
