@@ -289,12 +289,12 @@ int main(int argc, char** argv) {
   outer.run(signals.force(), [&] {
     const std::stop_token stopping = signals.graceful();
     // The initial pass waited for the tenants' supervisors to be ready, and each of those waited
-    // for its own initial pass: every worker is up here. `get` hands back a nested supervisor.
+    // for its own initial pass: every worker is up here. `visit` lends a nested supervisor
+    // without copying its handle (`get` would hand back a copy).
     for (const auto& name : outer.keys()) {
-      std::error_code ec;
-      if (auto tenant = outer.get(name, ec); tenant && !ec) {
-        say("composition: tenant ", name, " runs ", join((*tenant)->keys()));
-      }
+      (void)outer.visit(name, [&](const auto& tenant) {
+        say("composition: tenant ", name, " runs ", join(tenant->keys()));
+      });
     }
 
     // Stop one tenant for good: erase it from the outer table first (or the next pass starts it
