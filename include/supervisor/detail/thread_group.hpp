@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "supervisor/detail/fault_injection.hpp"
 #include "supervisor/detail/spin.hpp"
 
 namespace supervisor::detail {
@@ -56,6 +57,7 @@ class ThreadGroup {
       worker->wake.notify_one();
       return;
     }
+    fault_point(FaultPoint::thread_create);
     auto worker = workers_.emplace(workers_.end());
     worker->self = worker;
     try {

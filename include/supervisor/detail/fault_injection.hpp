@@ -1,0 +1,35 @@
+#pragma once
+
+/// \file
+/// Test seams where the library asks for a resource that the machine may refuse. Compiled to
+/// nothing unless `SUPERVISOR_FAULT_INJECTION` is defined, which only the fault-injection test
+/// binary does: it installs a hook that throws at the Nth point, as the real failure would.
+
+#if defined(SUPERVISOR_FAULT_INJECTION)
+#include <atomic>
+#endif
+
+namespace supervisor::detail {
+
+/// Where a fault can be injected.
+enum class FaultPoint {
+  /// Just before the library creates a thread (a process's, the restart loop, the deadline
+  /// timer). A hook throws what `std::thread`'s constructor throws: `std::system_error` with
+  /// `std::errc::resource_unavailable_try_again`.
+  thread_create,
+};
+
+#if defined(SUPERVISOR_FAULT_INJECTION)
+/// The hook the test binary installs; null does nothing.
+inline std::atomic<void (*)(FaultPoint)> fault_hook{nullptr};
+
+inline void fault_point(FaultPoint point) {
+  if (auto* hook = fault_hook.load()) {
+    hook(point);
+  }
+}
+#else
+inline void fault_point(FaultPoint /*point*/) noexcept {}
+#endif
+
+}  // namespace supervisor::detail
