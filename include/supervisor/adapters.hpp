@@ -13,23 +13,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/detail/invoke.hpp"
 #include "supervisor/runnable.hpp"
 
 namespace supervisor {
-
-namespace detail {
-
-/// Calls `f(force)` if it takes a stop token, else `f()`.
-template <class F>
-decltype(auto) invoke_maybe_with_token(F& f, const std::stop_token& force) {
-  if constexpr (std::is_invocable_v<F&, const std::stop_token&>) {
-    return std::invoke(f, force);
-  } else {
-    return std::invoke(f);
-  }
-}
-
-}  // namespace detail
 
 /// A runnable that does nothing: it is ready at once and returns when stopped.
 struct Nop {

@@ -16,6 +16,7 @@
 
 #include "supervisor/cancel.hpp"
 #include "supervisor/detail/spin.hpp"
+#include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
 #include "supervisor/process_state.hpp"
 #include "supervisor/runnable.hpp"
@@ -29,22 +30,38 @@ using Launch = std::function<void(std::function<void()> body)>;
 /// The state machine of one process, independent of where its runnable executes.
 ///
 /// Held by `std::shared_ptr`: the thread that executes the runnable keeps it alive. Subclasses
-/// hook into two moments, both called on the runnable's thread with no lock held:
-/// `on_ready` (once, when `ready` is first called) and `on_exit` (once, after `run` returned,
-/// with the state `stopped` and `error()` set, but before `done` is visible, so that whoever
-/// waits for `done` sees the hook's effects).
+/// hook into two moments, both called on the runnable's thread with no lock held, and neither
+/// may throw (an exception there would escape the thread): `on_ready` (once, when `ready` is
+/// first called) and `on_exit` (once, after `run` returned, with the state `stopped` and
+/// `error()` set, but before `done` is visible, so that whoever waits for `done` sees the hook's
+/// effects).
+///
+/// The runnable may be given at construction or later, with `set_runnable`, while the process is
+/// still `initial`: a supervisor registers a key's record before it asks the table for the
+/// runnable. Readers that check `state()` first (acquire) see it once the state has left
+/// `initial`.
 template <Runnable R>
 class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<ProcessCore<R>> {
  public:
   /// `spin` bounds the busy-wait before each blocking hand-off (see `spin_until`); zero never
   /// spins.
   ProcessCore(R runnable, std::stop_token parent,
-              std::chrono::nanoseconds spin = default_handoff_spin)
-      : runnable_(std::move(runnable)), parent_(std::move(parent)), spin_(spin) {}
+              std::chrono::nanoseconds spin = default_handoff_spin,
+              const WorkContext* outer = nullptr)
+      : runnable_(std::move(runnable)), parent_(std::move(parent)), spin_(spin), work_{this, outer} {}
+
+  /// A process whose runnable comes later (`set_runnable`). `outer` is the work this process is
+  /// part of (its supervisor's `run`), for the detection of calls that would wait for themselves.
+  ProcessCore(std::stop_token parent, std::chrono::nanoseconds spin, const WorkContext* outer)
+      : parent_(std::move(parent)), spin_(spin), work_{this, outer} {}
 
   ProcessCore(const ProcessCore&) = delete;
   ProcessCore& operator=(const ProcessCore&) = delete;
   virtual ~ProcessCore() = default;
+
+  /// Gives the process its runnable (moved in: no assignment). Precondition: `initial`, and no
+  /// runnable yet.
+  void set_runnable(R&& runnable) { runnable_.emplace(std::move(runnable)); }
 
   /// `initial -> starting`, then hands the runnable to `launch`. `errc::invalid_state` from any
   /// other state. If `launch` throws, the process becomes `stopped` and done, and the exception
@@ -159,18 +176,20 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     return error_;
   }
 
-  /// Whether the caller is the thread executing `run` (while it executes).
-  [[nodiscard]] bool runs_on_this_thread() const noexcept {
-    return !done_.load() && runner_.load() == std::this_thread::get_id();
-  }
+  /// Whether the calling thread executes this process's `run`, or works for it: a thread that
+  /// the runnable started through the library (a `leaf` body), or a process of a supervisor
+  /// nested in it. Waiting there for `run` to return would wait for itself.
+  [[nodiscard]] bool runs_on_this_thread() const noexcept { return works_for(this); }
 
-  [[nodiscard]] R& runnable() noexcept { return runnable_; }
-  [[nodiscard]] const R& runnable() const noexcept { return runnable_; }
+  /// Precondition: the process has its runnable (given at construction, or the state has left
+  /// `initial`).
+  [[nodiscard]] R& runnable() noexcept { return *runnable_; }
+  [[nodiscard]] const R& runnable() const noexcept { return *runnable_; }
 
  protected:
-  virtual void on_ready() {}
+  virtual void on_ready() noexcept {}
   /// `failure` is the runnable's exception, or null.
-  virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) {}
+  virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) noexcept {}
 
  private:
   struct RequestStop {
@@ -189,12 +208,13 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   }
 
   /// The body of the runnable's thread.
-  void execute() {
-    runner_ = std::this_thread::get_id();
+  void execute() noexcept {
+    // Also around `on_exit`: it reports errors to user hooks, which must not wait for this thread.
+    const WorkScope working(&work_);
     std::exception_ptr failure;
     try {
       Ready ready(*this);
-      invoke_run(runnable_, force_.get_token(), ready);
+      invoke_run(*runnable_, force_.get_token(), ready);
     } catch (...) {
       failure = std::current_exception();
     }
@@ -249,7 +269,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   }
 
   // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
-  R runnable_;
+  std::optional<R> runnable_;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
   std::stop_token parent_;
   std::chrono::nanoseconds spin_;
@@ -264,7 +284,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
-  std::atomic<std::thread::id> runner_{};
+  WorkContext work_;
 };
 
 }  // namespace supervisor::detail

@@ -20,8 +20,14 @@ namespace supervisor::detail {
 /// with atomic stores, and retire what they unlinked; it is freed once no pinned reader can
 /// still hold it (see `EpochDomain`), outside the shard lock, by a later write or `reclaim`.
 ///
-/// `Value` is a nullable handle (`std::shared_ptr`); a null value marks a key reserved by an
-/// operation still in flight. Values are immutable once published: `assign` links a new node.
+/// `Value` is a handle (`std::shared_ptr`), immutable once published: `assign` links a new node.
+///
+/// User code: `Hash` runs before any lock (`hash_of`), and the callers that keep the hash (the
+/// supervisor's records do) erase by value with no user call at all, so a throwing hash or
+/// equality can never leave an entry behind. `KeyEqual` runs under the shard lock during
+/// inserts; keys are copied before it is taken. Inserts never free anything (what a write frees
+/// may run user destructors, which must not run inside a caller's critical section); erases and
+/// `reclaim` do, after unlocking.
 template <class Key, class Value, class Hash, class KeyEqual>
 class ShardedMap {
  public:
@@ -40,18 +46,31 @@ class ShardedMap {
     }
   }
 
-  /// Inserts `value` under `key` unless the key is present. Returns whether it inserted.
-  bool try_emplace(const Key& key, Value value) {
-    const std::uint64_t hash = mix(key);
+  /// The hash that every other call of the map derives from `key`: the user's `Hash`, mixed.
+  /// Throws what `Hash` throws.
+  [[nodiscard]] static std::uint64_t hash_of(const Key& key) { return mix(key); }
+
+  /// Inserts `value` under `key` unless the key is present. Returns whether it inserted. Frees
+  /// nothing (see the class comment); throws what `Hash`, `KeyEqual`, the key's copy or the
+  /// allocation throws, and then inserts nothing.
+  bool try_emplace(const Key& key, Value value) { return try_emplace(mix(key), key, std::move(value)); }
+
+  /// As above, with `hash == hash_of(key)`.
+  bool try_emplace(std::uint64_t hash, const Key& key, Value value) {
+    auto node = std::make_unique<Node>(hash, key, std::move(value));  // copies before locking
     Shard& shard = shard_for(hash);
-    std::unique_lock lock(shard.mutex);
-    Table* table = shard.table.load(std::memory_order_relaxed);
-    if (find(*table, hash, key) != nullptr) {
-      return false;
+    {
+      std::lock_guard lock(shard.mutex);
+      Table* table = shard.table.load(std::memory_order_relaxed);
+      if (find(*table, hash, key) == nullptr) {
+        link_head(*table, node.release());
+        if (++shard.size > table->mask + 1) {
+          grow(shard);
+        }
+        return true;
+      }
     }
-    link_head(*table, new Node(hash, key, std::move(value)));
-    insert_done(shard, lock);
-    return true;
+    return false;  // `node` (and its copy of `value`) is destroyed after unlocking
   }
 
   /// Replaces the value under `key`, or inserts it.
@@ -94,13 +113,41 @@ class ShardedMap {
     return true;
   }
 
+  /// Erases the entry whose value `matches`, in the bucket of `hash`, without calling `Hash` or
+  /// `KeyEqual`: for owners that remember their hash and identify their entry by its value.
+  /// Returns whether it erased. Never throws, never allocates.
+  template <class Matches>
+  bool erase_value(std::uint64_t hash, Matches&& matches) noexcept {
+    Shard& shard = shard_for(hash);
+    std::unique_lock lock(shard.mutex);
+    Table* table = shard.table.load(std::memory_order_relaxed);
+    std::atomic<Node*>* link = &table->heads[hash & table->mask];
+    for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
+         node = link->load(std::memory_order_relaxed)) {
+      if (node->hash == hash && matches(std::as_const(node->value))) {
+        link->store(node->next.load(std::memory_order_relaxed));
+        --shard.size;
+        retire(shard, node);
+        collect(shard, lock);
+        return true;
+      }
+      link = &node->next;
+    }
+    return false;
+  }
+
   /// Calls `visit(const Value*)`: null when `key` is absent. Takes no lock and writes only this
   /// thread's epoch record; the value stays valid while `visit` runs, even if erased meanwhile.
   /// `visit` may call back into the map.
   template <class Visit>
   decltype(auto) visit(const Key& key, Visit&& visit) const {
+    return this->visit(mix(key), key, std::forward<Visit>(visit));
+  }
+
+  /// As above, with `hash == hash_of(key)`.
+  template <class Visit>
+  decltype(auto) visit(std::uint64_t hash, const Key& key, Visit&& visit) const {
     const EpochDomain::Pin pin;
-    const std::uint64_t hash = mix(key);
     const Table* table = shard_for(hash).table.load();
     for (const Node* node = table->heads[hash & table->mask].load(); node != nullptr;
          node = node->next.load()) {
@@ -123,6 +170,23 @@ class ShardedMap {
         for (const Node* node = table->heads[b].load(std::memory_order_relaxed); node != nullptr;
              node = node->next.load(std::memory_order_relaxed)) {
           visit(node->key, node->value);
+        }
+      }
+    }
+  }
+
+  /// Calls `visit(const Value&)` for every entry, without a lock and without allocating: for a
+  /// shutdown that must reach every entry even when memory has run out. `visit` may write to the
+  /// map. An entry inserted or erased meanwhile may be missed or visited; entries that are
+  /// neither (nor moved by a growing shard) are visited once.
+  template <class Visit>
+  void for_each_unlocked(Visit&& visit) const {
+    const EpochDomain::Pin pin;
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      const Table* table = shards_[i].table.load();
+      for (std::size_t b = 0; b <= table->mask; ++b) {
+        for (const Node* node = table->heads[b].load(); node != nullptr; node = node->next.load()) {
+          visit(std::as_const(node->value));
         }
       }
     }

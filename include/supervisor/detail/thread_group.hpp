@@ -17,6 +17,14 @@
 
 namespace supervisor::detail {
 
+/// Starts a thread of the library's own (not a process's): the restart loop, a deadline timer.
+/// Throws as `std::jthread` does (`std::system_error`, `std::bad_alloc`).
+template <class F>
+std::jthread start_jthread(F body) {
+  fault_point(FaultPoint::thread_create);
+  return std::jthread(std::move(body));
+}
+
 /// How a `ThreadGroup` treats a thread whose body has returned.
 struct ThreadReuse {
   /// Keep the thread parked for the next `launch` instead of letting it exit.
@@ -27,7 +35,7 @@ struct ThreadReuse {
   std::chrono::nanoseconds spin = std::chrono::nanoseconds::zero();
 };
 
-/// The one place where the library starts threads. Every thread it launches is joined by
+/// The one place where the library starts the threads of processes. Every thread it launches is joined by
 /// `join_all`, so an owner that calls `join_all` before it returns leaves no thread behind.
 ///
 /// Without reuse, a thread runs one body and exits; its `std::thread` handle waits in a list that

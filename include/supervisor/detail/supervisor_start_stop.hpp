@@ -1,0 +1,96 @@
+#pragma once
+
+/// \file
+/// `Supervisor::start` and `Supervisor::stop`. Included by `supervisor_class.hpp`; not for
+/// direct use.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "supervisor/supervisor_class.hpp"
+
+namespace supervisor {
+
+// A start takes the key with one insert of the record, still `initial` and without its runnable;
+// asks the table outside every lock; then gives the record its runnable and launches it. Each
+// step that touches the map holds a gate pass, so `run`'s shutdown either sees the record (and
+// stops it) or the start sees the gate closed (and frees the key). Every failure frees the key
+// through `Registration`, by identity, calling no user code.
+template <class Key, Runnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Cancel& cancel,
+                                                       std::error_code& ec) -> ManagedPtr {
+  const std::uint64_t hash = processes_.hash_of(key);  // throws before anything is taken
+  Registration registration{*this};
+  {
+    const detail::StartGate::Pass pass(gate_);
+    if (!pass) {
+      ec = errc::not_running;
+      return nullptr;
+    }
+    auto managed = std::make_shared<Managed>(*this, key, hash, parent_, options_.handoff_spin,
+                                             run_work_);
+    if (!processes_.try_emplace(hash, key, managed)) {
+      ec = errc::process_exists;
+      return nullptr;
+    }
+    registration.managed = std::move(managed);
+  }
+  // Declared after `registration`: a runnable not handed over is destroyed before the key is
+  // freed, and outside the gate.
+  std::optional<R> runnable = table_->get(key);
+  if (!runnable) {
+    ec = errc::not_in_table;
+    return nullptr;
+  }
+  {
+    const detail::StartGate::Pass pass(gate_);
+    if (!pass) {  // `run` is shutting down (and may already have stopped the record).
+      ec = errc::not_running;
+      return nullptr;
+    }
+    registration.managed->set_runnable(std::move(*runnable));
+    if (launch(*registration.managed)) {
+      ec = errc::not_running;  // Only `run`'s shutdown stops a record that has not launched.
+      return nullptr;
+    }
+    registration.keep = true;  // From here the watchdog frees the key when the runnable returns.
+  }
+  // Outside the gate: a slow startup must not hold up `run`'s shutdown, which stops it.
+  if ((ec = registration.managed->await_start(cancel))) {
+    return nullptr;
+  }
+  return std::move(registration.managed);
+}
+
+template <class Key, Runnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std::error_code& ec) {
+  ec.clear();
+  ManagedPtr managed = processes_.visit(
+      key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (!managed || managed->state() == ProcessState::initial) {
+    ec = errc::process_not_found;
+    return;
+  }
+  if (managed->runs_on_this_thread()) {
+    ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+    return;
+  }
+  if (!managed->claim(detail::Claim::user_stop)) {
+    ec = errc::process_not_found;
+    return;
+  }
+  stop_claimed(*managed, false);
+  if ((ec = managed->await_done(cancel))) {
+    return;
+  }
+  if (auto failure = managed->error()) {
+    std::rethrow_exception(failure);
+  }
+}
+
+}  // namespace supervisor

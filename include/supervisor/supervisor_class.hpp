@@ -1,0 +1,365 @@
+#pragma once
+
+/// \file
+/// `Supervisor<Key, R>`: keeps one process running per key of a user-owned `Table`.
+
+#include <cassert>
+#include <concepts>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "supervisor/cancel.hpp"
+#include "supervisor/detail/epoch.hpp"
+#include "supervisor/detail/invoke.hpp"
+#include "supervisor/detail/managed_process.hpp"
+#include "supervisor/detail/restart_loop.hpp"
+#include "supervisor/detail/run_lock.hpp"
+#include "supervisor/detail/sharded_map.hpp"
+#include "supervisor/detail/start_gate.hpp"
+#include "supervisor/detail/thread_group.hpp"
+#include "supervisor/detail/work_context.hpp"
+#include "supervisor/errors.hpp"
+#include "supervisor/options.hpp"
+#include "supervisor/process_state.hpp"
+#include "supervisor/report.hpp"
+#include "supervisor/runnable.hpp"
+#include "supervisor/table.hpp"
+
+namespace supervisor {
+
+/// Keeps the running processes equal to a table that the user owns: one process per key, started
+/// from the table, restarted by periodic passes when it has exited, stopped on request and when
+/// `run` ends.
+///
+/// `Key` is any hashable, equality-comparable, copyable type. `R` is a cheap-to-copy `Runnable`
+/// handle (for example `std::shared_ptr<Worker>`): `start` and `get` hand a copy back so that
+/// callers can talk to the running process.
+///
+/// Life cycle: `start`, `stop`, `get`, `visit` and `keys` are meaningful while `run` is active;
+/// `run` restores the table, calls your callback, and on its return stops everything. A
+/// `Supervisor` is itself `Runnable` (through a pointer-like handle), so supervisors nest.
+///
+/// Threads: each process runs its runnable on a thread of its own; a completion step on that same
+/// thread (the watchdog) removes the key when the runnable returns and reports its error. `run`
+/// adds a restart-loop thread (and a timer thread when given a deadline), both created before any
+/// process. `run` returns only after every thread it started has finished.
+///
+/// Thread-safety: every member may be called from any thread concurrently, including from inside
+/// a runnable or a hook. The calls that would wait for the calling thread itself fail at once
+/// with `std::errc::resource_deadlock_would_occur`: `stop` of a key whose runnable the caller is
+/// part of (its own thread, a `leaf` body it started, a process of a supervisor nested in it),
+/// and `run` from anything that `run` waits for (its callback, its processes, its hooks).
+///
+/// Happens-before: what a runnable did before calling `ready` is visible to the caller that
+/// `start` returns to, and to a `get`/`visit` that finds it running; what it did before
+/// returning is visible to the caller that `stop` returns to, and to the caller of `run` once
+/// `run` returns. What a caller did before `start` is visible to the runnable.
+///
+/// User code under our locks: `Hash`, `KeyEqual` and copies of `Key` run on the calling thread;
+/// `KeyEqual` may run under a short internal lock, so it must not call back into the supervisor
+/// (as for any container). Nothing else of yours runs under a lock of ours, and runnables are
+/// destroyed outside every lock.
+///
+/// Errors: the throwing overloads throw `std::system_error` with a `supervisor::errc` code for
+/// the expected outcomes and rethrow the user's own exceptions (from the table, a runnable, the
+/// callback, a hash or a copy) intact. The `std::error_code&` overloads set `ec` for the expected
+/// outcomes and still rethrow the user's own exceptions. Errors that no caller can receive go to
+/// `Options::on_error`. No failure of user code leaves a key taken without a live process.
+///
+/// Lifetime: destroying a `Supervisor` while `run` is active is a precondition violation
+/// (asserted in debug builds). Lookups take no lock, so the record of a stopped process, with
+/// its copy of the runnable, is freed once no lookup in flight may hold it: usually before
+/// `stop` returns, else at a later write to its shard, after the next restart pass, when `run`
+/// returns, or at the latest at destruction. The table is shared with the caller.
+template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
+class Supervisor {
+ public:
+  using key_type = Key;
+  using runnable_type = R;
+  using options_type = Options<Key>;
+
+  /// Supervises the rows of `table`, which the caller may keep using (to insert and erase rows).
+  template <Table<Key, R> T>
+  explicit Supervisor(std::shared_ptr<T> table, Options<Key> options = {})
+      : table_(std::make_shared<detail::TableModel<Key, R, T>>(std::move(table))),
+        options_(std::move(options)),
+        threads_(detail::ThreadReuse{options_.reuse_threads, options_.thread_idle_timeout,
+                                     options_.handoff_spin}) {}
+
+  /// Supervises a table moved or copied into the supervisor.
+  template <Table<Key, R> T>
+  explicit Supervisor(T table, Options<Key> options = {})
+      : Supervisor(std::make_shared<T>(std::move(table)), std::move(options)) {}
+
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  ~Supervisor() {
+    // Precondition: `run` has returned. Its threads refer to this object.
+    assert(!run_lock_.held() && "supervisor::Supervisor destroyed while run() is active");
+  }
+
+  /// The life of the supervisor. Blocks the calling thread until `callback` has returned and
+  /// everything the supervisor started has stopped.
+  ///
+  /// 1. Takes the run lock: a second concurrent `run` waits here until the first returns, or
+  ///    until `cancel` fires (`errc::canceled` / `errc::deadline_exceeded`).
+  /// 2. Creates its own threads (restart loop, deadline timer): if the machine has none left,
+  ///    `run` throws `std::system_error` here, having started nothing.
+  /// 3. Opens the start gate, then the initial pass: starts, in the background, every table row
+  ///    that has no process, and waits until all of those starts have finished, or
+  ///    `Options::initial_wait` has passed on the supervisor's clock, or `cancel` fires. A row
+  ///    that cannot start (its runnable fails, or no thread can be made for it) is reported to
+  ///    `on_error` and tried again by later passes; `run` goes on with the rest.
+  /// 4. Starts the restart loop: every `Options::restart_interval`, a pass like the initial one
+  ///    that does not wait.
+  /// 5. Calls `callback` on this thread, with a `std::stop_token` if it takes one: requested when
+  ///    `cancel`'s token is requested or its deadline passes.
+  /// 6. When it returns (or throws): stops the loop, closes the gate (later starts fail with
+  ///    `errc::not_running`), stops every process (gracefully; forced once `cancel` fires), and
+  ///    waits for all of them and for every thread the supervisor started. This shutdown neither
+  ///    allocates nor fails half-way.
+  ///
+  /// `cancel` is the parent of every process: when its token is requested or its deadline
+  /// passes, every process is forced. It does not interrupt `callback`; the callback should
+  /// watch the token it is given (a nested supervisor's `Ready` does).
+  ///
+  /// Outcome: the callback's: its exception is rethrown intact after shutdown, and a
+  /// `std::error_code` it returns is thrown as `std::system_error` (or stored in `ec`).
+  /// `std::errc::resource_deadlock_would_occur`, at once and with no effect, if called from
+  /// anything this `run` waits for: its own callback or hooks, or one of its processes.
+  template <class Callback>
+  void run(Cancel cancel, Callback&& callback) {
+    std::error_code ec;
+    run(std::move(cancel), std::forward<Callback>(callback), ec);
+    detail::throw_if(ec, "supervisor::Supervisor::run");
+  }
+
+  template <class Callback>
+  void run(Callback&& callback) {
+    run(Cancel{}, std::forward<Callback>(callback));
+  }
+
+  template <class Callback>
+  void run(Cancel cancel, Callback&& callback, std::error_code& ec);
+
+  /// Starts the process for `key`, with the runnable that `Table::get(key)` returns, and blocks
+  /// until it is ready. Returns a copy of its runnable. The table's `get` and the runnable's
+  /// start run outside every lock of the supervisor; the runnable runs on a new thread.
+  ///
+  /// Outcomes: `errc::not_running` unless `run` is active; `errc::process_exists` if `key` has a
+  /// process (running, starting, stopping, or taken by another start in flight);
+  /// `errc::not_in_table` if the table has no row for `key`; the table's exception, rethrown;
+  /// the runnable's exception, rethrown, or `errc::exited_before_ready`, if it returned before
+  /// `ready`; `errc::canceled` / `errc::deadline_exceeded` if `cancel` fired first (the process
+  /// is forced, and the call blocks until its `run` has returned); `std::system_error` if no
+  /// thread could be made; the exception of `Hash`, `KeyEqual` or a copy of the key or the
+  /// runnable. On any failure the key is free again and no process of this call runs: if the
+  /// copy of the runnable that `start` returns throws, the process it started is forced down
+  /// and waited for first.
+  R start(const Key& key, Cancel cancel = {}) {
+    std::error_code ec;
+    auto managed = start_process(key, cancel, ec);
+    detail::throw_if(ec, "supervisor::Supervisor::start");
+    try {
+      return managed->runnable();
+    } catch (...) {
+      abandon(*managed);
+      throw;
+    }
+  }
+  std::optional<R> start(const Key& key, std::error_code& ec) { return start(key, Cancel{}, ec); }
+  std::optional<R> start(const Key& key, Cancel cancel, std::error_code& ec) {
+    ec.clear();
+    auto managed = start_process(key, cancel, ec);
+    if (!managed) {
+      return std::nullopt;
+    }
+    try {
+      return std::optional<R>(std::in_place, managed->runnable());
+    } catch (...) {
+      abandon(*managed);
+      throw;
+    }
+  }
+
+  /// Stops the process for `key` and blocks until its runnable has returned. Works whether or
+  /// not `run` is active. Erase the key from the table first, or the next pass starts it again.
+  ///
+  /// The key stays taken until the runnable has returned (`get` then reports
+  /// `errc::process_not_running`, `start` `errc::process_exists`), so there is never more than one
+  /// live runnable per key; once `stop` returns, the key is free.
+  ///
+  /// Outcomes: `errc::process_not_found` if `key` has no process, is only taken by a start that
+  /// has not launched it yet, or is already being stopped by someone else (another `stop`,
+  /// `run`'s shutdown, or its own exit); the runnable's exception, rethrown; `errc::canceled` /
+  /// `errc::deadline_exceeded` if `cancel` fired first (force is requested, and the call still
+  /// blocks until `run` has returned); `std::errc::resource_deadlock_would_occur`, with no
+  /// effect, if the calling thread is part of that runnable (see the class comment); the
+  /// exception of `Hash` or `KeyEqual`, with no effect.
+  void stop(const Key& key, Cancel cancel = {}) {
+    std::error_code ec;
+    stop(key, std::move(cancel), ec);
+    detail::throw_if(ec, "supervisor::Supervisor::stop");
+  }
+  void stop(const Key& key, std::error_code& ec) { stop(key, Cancel{}, ec); }
+  void stop(const Key& key, Cancel cancel, std::error_code& ec);
+
+  /// The runnable of the process for `key`. Never blocks: takes no lock, and writes no memory
+  /// that another thread's lookup reads (copying `R` aside: see `visit`). (A thread's first
+  /// lookup registers the thread once, under a short lock; that may throw `std::bad_alloc`.)
+  ///
+  /// Outcomes: `errc::process_not_found` if `key` has no process (or a start has only taken it);
+  /// `errc::process_not_running` if the process is still starting or already stopped: the
+  /// `error_code&` form then still returns the runnable. The exception of `Hash`, `KeyEqual` or
+  /// the copy of `R`.
+  R get(const Key& key) const {
+    std::error_code ec;
+    auto runnable = get(key, ec);
+    detail::throw_if(ec, "supervisor::Supervisor::get");
+    return std::move(*runnable);
+  }
+  std::optional<R> get(const Key& key, std::error_code& ec) const {
+    return processes_.visit(key, [&](const ManagedPtr* managed) -> std::optional<R> {
+      const ProcessState state = managed ? (*managed)->state() : ProcessState::initial;
+      if (state == ProcessState::initial) {
+        ec = errc::process_not_found;
+        return std::nullopt;
+      }
+      ec = state == ProcessState::running ? std::error_code{} : errc::process_not_running;
+      return (*managed)->runnable();
+    });
+  }
+
+  /// Calls `f(const R&)` with the runnable of the process for `key`, without copying it, if that
+  /// process is running. For hot paths whose handle is costly to copy (a `std::shared_ptr`'s
+  /// copy writes its reference count, a cache line that every thread using the key then
+  /// shares). Runs `f` on the calling thread; never blocks.
+  ///
+  /// Outcomes (`f` is not called): `errc::process_not_found` if `key` has no process (or a start
+  /// has only taken it); `errc::process_not_running` if it is still starting or already stopped.
+  /// What `f`, `Hash` or `KeyEqual` throw propagates.
+  ///
+  /// `f` may call any member of this supervisor. The runnable stays valid while `f` runs even if
+  /// the process is stopped meanwhile; do not keep the reference past `f`'s return. Keep `f`
+  /// short: while it runs, no supervisor in the program frees the records of processes stopped
+  /// meanwhile (memory waits; nothing else does).
+  template <std::invocable<const R&> F>
+  std::error_code visit(const Key& key, F&& f) const {
+    return processes_.visit(key, [&](const ManagedPtr* managed) -> std::error_code {
+      const ProcessState state = managed ? (*managed)->state() : ProcessState::initial;
+      if (state == ProcessState::initial) {
+        return errc::process_not_found;
+      }
+      if (state != ProcessState::running) {
+        return errc::process_not_running;
+      }
+      std::invoke(f, std::as_const((*managed)->runnable()));
+      return {};
+    });
+  }
+
+  /// The keys that have a process right now (starting, running, or stopping), not those only
+  /// taken by a start in flight. A snapshot: it may be stale at once. Throws what copying a key
+  /// or the vector throws.
+  [[nodiscard]] std::vector<Key> keys() const {
+    std::vector<Key> result;
+    processes_.for_each([&](const Key& key, const ManagedPtr& managed) {
+      if (managed->state() != ProcessState::initial) {
+        result.push_back(key);
+      }
+    });
+    return result;
+  }
+
+ private:
+  using Managed = detail::ManagedProcess<Supervisor, Key, R>;
+  using ManagedPtr = std::shared_ptr<Managed>;
+  friend Managed;
+
+  /// Removes the entry of `managed` if it is still there. Calls no user code; never throws.
+  void forget(const Managed& managed) noexcept {
+    processes_.erase_value(managed.hash(),
+                           [&](const ManagedPtr& value) { return value.get() == &managed; });
+  }
+
+  void report(ErrorSource source, const Key* key, std::exception_ptr error) noexcept;
+
+  /// Registers and launches a process for `key`, then waits for its start. Null (and `ec`) on
+  /// an expected failure; throws the user's failures. Either way, on failure the key is free.
+  ManagedPtr start_process(const Key& key, const Cancel& cancel, std::error_code& ec);
+
+  /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
+  /// waits until its runnable has returned (and so its key is free).
+  void abandon(Managed& managed) noexcept {
+    if (managed.claim(detail::Claim::user_stop)) {
+      stop_claimed(managed, true);
+    }
+    (void)managed.await_done(Cancel{});
+  }
+
+  /// Requests the stop of a process whose removal the caller has claimed. The key goes when the
+  /// runnable has returned (the watchdog erases it), or at once if it never started.
+  void stop_claimed(Managed& managed, bool forced) noexcept {
+    bool was_initial = false;
+    // `invalid_state` only means it already returned on its own; the watchdog handles that.
+    (void)managed.request_stop(forced, &was_initial);
+    if (was_initial) {
+      forget(managed);
+    }
+  }
+
+  /// A key taken by a start in flight. Declared before the gate pass, so that its destructor,
+  /// which frees the key unless the process launched, runs after the pass is released (freeing
+  /// may destroy runnables, and no user destructor runs inside the gate).
+  struct Registration {
+    Supervisor& owner;
+    ManagedPtr managed;
+    bool keep = false;
+
+    explicit Registration(Supervisor& o) noexcept : owner(o) {}
+    Registration(const Registration&) = delete;
+    Registration& operator=(const Registration&) = delete;
+    ~Registration() {
+      if (managed && !keep) {
+        managed->forget_start();
+        owner.forget(*managed);
+      }
+    }
+  };
+
+  /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
+  /// shutdown stopped it first; throws if no thread can be made.
+  std::error_code launch(Managed& managed) {
+    return managed.begin_start(
+        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+  }
+
+  void run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
+  void start_in_background(const Key& key, R runnable,
+                           const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
+  void shut_down(bool forced) noexcept;
+
+  std::shared_ptr<detail::AnyTable<Key, R>> table_;
+  Options<Key> options_;
+  detail::ShardedMap<Key, ManagedPtr, Hash, KeyEqual> processes_;
+  detail::RunLock run_lock_;
+  detail::StartGate gate_;
+  // Set by `run` before it opens the gate, read by starts that pass it.
+  std::stop_token parent_;
+  const detail::WorkContext* run_work_ = nullptr;
+  detail::ThreadGroup threads_;
+};
+
+}  // namespace supervisor
+
+#include "supervisor/detail/supervisor_run.hpp"
+#include "supervisor/detail/supervisor_start_stop.hpp"
