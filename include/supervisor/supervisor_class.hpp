@@ -4,11 +4,14 @@
 /// `Supervisor<Key, R>`: keeps one process running per key of a user-owned `Table`.
 
 #include <cassert>
+#include <chrono>
+#include <condition_variable>
 #include <concepts>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <system_error>
@@ -150,6 +153,26 @@ class Supervisor {
 
   template <class Callback>
   void run(Cancel cancel, Callback&& callback, std::error_code& ec);
+
+  /// `run` for the common service shape: runs until `stop` is requested (by a SIGTERM handler,
+  /// say), then shuts down gracefully, and forces whatever still runs `grace` later. Blocks like
+  /// `run`; throws like `run`.
+  ///
+  /// With a `callback`, it runs as `run`'s does, with a token requested when `stop` is (or when
+  /// the shutdown is forced); the shutdown begins when it returns, and the grace period with it.
+  template <class Rep, class Period, class Callback>
+  void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace,
+                 Callback&& callback);
+
+  template <class Rep, class Period>
+  void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace) {
+    run_until(std::move(stop), grace, [](const std::stop_token& stopping) {
+      std::mutex mutex;
+      std::condition_variable_any wake;
+      std::unique_lock lock(mutex);
+      wake.wait(lock, stopping, [] { return false; });
+    });
+  }
 
   /// Starts the process for `key`, with the runnable that `Table::get(key)` returns, and blocks
   /// until it is ready. Returns a copy of its runnable. The table's `get` and the runnable's

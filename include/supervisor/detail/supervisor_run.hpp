@@ -4,9 +4,12 @@
 /// `Supervisor::run` and what it drives: the restart passes and the shutdown. Included by
 /// `supervisor_class.hpp`; not for direct use.
 
+#include <chrono>
+#include <condition_variable>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <system_error>
@@ -120,6 +123,47 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   if (failure) {
     std::rethrow_exception(failure);
   }
+}
+
+template <class Key, Runnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Rep, class Period, class Callback>
+void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
+                                                   std::chrono::duration<Rep, Period> grace,
+                                                   Callback&& callback) {
+  std::stop_source force;
+  std::stop_source shutting_down;  // requested when the callback returns, or `run_until` ends
+  // Counts the grace period once the shutdown begins. Made before `run` starts anything.
+  std::jthread grace_timer = detail::start_jthread(
+      [&force, &shutting_down, grace](const std::stop_token& over) noexcept {
+        try {
+          std::stop_callback ending(over, [&shutting_down]() noexcept {
+            shutting_down.request_stop();
+          });
+          std::mutex mutex;
+          std::condition_variable_any wake;
+          std::unique_lock lock(mutex);
+          wake.wait(lock, shutting_down.get_token(), [] { return false; });
+          if (!over.stop_requested()) {
+            (void)wake.wait_for(lock, over, grace, [&] { return over.stop_requested(); });
+          }
+          if (!over.stop_requested()) {  // The grace period is over, and `run` still runs.
+            force.request_stop();
+          }
+        } catch (...) {  // A wait that cannot be made: force now rather than never.
+          force.request_stop();
+        }
+      });
+  run(Cancel(force.get_token()), [&](const std::stop_token& forced) -> decltype(auto) {
+    std::stop_source either;
+    std::stop_callback on_stop(stop, [&either]() noexcept { either.request_stop(); });
+    std::stop_callback on_force(forced, [&either]() noexcept { either.request_stop(); });
+    struct BeginShutdown {
+      std::stop_source& source;
+      ~BeginShutdown() { source.request_stop(); }
+    } begin_shutdown{shutting_down};
+    return detail::invoke_maybe_with_token(callback, either.get_token());
+  });
 }
 
 /// Closes the gate, stops every process that nobody else is stopping, and joins every thread.
