@@ -87,6 +87,7 @@ struct FailingTable {
   using Rows = supervisor::MapTable<Key, R, KeyHash, KeyEqual>;
   std::shared_ptr<Rows> rows = std::make_shared<Rows>();
   std::shared_ptr<std::atomic<bool>> fail = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::atomic<bool>> fail_iterate = std::make_shared<std::atomic<bool>>(false);
 
   std::optional<R> get(const Key& key) const {
     if (fail->load()) {
@@ -94,7 +95,12 @@ struct FailingTable {
     }
     return rows->get(key);
   }
-  auto iterate() const { return rows->iterate(); }
+  auto iterate() const {
+    if (fail_iterate->load()) {
+      throw std::runtime_error("table iterate failed");
+    }
+    return rows->iterate();
+  }
 };
 
 template <class R>
@@ -262,15 +268,14 @@ TEST_CASE("run from the error hook on the restart loop's thread fails at once",
   supervisor::Options<Key> options;
   options.clock = clock;
   options.on_error = [&](const supervisor::ErrorReport<Key>& report) {
-    if (report.source == ErrorSource::start) {
+    if (report.source == ErrorSource::iterate) {  // Reported by the restart loop's thread.
       sup->run(supervisor::Cancel(60s), [] {}, nested);
       hooked.notify();
     }
   };
   sup = std::make_unique<S>(table, options);
   sup->run([&] {
-    // The next pass starts a row that fails: the loop's thread reports it.
-    table.rows->insert_or_assign(Key{"bad"}, Probe::with(Startup::throw_error));
+    *table.fail_iterate = true;  // The next pass fails on the loop's thread.
     REQUIRE(clock->wait_for_sleepers(1));
     clock->advance(1min);
     REQUIRE(hooked.wait());
