@@ -137,3 +137,32 @@ TEST_CASE("Table: MapTable iterate follows the cursor protocol", "[table]") {
     CHECK_FALSE(cursor.next());
   }
 }
+
+TEST_CASE("MapTable destroys replaced and erased rows outside its lock", "[table]") {
+  // A runnable whose destructor reads the table: under the table's lock, that would deadlock.
+  struct Reader {
+    std::shared_ptr<std::function<void()>> on_destroy;
+    void run(const std::stop_token& /*force*/, supervisor::Ready& ready) const { ready(); }
+    Reader() = default;
+    explicit Reader(std::shared_ptr<std::function<void()>> f) : on_destroy(std::move(f)) {}
+    Reader(const Reader&) = default;
+    Reader(Reader&&) noexcept = default;
+    Reader& operator=(const Reader&) = default;
+    Reader& operator=(Reader&&) noexcept = default;
+    ~Reader() {
+      if (on_destroy && on_destroy.use_count() == 1 && *on_destroy) {
+        (*on_destroy)();
+      }
+    }
+  };
+  supervisor::MapTable<std::string, Reader> table;
+  std::size_t seen = 99;
+  auto hook = [&] { seen = table.size(); };
+  table.insert_or_assign("a", Reader(std::make_shared<std::function<void()>>(hook)));
+  table.insert_or_assign("a", Reader());  // The replaced row's last copy dies here.
+  CHECK(seen == 1);
+  seen = 99;
+  table.insert_or_assign("b", Reader(std::make_shared<std::function<void()>>(hook)));
+  CHECK(table.erase("b"));
+  CHECK(seen == 1);
+}

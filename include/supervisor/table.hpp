@@ -62,6 +62,9 @@ concept Table = requires(T& table, const Key& key) {
 /// Thread-safe: every member may be called from any thread, including from inside a runnable
 /// (the usual way for a process to remove itself for good is `table.erase(my_key)` before
 /// returning). `iterate` copies the rows, so a pass never holds the lock while it starts processes.
+/// Under the table's lock run only the key's hash and equality and the copies and moves of keys
+/// and runnables; rows are destroyed after it is released. `R` must be move-assignable here (the
+/// supervisor itself never assigns runnables).
 template <class Key, class R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
 class MapTable {
  public:
@@ -96,16 +99,29 @@ class MapTable {
     return Cursor({rows_.begin(), rows_.end()});
   }
 
-  /// Inserts or replaces the row for `key`.
+  /// Inserts or replaces the row for `key`. A replaced runnable is destroyed after the lock is
+  /// released (its destructor may use the table).
   void insert_or_assign(const Key& key, R runnable) {
+    std::optional<R> replaced;
     std::unique_lock lock(mutex_);
-    rows_.insert_or_assign(key, std::move(runnable));
+    auto it = rows_.find(key);
+    if (it == rows_.end()) {
+      rows_.emplace(key, std::move(runnable));
+      return;
+    }
+    replaced.emplace(std::move(it->second));
+    it->second = std::move(runnable);
   }
 
-  /// Removes the row for `key`; returns whether there was one.
+  /// Removes the row for `key`; returns whether there was one. The row is destroyed after the
+  /// lock is released.
   bool erase(const Key& key) {
-    std::unique_lock lock(mutex_);
-    return rows_.erase(key) != 0;
+    typename decltype(rows_)::node_type erased;
+    {
+      std::unique_lock lock(mutex_);
+      erased = rows_.extract(key);
+    }
+    return !erased.empty();
   }
 
   [[nodiscard]] bool contains(const Key& key) const {
