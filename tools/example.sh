@@ -18,27 +18,14 @@ else
   args=(--demo)
 fi
 
-# Debian package names of whatever is missing.
-missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
-command -v g++ >/dev/null 2>&1 || missing+=(g++)
-if [[ "${example}" == sqlite_table ]] && command -v dpkg >/dev/null 2>&1; then
-  dpkg -s libsqlite3-dev >/dev/null 2>&1 || missing+=(libsqlite3-dev)
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+need_command cmake cmake
+need_command ninja ninja-build
+need_command g++ g++
+if [[ "${example}" == sqlite_table ]]; then
+  need_package libsqlite3-dev
 fi
-
-if ((${#missing[@]} > 0)); then
-  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "tools/example.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
-  else
-    echo "tools/example.sh: missing packages: ${missing[*]}" >&2
-    echo "  install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+install_missing tools/example.sh
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=build/example

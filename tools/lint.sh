@@ -17,21 +17,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build_dir="${1:-build/dev}"
 
-missing=()
-command -v clang-format >/dev/null 2>&1 || missing+=(clang-format)
-command -v clang-tidy >/dev/null 2>&1 || missing+=(clang-tidy)
-if ((${#missing[@]} > 0)); then
-  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "tools/lint.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
-  else
-    echo "tools/lint.sh: missing packages: ${missing[*]}" >&2
-    echo "  install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+source tools/setup.sh
+need_command clang-format clang-format
+need_command clang-tidy clang-tidy
+install_missing tools/lint.sh
 
 # ---- clang-format ----
 

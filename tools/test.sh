@@ -8,32 +8,15 @@ set -euo pipefail
 
 preset="${1:-test}"
 
-# Debian package names of whatever is missing.
-missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
-command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v clang++ >/dev/null 2>&1 || missing+=(clang)
-if command -v dpkg >/dev/null 2>&1; then
-  dpkg -s catch2 >/dev/null 2>&1 || missing+=(catch2)
-  # For examples/sqlite_table.cpp, which the build skips without it.
-  dpkg -s libsqlite3-dev >/dev/null 2>&1 || missing+=(libsqlite3-dev)
-  # Clang's sanitizer runtimes are only a Recommends of clang on Debian 12.
-  dpkg -s libclang-rt-dev >/dev/null 2>&1 || missing+=(libclang-rt-dev)
-fi
-
-if ((${#missing[@]} > 0)); then
-  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "tools/test.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
-  else
-    echo "tools/test.sh: missing packages: ${missing[*]}" >&2
-    echo "  install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+need_command cmake cmake
+need_command ninja ninja-build
+need_command g++ g++
+need_command clang++ clang
+need_package catch2
+need_package libsqlite3-dev   # for examples/sqlite_table.cpp, which the build skips without it
+need_package libclang-rt-dev  # clang's sanitizer runtimes: only a Recommends of clang on Debian 12
+install_missing tools/test.sh
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 exec cmake --workflow --preset "${preset}"

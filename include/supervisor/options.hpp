@@ -17,7 +17,7 @@ template <class Key>
 struct Options {
   /// The clock for the initial wait and the restart interval. A `ManualClock` makes tests
   /// deterministic.
-  AnyClock clock;
+  AnyClock clock{};
   /// How long `run` waits for the initial pass's starts before it calls the callback anyway.
   std::chrono::steady_clock::duration initial_wait = std::chrono::seconds(1);
   /// The wait between the end of one restart pass and the start of the next.
