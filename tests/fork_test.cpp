@@ -24,9 +24,13 @@
 
 #if defined(__SANITIZE_THREAD__)
 #define SUPERVISOR_FORK_TEST_TSAN 1
+#elif defined(__SANITIZE_ADDRESS__)
+#define SUPERVISOR_FORK_TEST_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define SUPERVISOR_FORK_TEST_TSAN 1
+#elif __has_feature(address_sanitizer)
+#define SUPERVISOR_FORK_TEST_ASAN 1
 #endif
 #endif
 
@@ -38,6 +42,16 @@ namespace {
 constexpr bool children_may_create_threads = false;
 #else
 constexpr bool children_may_create_threads = true;
+#endif
+
+/// AddressSanitizer's allocator (before LLVM 18, llvm/llvm-project#75290; GCC 12's is older)
+/// does not hold its locks across a fork: a child whose parent had a thread inside `malloc`
+/// deadlocks in its own first `malloc` that needs the lock. Under it, no thread of the parent
+/// churns (allocates) while the parent forks; the parked, pinned ones stay.
+#if defined(SUPERVISOR_FORK_TEST_ASAN)
+constexpr bool parent_may_churn = false;
+#else
+constexpr bool parent_may_churn = true;
 #endif
 
 /// A value that counts its destructions.
@@ -146,6 +160,9 @@ TEST_CASE("fork: the child of pinned and churning threads reclaims, looks up, st
   if (!children_may_create_threads) {
     WARN("ThreadSanitizer: the children skip creating threads (unsupported after a fork)");
   }
+  if (!parent_may_churn) {
+    WARN("AddressSanitizer: no threads churn during the forks (its malloc is not fork-safe)");
+  }
   std::atomic<int> destroyed{0};
   Map map;
   map.assign(1, std::make_shared<Tracked>(1, &destroyed));
@@ -168,7 +185,7 @@ TEST_CASE("fork: the child of pinned and churning threads reclaims, looks up, st
   // hands it back as it exits, so forks land while the lock is taken.
   std::atomic<bool> stop{false};
   std::atomic<int> churned{0};
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < (parent_may_churn ? 2 : 0); ++i) {
     threads.emplace_back([&] {
       while (!stop) {
         std::thread([&] {
@@ -197,7 +214,7 @@ TEST_CASE("fork: the child of pinned and churning threads reclaims, looks up, st
     ~Finish() { now(); }
   } finish{stop, release, threads};
   REQUIRE(test::eventually([&] { return parked.try_wait(); }));
-  REQUIRE(test::eventually([&] { return churned >= 2; }));
+  REQUIRE(test::eventually([&] { return churned >= 2 || !parent_may_churn; }));
 
   for (int fork_number = 0; fork_number < 50; ++fork_number) {
     const pid_t pid = ::fork();
