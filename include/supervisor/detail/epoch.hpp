@@ -36,10 +36,12 @@ namespace supervisor::detail {
 /// thread's (which keeps its pins: fork may be called from a lookup's callback). What a child of a
 /// process that uses the library may do, then: use the library afresh (new maps, supervisors and
 /// processes, lookups, threads), and let the forking thread's pins end as in the parent. It must
-/// not use, nor destroy, the maps, supervisors or processes inherited from the parent: their
-/// threads did not survive the fork, and their locks may be held for good. POSIX allows only
-/// async-signal-safe calls in the child of a multithreaded parent (glibc allows more, such as
-/// `malloc`); what this library guarantees is that the epoch domain is consistent in the child.
+/// not use, nor destroy, the maps, supervisors or processes inherited from the parent that other
+/// threads were using (a running supervisor always has some): those threads did not survive the
+/// fork, and their locks may be held for good. A map only the forking thread used is as it was.
+/// POSIX allows only async-signal-safe calls in the child of a multithreaded parent (glibc allows
+/// more, such as `malloc`); what this library guarantees is that the epoch domain is consistent in
+/// the child.
 class EpochDomain {
   struct Record;
 
