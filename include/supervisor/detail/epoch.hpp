@@ -4,6 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <new>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define SUPERVISOR_DETAIL_EPOCH_ATFORK 1
+#endif
 
 namespace supervisor::detail {
 
@@ -22,13 +28,27 @@ namespace supervisor::detail {
 ///
 /// All orderings are sequentially consistent: on x86 that costs one locked store per pin, and it
 /// keeps the proof to the single total order (and ThreadSanitizer models it exactly).
+///
+/// `fork()` (POSIX): a child has only the thread that forked, but inherits the records of all
+/// the parent's threads; a record left pinned would stop the epoch for good, and the list's lock
+/// held by another thread would block the child's first new thread. So `pthread_atfork` handlers
+/// hold the lock across the fork, and in the child hand back every record but the forking
+/// thread's (which keeps its pins: fork may be called from a lookup's callback). What a child of a
+/// process that uses the library may do, then: use the library afresh (new maps, supervisors and
+/// processes, lookups, threads), and let the forking thread's pins end as in the parent. It must
+/// not use, nor destroy, the maps, supervisors or processes inherited from the parent that other
+/// threads were using (a running supervisor always has some): those threads did not survive the
+/// fork, and their locks may be held for good. A map only the forking thread used is as it was.
+/// POSIX allows only async-signal-safe calls in the child of a multithreaded parent (glibc allows
+/// more, such as `malloc`); what this library guarantees is that the epoch domain is consistent in
+/// the child.
 class EpochDomain {
   struct Record;
 
  public:
   static EpochDomain& instance() {
     // Never destroyed: threads may still pin while static destructors run.
-    static EpochDomain* const domain = new EpochDomain;  // NOLINT(cppcoreguidelines-owning-memory)
+    static EpochDomain* const domain = create();
     return *domain;
   }
 
@@ -39,9 +59,11 @@ class EpochDomain {
     Pin() : domain_(instance()) {
       record_ = domain_.this_thread_record();
       if (record_ == nullptr) {
-        // The thread is exiting and its cached record is gone: borrow one for this pin.
+        // The thread is exiting and its own record is gone: borrow one for this pin, and make it
+        // the thread's while the pin lasts, for nested pins and for a fork in its scope.
         record_ = domain_.acquire_record();
         borrowed_ = true;
+        this_thread_.record = record_;
       }
       if (record_->depth++ == 0) {
         record_->pinned.store(domain_.epoch_.load());
@@ -52,6 +74,7 @@ class EpochDomain {
         record_->pinned.store(0);
       }
       if (borrowed_) {
+        this_thread_.record = nullptr;
         domain_.release_record(record_);
       }
     }
@@ -101,36 +124,58 @@ class EpochDomain {
     Record* prev = nullptr;
     Record* next_free = nullptr;
   };
+  /// This thread's claim on the domain: trivially destructible, so readable at any point of the
+  /// thread's exit, and a class member rather than a function's, so the fork handler can read the
+  /// forking thread's. (One domain per program, so one record per thread.)
+  /// (No default member initialisers: GCC wants them complete before the class is.)
+  struct ThreadSlot {
+    Record* record;  // the record this thread pins, or null
+    bool released;   // the thread's exit has handed its own record back
+  };
+  static inline thread_local ThreadSlot this_thread_{nullptr, false};
+
   EpochDomain() = default;
 
+  static EpochDomain* create() {
+    auto* domain = new EpochDomain;  // NOLINT(cppcoreguidelines-owning-memory)
+#if defined(SUPERVISOR_DETAIL_EPOCH_ATFORK)
+    // Set before registering: a fork on another thread may run the handlers from here on, while
+    // `instance()` is still initialising (and would block them).
+    forking_domain_.store(domain);
+    if (::pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child) != 0) {
+      forking_domain_.store(nullptr);
+      delete domain;           // NOLINT(cppcoreguidelines-owning-memory)
+      throw std::bad_alloc();  // ENOMEM is its only error
+    }
+#endif
+    return domain;
+  }
+
   /// This thread's record, claimed on first use and handed back when the thread exits. Null
-  /// once the thread's exit has released it. (One domain per program, so one record per thread.)
+  /// once the thread's exit has released it (unless a pin has borrowed one).
   Record* this_thread_record() {
-    // A trivially destructible cache, readable at any point of the thread's exit, and an owner
-    // whose destructor returns the record for another thread to reuse.
-    thread_local Record* cached = nullptr;
-    thread_local bool released = false;
+    // An owner whose destructor returns the record for another thread to reuse.
     struct Owner {
       EpochDomain& domain;
-      Record*& cached;
-      bool& released;
       ~Owner() {
-        if (cached->depth != 0) {
+        ThreadSlot& slot = this_thread_;
+        if (slot.record->depth != 0) {
           // The thread ends inside a pin (`exit` called from a lookup's callback): the pin may
           // still be in use by whatever runs next, so the record stays owned, and pinned, for
           // good rather than go to a thread that would inherit its depth.
           return;
         }
-        domain.release_record(cached);
-        cached = nullptr;
-        released = true;
+        domain.release_record(slot.record);
+        slot.record = nullptr;
+        slot.released = true;
       }
     };
-    if (cached == nullptr && !released) {
-      cached = acquire_record();
-      thread_local Owner owner{*this, cached, released};
+    ThreadSlot& slot = this_thread_;
+    if (slot.record == nullptr && !slot.released) {
+      slot.record = acquire_record();
+      thread_local Owner owner{*this};
     }
-    return cached;
+    return slot.record;
   }
 
   /// Links a record (a free one if any) at the head of the list. A scan that began before
@@ -167,6 +212,43 @@ class EpochDomain {
     free_ = record;
     record_count_.fetch_sub(1);
   }
+
+#if defined(SUPERVISOR_DETAIL_EPOCH_ATFORK)
+  // The fork handlers run inside `fork()`, the child's while it may call only async-signal-safe
+  // functions: they neither allocate nor throw.
+
+  /// Holds the lock across the fork, so that the child's copy of the list is whole.
+  static void before_fork() noexcept { forking_domain_.load()->mutex_.lock(); }
+  static void after_fork_in_parent() noexcept { forking_domain_.load()->mutex_.unlock(); }
+
+  /// Only the forking thread lives on in the child: every other record goes back to the free
+  /// list, unpinned (their owners, and any scan standing on them, are gone), so the epoch can
+  /// advance again. The forking thread keeps its record, with its pins, and unlocks the lock it
+  /// took before the fork (it is the same thread in the child).
+  static void after_fork_in_child() noexcept {
+    EpochDomain& domain = *forking_domain_.load();
+    Record* const own = this_thread_.record;
+    for (Record* r = domain.records_.load(); r != nullptr;) {
+      Record* const next = r->next.load();
+      if (r != own) {
+        r->pinned.store(0);
+        r->depth = 0;
+        r->next_free = domain.free_;
+        domain.free_ = r;
+      }
+      r = next;
+    }
+    if (own != nullptr) {
+      own->prev = nullptr;
+      own->next.store(nullptr);
+    }
+    domain.records_.store(own);
+    domain.record_count_.store(own != nullptr ? 1 : 0);
+    domain.mutex_.unlock();
+  }
+
+  static inline std::atomic<EpochDomain*> forking_domain_{nullptr};
+#endif
 
   alignas(64) std::atomic<std::uint64_t> epoch_{1};  // written only when advancing
   alignas(64) std::atomic<Record*> records_{nullptr};
