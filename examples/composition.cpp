@@ -106,47 +106,29 @@ class MetricsExporter {
 
 // ---- One tenant: a supervisor of its workers ---------------------------------------------------
 
-// A table holds one runnable type, but a tenant mixes kinds (a leaf, a start_stop), so each is
-// wrapped in one type-erased Task.
-using TaskFunction = std::function<void(std::stop_token, supervisor::Ready&)>;
-using Task = supervisor::FunctionRunnable<TaskFunction>;
+// A table holds one runnable type, but a tenant mixes kinds (a leaf, a start_stop):
+// supervisor::AnyRunnable holds any of them behind one cheap-to-copy handle.
+using Task = supervisor::AnyRunnable;
 
-template <class R>
-Task as_task(R runnable) {
-  return supervisor::from_function(
-      TaskFunction([runnable = std::move(runnable)](const std::stop_token& force,
-                                                    supervisor::Ready& ready) mutable {
-        runnable.run(force, ready);
-      }));
-}
-
-// supervisor::leaf runs the loop on a thread of its own, makes the process ready at once, and
-// asks the loop to end by calling its second function when a stop is requested. The Leaf is made
-// anew for each run: its stop_source stays requested once requested, so a restarted poller needs
-// a fresh one.
+// supervisor::leaf(body) runs the loop on a thread of its own with a stop token of its own,
+// fresh for every run (so a restarted poller starts clean), makes the process ready at once, and
+// requests that token when a stop is requested.
 Task poller(std::string who, Milliseconds period, LiveCount live) {
-  return supervisor::from_function(
-      TaskFunction([who = std::move(who), period, live = std::move(live)](
-                       const std::stop_token& force, supervisor::Ready& ready) {
-        std::stop_source quit;
-        auto loop = supervisor::leaf(
-            [&] {
-              ++*live;
-              say(who, ": started");
-              poll_inbox(who, period, quit.get_token());
-              --*live;
-            },
-            [&] { quit.request_stop(); });
-        loop.run(force, ready);
-      }));
+  return supervisor::leaf(
+      [who = std::move(who), period, live = std::move(live)](const std::stop_token& stop) {
+        ++*live;
+        say(who, ": started");
+        poll_inbox(who, period, stop);
+        --*live;
+      });
 }
 
 // supervisor::start_stop calls start() (a throw there is a failed start), makes the process
 // ready, and calls stop() when a stop is requested.
 Task exporter(std::string who, Milliseconds period, LiveCount live) {
   auto component = std::make_shared<MetricsExporter>(std::move(who), period, std::move(live));
-  return as_task(supervisor::start_stop([component] { component->start(); },
-                                        [component] { component->stop(); }));
+  return supervisor::start_stop([component] { component->start(); },
+                                [component] { component->stop(); });
 }
 
 using TenantSupervisor = supervisor::Supervisor<std::string, Task>;
