@@ -1,6 +1,7 @@
 // quickstart: a few workers kept alive by key, from an in-memory table.
 //
-//   quickstart          runs until SIGINT (Ctrl-C) or SIGTERM; a second signal forces the stop
+//   quickstart          runs until SIGINT (Ctrl-C) or SIGTERM; workers still running 10 s later are
+//                       forced
 //   quickstart --demo   the same scenario, stopped by itself after about 1.5 s; prints
 //                       "quickstart: done" last if everything happened as it should (CI checks it)
 //
@@ -157,11 +158,10 @@ int main(int argc, char** argv) {
 
   Supervisor sup(table, options);
 
-  // `run` gets the force token as its cancellation: a second signal forces every process. The
-  // first signal only ends the callback, after which `run` stops every process gracefully.
-  sup.run(signals.force(), [&] {
+  // `run_until` runs until the first signal (the callback's token says so), then stops every
+  // process gracefully, and forces whatever still runs 10 s later.
+  sup.run_until(signals.graceful(), 10s, [&](const std::stop_token& stopping) {
     say("quickstart: initial pass done, running: ", join(sup.keys()));
-    const std::stop_token stopping = signals.graceful();
 
     // Add a row at run time. The next restart pass would pick it up; `start` does it now. A pass
     // may beat us to it, which `start` reports as process_exists: fine either way.
