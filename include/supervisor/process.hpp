@@ -25,9 +25,14 @@ namespace supervisor {
 ///
 /// Thread-safety: every member may be called from any thread concurrently, including from
 /// inside the runnable, except the calls that wait for the runnable to return: `stop` detects
-/// that it runs on the runnable's own thread and fails instead of waiting for itself; an
-/// unbounded `wait()` there never returns. Neither can tell a thread the runnable started itself
-/// (a `leaf` body): from there, a `stop` that waits for `run` waits for its own thread too.
+/// that the calling thread is part of the runnable (its own thread, a `leaf` body or `parallel`
+/// child it runs, a process of a supervisor nested in it) and fails instead of waiting for
+/// itself; an unbounded `wait()` there never returns. A thread the runnable made itself, outside
+/// the library's adapters, cannot be told apart: from there, `stop` would wait for itself.
+///
+/// Happens-before: what the caller did before `start` is visible to the runnable; what the
+/// runnable did before calling `ready` is visible once `start` returns; what it did before
+/// returning is visible once `stop` or `wait` returns (or `done()` reads true).
 ///
 /// Errors: the throwing overloads throw `std::system_error` with a `supervisor::errc` code for
 /// the expected outcomes, and rethrow the runnable's own exception intact. The
