@@ -171,17 +171,20 @@ class ErrorSink {
   std::string first_;
 };
 
-/// The library's tuning knobs under test (`--spin=NS`, `--reuse`); the defaults otherwise.
-inline supervisor::Options<Key>& tuning() {
-  static supervisor::Options<Key> options;
-  return options;
-}
+/// The library's tuning knobs under test (`--spin=NS`, `--reuse`); the library's defaults
+/// otherwise.
+struct Tuning {
+  std::chrono::nanoseconds handoff_spin = supervisor::Options<Key>{}.handoff_spin;
+  bool reuse_threads = supervisor::Options<Key>{}.reuse_threads;
+};
 
-inline supervisor::Options<Key> bench_options(const std::shared_ptr<supervisor::ManualClock>& clock,
+/// The options of every supervisor the scenarios build.
+inline supervisor::Options<Key> bench_options(const Tuning& tuning,
+                                              const std::shared_ptr<supervisor::ManualClock>& clock,
                                               ErrorSink& errors) {
   supervisor::Options<Key> options;
-  options.handoff_spin = tuning().handoff_spin;
-  options.reuse_threads = tuning().reuse_threads;
+  options.handoff_spin = tuning.handoff_spin;
+  options.reuse_threads = tuning.reuse_threads;
   // A manual clock never moves on its own: the initial wait ends only when every start of the
   // initial pass has finished, and no restart pass runs unless the benchmark advances it.
   options.clock = clock;

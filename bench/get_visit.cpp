@@ -173,11 +173,10 @@ struct GetFigures {
 
   void add(const TallyGrid& tally) {
     for (std::size_t t = 0; t < 2; ++t) {
-      ns[t].lib.push_back(tally[0][t].ns_per_get());
-      ns[t].floor.push_back(tally[1][t].ns_per_get());
+      ns[t].add(tally[0][t].ns_per_get(), tally[1][t].ns_per_get());
     }
-    scaling.lib.push_back(tally[0][1].gets_per_second() / tally[0][0].gets_per_second());
-    scaling.floor.push_back(tally[1][1].gets_per_second() / tally[1][0].gets_per_second());
+    scaling.add(tally[0][1].gets_per_second() / tally[0][0].gets_per_second(),
+                tally[1][1].gets_per_second() / tally[1][0].gets_per_second());
   }
 };
 
@@ -202,7 +201,7 @@ std::vector<Row> scenario_get(const Config& config) {
 
   auto clock = std::make_shared<supervisor::ManualClock>();
   ErrorSink errors;
-  Sup sup(table, bench_options(clock, errors));
+  Sup sup(table, bench_options(config.tuning, clock, errors));
   // Each figure gets `get_seconds` in all, over its repetitions and their slices.
   const double slice_seconds = config.get_seconds / (config.reps * config.slices);
 

@@ -110,9 +110,10 @@ Config parse_args(int argc, char** argv) {
     } else if (arg == "--side=library" || arg == "--side=floor") {
       config.side = arg == "--side=library" ? Side::library : Side::floor;
     } else if (arg == "--reuse") {
-      tuning().reuse_threads = true;
+      config.tuning.reuse_threads = true;
     } else if (arg.substr(0, 7) == "--spin=") {
-      tuning().handoff_spin = std::chrono::nanoseconds(std::strtol(arg.data() + 7, nullptr, 10));
+      config.tuning.handoff_spin =
+          std::chrono::nanoseconds(std::strtol(arg.data() + 7, nullptr, 10));
     } else if (parse_count(arg, "--reps=", value)) {
       config.reps = static_cast<int>(value);
     } else if (parse_count(arg, "--cycles=", value)) {
@@ -141,8 +142,8 @@ int run(int argc, char** argv) {
   std::printf("machine: %s\ndate: %s\nlimits:%s\n", machine_description().c_str(),
               utc_now().c_str(), limits_hint().c_str());
   std::printf("library options: handoff_spin=%lld ns, reuse_threads=%s\n",
-              static_cast<long long>(tuning().handoff_spin.count()),
-              tuning().reuse_threads ? "on" : "off");
+              static_cast<long long>(config.tuning.handoff_spin.count()),
+              config.tuning.reuse_threads ? "on" : "off");
   std::printf(
       "sizes: %d start+stop cycles; get and visit over %zu processes, %.2f s per figure; "
       "restore, memory and shutdown over %zu processes\n",

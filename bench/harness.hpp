@@ -31,7 +31,12 @@ struct Config {
   double get_seconds = 1.0;  // measuring time per get/visit/copy figure, over its repetitions
   int slices = 8;            // library/floor alternations within one repetition
   Side side = Side::both;
+  Tuning tuning;
 };
+
+/// Whether repetition `rep` measures the floor before the library: they take turns, so that
+/// neither always runs on a machine the other has just warmed (or disturbed).
+inline bool floor_first(int rep) { return rep % 2 == 1; }
 
 // ---- statistics and rows -------------------------------------------------------------------
 
@@ -47,6 +52,12 @@ Stats stats_of(std::vector<double> values);
 struct Paired {
   std::vector<double> lib;
   std::vector<double> floor;
+
+  /// One repetition's pair.
+  void add(double lib_sample, double floor_sample) {
+    lib.push_back(lib_sample);
+    floor.push_back(floor_sample);
+  }
 };
 
 enum class TargetKind { none, ratio_at_most, median_at_most, median_at_least, max_at_most };

@@ -143,11 +143,12 @@ FloorPass floor_passes(const Table& table, const std::unordered_set<Key>& runnin
 /// One life of a supervisor over `table` (every entry not yet running): restore; restart passes
 /// over the running entries, cold and warm, each beside its floor; then shutdown.
 LifecycleSample library_lifecycle(const std::shared_ptr<Table>& table,
-                                  const std::unordered_set<Key>& keys, bool floor_first) {
+                                  const std::unordered_set<Key>& keys, const Tuning& tuning,
+                                  bool floor_first) {
   const std::size_t n = keys.size();
   auto clock = std::make_shared<supervisor::ManualClock>();
   ErrorSink errors;
-  const auto options = bench_options(clock, errors);
+  const auto options = bench_options(tuning, clock, errors);
   const auto interval = options.restart_interval;
   auto timed = std::make_shared<TimedTable>(table);
   Sup sup(timed, options);
@@ -300,28 +301,21 @@ std::vector<Row> scenario_lifecycle(const Config& config) {
   for (int rep = 0; rep < config.reps; ++rep) {
     LifecycleSample lib;
     FloorLifecycleSample flo;
-    if (rep % 2 == 0) {
-      lib = library_lifecycle(table, keys, false);
+    if (floor_first(rep)) {
       flo = floor_lifecycle(n);
+      lib = library_lifecycle(table, keys, config.tuning, true);
     } else {
+      lib = library_lifecycle(table, keys, config.tuning, false);
       flo = floor_lifecycle(n);
-      lib = library_lifecycle(table, keys, true);
     }
-    restore.lib.push_back(lib.restore_us);
-    restore.floor.push_back(flo.restore_us);
-    pass_cold.lib.push_back(lib.pass_cold_us);
-    pass_cold.floor.push_back(lib.floor_cold_us);
-    pass_warm.lib.push_back(lib.pass_warm_us);
-    pass_warm.floor.push_back(lib.floor_warm_us);
-    pass_end_to_end.lib.push_back(lib.pass_end_to_end_us);
-    pass_end_to_end.floor.push_back(lib.floor_end_to_end_us);
-    pass_end_to_end_warm.lib.push_back(lib.pass_end_to_end_warm_us);
-    pass_end_to_end_warm.floor.push_back(lib.floor_warm_us);
-    threads_started.lib.push_back(lib.threads_started);
-    memory.lib.push_back(lib.rss_kib);
-    memory.floor.push_back(flo.rss_kib);
-    shutdown.lib.push_back(lib.shutdown_us);
-    shutdown.floor.push_back(flo.shutdown_us);
+    restore.add(lib.restore_us, flo.restore_us);
+    pass_cold.add(lib.pass_cold_us, lib.floor_cold_us);
+    pass_warm.add(lib.pass_warm_us, lib.floor_warm_us);
+    pass_end_to_end.add(lib.pass_end_to_end_us, lib.floor_end_to_end_us);
+    pass_end_to_end_warm.add(lib.pass_end_to_end_warm_us, lib.floor_warm_us);
+    threads_started.lib.push_back(lib.threads_started);  // no floor: the target is absolute
+    memory.add(lib.rss_kib, flo.rss_kib);
+    shutdown.add(lib.shutdown_us, flo.shutdown_us);
   }
   const std::string count = std::to_string(n);
   return {

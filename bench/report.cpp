@@ -97,23 +97,25 @@ int label_width(const std::vector<Row>& rows) {
 }  // namespace
 
 std::string Row::target_text() const {
-  char buf[64];
+  const char* bound = "";
   switch (target.kind) {
     case TargetKind::none:
       return "";
     case TargetKind::ratio_at_most:
-      std::snprintf(buf, sizeof buf, "ratio <= %g", target.value);
+      bound = "ratio <= ";
       break;
     case TargetKind::median_at_most:
-      std::snprintf(buf, sizeof buf, "<= %g", target.value);
+      bound = "<= ";
       break;
     case TargetKind::median_at_least:
-      std::snprintf(buf, sizeof buf, ">= %g", target.value);
+      bound = ">= ";
       break;
     case TargetKind::max_at_most:
-      std::snprintf(buf, sizeof buf, "max <= %g", target.value);
+      bound = "max <= ";
       break;
   }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s%g", bound, target.value);
   return buf;
 }
 

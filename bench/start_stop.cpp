@@ -59,7 +59,7 @@ std::pair<double, double> start_stop_repetition(const Config& config, bool floor
   auto table = std::make_shared<Table>();
   auto clock = std::make_shared<supervisor::ManualClock>();
   ErrorSink errors;
-  Sup sup(table, bench_options(clock, errors));
+  Sup sup(table, bench_options(config.tuning, clock, errors));
   double lib_seconds = 0;
   double floor_seconds = 0;
   sup.run([&] {
@@ -110,7 +110,7 @@ std::pair<double, double> start_stop_repetition(const Config& config, bool floor
 std::vector<Row> scenario_start_stop(const Config& config) {
   Paired samples;
   for (int rep = 0; rep < config.reps; ++rep) {
-    const auto [lib, floor] = start_stop_repetition(config, rep % 2 == 1);
+    const auto [lib, floor] = start_stop_repetition(config, floor_first(rep));
     samples.lib.push_back(config.side == Side::floor ? floor : lib);
     if (config.side == Side::both) {
       samples.floor.push_back(floor);
