@@ -112,6 +112,8 @@ Loud::~Loud() { t_quiet = previous_; }
 
 }  // namespace fault
 
+#if !defined(FAULT_NO_NEW_REPLACEMENT)
+
 // ---- The replaced global allocation functions ---------------------------------------------------
 //
 // malloc and free underneath (aligned_alloc for the aligned forms), so that the sanitizers, which
@@ -204,3 +206,5 @@ void operator delete[](void* p, std::align_val_t /*align*/,
                        const std::nothrow_t& /*tag*/) noexcept {
   std::free(p);
 }
+
+#endif  // !FAULT_NO_NEW_REPLACEMENT

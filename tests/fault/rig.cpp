@@ -54,15 +54,16 @@ Rig::~Rig() {
 void Rig::on_error(const supervisor::ErrorReport<FaultKey>& r) {
   {
     Quiet quiet;
-    const int i = reports_.fetch_add(1);
-    if (i < static_cast<int>(report_log_.size())) {
-      Report& entry = report_log_[static_cast<std::size_t>(i)];
-      entry.source = r.source;
-      entry.tag = tag_of(r.error);
-      if (r.key != nullptr) {
-        std::strncpy(entry.key.data(), r.key->name.c_str(), entry.key.size() - 1);
-      }
+    Report entry{r.source, tag_of(r.error), {}};
+    if (r.key != nullptr) {
+      std::strncpy(entry.key.data(), r.key->name.c_str(), entry.key.size() - 1);
     }
+    std::lock_guard lock(report_mutex_);  // A mutex allocates nothing: safe under every kind.
+    const int i = reports_.load();
+    if (i < static_cast<int>(report_log_.size())) {
+      report_log_[static_cast<std::size_t>(i)] = entry;
+    }
+    reports_.store(i + 1);
   }
   point(Kind::hook);  // After recording: the report itself did arrive.
 }
@@ -151,6 +152,7 @@ void Rig::restart_pass() {
     if (clock_->arms() > arms) {
       return true;
     }
+    std::lock_guard lock(report_mutex_);
     for (int i = reports; i < std::min(reports_.load(), 1024); ++i) {
       if (report_log_[static_cast<std::size_t>(i)].source == supervisor::ErrorSource::clock) {
         verdict_.fail("unusable: the restart loop ended (clock report), no more passes");
@@ -162,6 +164,7 @@ void Rig::restart_pass() {
 }
 
 bool Rig::start_reported(const std::string& name) const {
+  std::lock_guard lock(report_mutex_);
   for (int i = report_mark_; i < std::min(reports_.load(), 1024); ++i) {
     const Report& r = report_log_[static_cast<std::size_t>(i)];
     // A pass that failed as a whole (iterate, next) or skipped a row never starts some keys.
@@ -318,7 +321,7 @@ void Rig::end_run_and_check(int baseline_threads) {
 
 void Rig::check_reports(Kind kind) {
   const long n = verdict_.fired;
-  std::lock_guard lock(caller_mutex_);
+  std::scoped_lock lock(caller_mutex_, report_mutex_);
   long seen = std::count(caller_tags_.begin(), caller_tags_.end(), n);
   for (int i = 0; i < std::min(reports_.load(), 1024); ++i) {
     seen += report_log_[static_cast<std::size_t>(i)].tag == n ? 1 : 0;

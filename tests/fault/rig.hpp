@@ -140,6 +140,7 @@ class Rig {
   std::vector<std::shared_ptr<Script>> retired_;  // replaced scripts, still checked for life
   std::unique_ptr<Sup> sup_;
 
+  mutable std::mutex report_mutex_;
   std::array<Report, 1024> report_log_{};
   std::atomic<int> reports_{0};
   int report_mark_ = 0;
