@@ -98,6 +98,7 @@ void Rig::start_run() {
   const int callbacks = in_callback_.count();
   ++runs_started_;
   runner_ = std::thread([this] {
+    Quiet quiet;  // A new thread starts loud; only `run` itself is under test here.
     try {
       Loud loud;
       sup_->run(supervisor::Cancel(cancel_.get_token(), 60s), [this](std::stop_token stopping) {
