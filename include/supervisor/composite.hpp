@@ -23,7 +23,7 @@ namespace supervisor {
 /// the chain is ready. On a stop, `rest` stops first, then `first`: the reverse order. A failure
 /// anywhere winds down what already runs and is rethrown from `run` (the later runnable's error
 /// first, since it is the cause). If `first` ends its `ready` early (its own token), `rest` is
-/// forced down.
+/// forced down and the chain returns by itself.
 template <Runnable First, Runnable Rest>
 class Chain {
  public:
@@ -59,8 +59,10 @@ class Chain {
       std::stop_source rest_force;
       std::stop_callback on_force(force, [&rest_force]() noexcept { rest_force.request_stop(); });
       std::stop_callback on_early(early, [&rest_force]() noexcept { rest_force.request_stop(); });
+      RestReady rest_target(outer, rest_force.get_token());
+      Ready rest_ready(rest_target);
       try {
-        detail::invoke_run(rest, rest_force.get_token(), outer);
+        detail::invoke_run(rest, rest_force.get_token(), rest_ready);
       } catch (...) {
         failure = std::current_exception();
       }
@@ -71,6 +73,25 @@ class Chain {
     Ready& outer;
     bool ran = false;
     std::exception_ptr failure;
+  };
+
+  /// `rest`'s readiness: signals the outer `ready` (the chain is ready once `rest` is), but its
+  /// wait also ends when `rest_force` is requested. The outer `ready` alone does not watch
+  /// `rest_force`, so when `first` ended early (a leaf whose body returned), `rest` would block
+  /// in it until someone stopped the whole process.
+  struct RestReady final : detail::ReadyTarget {
+    RestReady(Ready& o, std::stop_token f) : outer(o), rest_force(std::move(f)) {}
+
+    void signal_ready_and_wait(const std::stop_token& early) override {
+      std::stop_source ended;
+      auto end = [&ended]() noexcept { ended.request_stop(); };
+      std::stop_callback on_force(rest_force, end);
+      std::stop_callback on_early(early, end);  // `rest`'s own early token.
+      outer(ended.get_token());
+    }
+
+    Ready& outer;
+    std::stop_token rest_force;
   };
 
   First first_;
