@@ -98,13 +98,22 @@ class Chain {
   Rest rest_;
 };
 
+namespace detail {
+
+/// A factory argument whose stored copy (`std::decay_t`) is `Runnable`: the factories take
+/// forwarding references, and `Runnable<X&>` would say nothing about the `X` they store.
+template <class A>
+concept DecaysToRunnable = Runnable<std::decay_t<A>>;
+
+}  // namespace detail
+
 /// Starts `a`, then `b` once `a` is ready, and so on; stops them in reverse. See `Chain`.
-template <Runnable A, Runnable B>
+template <detail::DecaysToRunnable A, detail::DecaysToRunnable B>
 Chain<std::decay_t<A>, std::decay_t<B>> chain(A&& a, B&& b) {
   return {std::forward<A>(a), std::forward<B>(b)};
 }
 
-template <Runnable A, Runnable B, Runnable... More>
+template <detail::DecaysToRunnable A, detail::DecaysToRunnable B, detail::DecaysToRunnable... More>
 auto chain(A&& a, B&& b, More&&... more) {
   return chain(std::forward<A>(a), chain(std::forward<B>(b), std::forward<More>(more)...));
 }
@@ -215,7 +224,7 @@ class Parallel {
 };
 
 /// Runs the runnables side by side. See `Parallel`.
-template <Runnable... Rs>
+template <detail::DecaysToRunnable... Rs>
 Parallel<std::decay_t<Rs>...> parallel(Rs&&... children) {
   return Parallel<std::decay_t<Rs>...>(std::forward<Rs>(children)...);
 }
