@@ -186,3 +186,20 @@ TEST_CASE("chain: the rest's own early token ends the chain", "[composite]") {
   CHECK(first.state->returned.count() == 1);
   CHECK_FALSE(rest.state->force_seen);  // It ended itself; nothing forced it.
 }
+
+// The others must see force, not a graceful stop that races it. That race is narrow, so the case
+// runs a few rounds to catch a regression in the order (force before the graceful flag).
+TEST_CASE("parallel: a leaf whose body returns ends the group and forces the others",
+          "[composite]") {
+  for (int round = 0; round < 50; ++round) {
+    test::Event latch;
+    auto other = Probe::with(Startup::ready);
+    supervisor::Process process(
+        supervisor::parallel(supervisor::leaf([&] { latch.wait(); }, [] {}), other));
+    process.start();
+    latch.notify();
+    REQUIRE(process.wait(test::patience));
+    REQUIRE(other.state->returned.count() == 1);
+    REQUIRE(other.state->force_seen);
+  }
+}

@@ -148,15 +148,19 @@ class Parallel {
       }
       if (all_ready) {
         ready(shared.any_exited.get_token());
+      }
+      // One exited (or the stop is graceful but one ignores it): the rest must not linger. Force
+      // goes first: were the graceful flag set first, a child could wake to it and shut down
+      // gracefully before seeing the force it is owed.
+      if (!all_ready || shared.any_exited.stop_requested()) {
+        shared.force.request_stop();
+      }
+      if (all_ready) {
         {
           std::lock_guard lock(shared.mutex);
           shared.stop = true;
         }
         shared.changed.notify_all();
-      }
-      // One exited (or the stop is graceful but one ignores it): the rest must not linger.
-      if (!all_ready || shared.any_exited.stop_requested()) {
-        shared.force.request_stop();
       }
     }  // Joins every child.
     for (auto& failure : failures) {
