@@ -153,8 +153,10 @@ LoopLeaf<std::decay_t<Body>> leaf(Body&& body) {
 /// `std::shared_ptr<Worker>` do; each process runs it with its own `force` and `ready`.
 class AnyRunnable {
  public:
-  template <Runnable R>
-  requires(!std::is_same_v<std::remove_cvref_t<R>, AnyRunnable>)
+  // The exclusion comes first: checking `Runnable<AnyRunnable>` (move-constructible?) would
+  // consult this very constructor.
+  template <class R>
+  requires(!std::is_same_v<std::remove_cvref_t<R>, AnyRunnable> && Runnable<std::remove_cvref_t<R>>)
       // NOLINTNEXTLINE(google-explicit-constructor, bugprone-forwarding-reference-overload)
       AnyRunnable(R&& runnable)
       : impl_(std::make_shared<Model<std::remove_cvref_t<R>>>(std::forward<R>(runnable))) {}

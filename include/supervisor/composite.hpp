@@ -23,7 +23,7 @@ namespace supervisor {
 /// the chain is ready. On a stop, `rest` stops first, then `first`: the reverse order. A failure
 /// anywhere winds down what already runs and is rethrown from `run` (the later runnable's error
 /// first, since it is the cause). If `first` ends its `ready` early (its own token), `rest` is
-/// forced down.
+/// forced down and the chain returns by itself.
 template <Runnable First, Runnable Rest>
 class Chain {
  public:
@@ -59,8 +59,10 @@ class Chain {
       std::stop_source rest_force;
       std::stop_callback on_force(force, [&rest_force]() noexcept { rest_force.request_stop(); });
       std::stop_callback on_early(early, [&rest_force]() noexcept { rest_force.request_stop(); });
+      RestReady rest_target(outer, rest_force.get_token());
+      Ready rest_ready(rest_target);
       try {
-        detail::invoke_run(rest, rest_force.get_token(), outer);
+        detail::invoke_run(rest, rest_force.get_token(), rest_ready);
       } catch (...) {
         failure = std::current_exception();
       }
@@ -73,17 +75,45 @@ class Chain {
     std::exception_ptr failure;
   };
 
+  /// `rest`'s readiness: signals the outer `ready` (the chain is ready once `rest` is), but its
+  /// wait also ends when `rest_force` is requested. The outer `ready` alone does not watch
+  /// `rest_force`, so when `first` ended early (a leaf whose body returned), `rest` would block
+  /// in it until someone stopped the whole process.
+  struct RestReady final : detail::ReadyTarget {
+    RestReady(Ready& o, std::stop_token f) : outer(o), rest_force(std::move(f)) {}
+
+    void signal_ready_and_wait(const std::stop_token& early) override {
+      std::stop_source ended;
+      auto end = [&ended]() noexcept { ended.request_stop(); };
+      std::stop_callback on_force(rest_force, end);
+      std::stop_callback on_early(early, end);  // `rest`'s own early token.
+      outer(ended.get_token());
+    }
+
+    Ready& outer;
+    std::stop_token rest_force;
+  };
+
   First first_;
   Rest rest_;
 };
 
+namespace detail {
+
+/// A factory argument whose stored copy (`std::decay_t`) is `Runnable`: the factories take
+/// forwarding references, and `Runnable<X&>` would say nothing about the `X` they store.
+template <class A>
+concept DecaysToRunnable = Runnable<std::decay_t<A>>;
+
+}  // namespace detail
+
 /// Starts `a`, then `b` once `a` is ready, and so on; stops them in reverse. See `Chain`.
-template <Runnable A, Runnable B>
+template <detail::DecaysToRunnable A, detail::DecaysToRunnable B>
 Chain<std::decay_t<A>, std::decay_t<B>> chain(A&& a, B&& b) {
   return {std::forward<A>(a), std::forward<B>(b)};
 }
 
-template <Runnable A, Runnable B, Runnable... More>
+template <detail::DecaysToRunnable A, detail::DecaysToRunnable B, detail::DecaysToRunnable... More>
 auto chain(A&& a, B&& b, More&&... more) {
   return chain(std::forward<A>(a), chain(std::forward<B>(b), std::forward<More>(more)...));
 }
@@ -118,15 +148,19 @@ class Parallel {
       }
       if (all_ready) {
         ready(shared.any_exited.get_token());
+      }
+      // One exited (or the stop is graceful but one ignores it): the rest must not linger. Force
+      // goes first: were the graceful flag set first, a child could wake to it and shut down
+      // gracefully before seeing the force it is owed.
+      if (!all_ready || shared.any_exited.stop_requested()) {
+        shared.force.request_stop();
+      }
+      if (all_ready) {
         {
           std::lock_guard lock(shared.mutex);
           shared.stop = true;
         }
         shared.changed.notify_all();
-      }
-      // One exited (or the stop is graceful but one ignores it): the rest must not linger.
-      if (!all_ready || shared.any_exited.stop_requested()) {
-        shared.force.request_stop();
       }
     }  // Joins every child.
     for (auto& failure : failures) {
@@ -194,7 +228,7 @@ class Parallel {
 };
 
 /// Runs the runnables side by side. See `Parallel`.
-template <Runnable... Rs>
+template <detail::DecaysToRunnable... Rs>
 Parallel<std::decay_t<Rs>...> parallel(Rs&&... children) {
   return Parallel<std::decay_t<Rs>...>(std::forward<Rs>(children)...);
 }

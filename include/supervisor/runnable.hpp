@@ -59,20 +59,81 @@ class Ready {
 
 namespace detail {
 
+// `run` is checked with a prvalue `std::stop_token` and an lvalue `Ready`: the library passes
+// exactly that (a token it made for this run; its own `Ready` handle).
 template <class R>
-concept HasRunMember = requires(R& r, std::stop_token force, Ready& ready) {
-  r.run(force, ready);
+concept HasRunMember = requires(R& r, Ready& ready) {
+  r.run(std::stop_token{}, ready);
 };
 
 template <class R>
-concept HasRunThroughPointer =
-    !HasRunMember<R> && requires(R & r, std::stop_token force, Ready& ready) {
-  (*r).run(force, ready);
+concept HasRunThroughPointer = !HasRunMember<R> && requires(R & r, Ready& ready) {
+  (*r).run(std::stop_token{}, ready);
 };
+
+/// The type `run` returns, for a type that has one.
+template <class R>
+struct RunResult {};
+template <HasRunMember R>
+struct RunResult<R> {
+  using type = decltype(std::declval<R&>().run(std::stop_token{}, std::declval<Ready&>()));
+};
+template <HasRunThroughPointer R>
+struct RunResult<R> {
+  using type = decltype((*std::declval<R&>()).run(std::stop_token{}, std::declval<Ready&>()));
+};
+
+}  // namespace detail
+
+// The requirements of `Runnable`, one named concept each, so that a compiler names the one a type
+// fails (GCC: "required for the satisfaction of 'StorableRunnable<R>'"; Clang: "does not satisfy
+// 'StorableRunnable'").
+
+/// The library keeps its own copy of a runnable: `Process` move-constructs it into the process
+/// record, which destroys it when the last owner lets go (composites and `AnyRunnable` likewise
+/// move it into their members). None of them assigns a runnable, so a type with deleted
+/// assignment operators is fine (only `MapTable::insert_or_assign`, a row replaced in place, needs
+/// move assignment).
+template <class R>
+concept StorableRunnable = std::destructible<R> && std::move_constructible<R>;
+
+/// `r.run(std::stop_token force, supervisor::Ready& ready)` is valid on a non-const lvalue `r`,
+/// either on the object itself or through a pointer-like handle (`(*r).run(...)`, for example a
+/// `std::shared_ptr<Worker>`). Taking `Ready` by value, by reference or by const reference all
+/// work; taking the token by non-const lvalue reference does not (it is passed as a prvalue).
+template <class R>
+concept HasRun = detail::HasRunMember<R> || detail::HasRunThroughPointer<R>;
+
+/// `run` returns `void`, or something convertible to `std::error_code`, whose non-zero value
+/// counts as a failure. Any other result (an `int`, say) is rejected rather than ignored.
+template <class R>
+concept RunReturnsVoidOrErrorCode = HasRun<R> &&
+    (std::is_void_v<typename detail::RunResult<R>::type> ||
+     std::convertible_to<typename detail::RunResult<R>::type, std::error_code>);
+
+/// A type whose objects can be run: `StorableRunnable`, `HasRun` and `RunReturnsVoidOrErrorCode`.
+/// What the library does with one: `Process` (and `Supervisor`, per process) move-constructs it
+/// into the process record, calls `run` on that copy on a thread of its own, and destroys it with
+/// the record; it never assigns one. `Supervisor` also copies it (`start` and `get` return copies),
+/// so it requires `CopyableRunnable`. See the file comment for what `run` must do; the concept
+/// checks what the compiler can.
+///
+/// `HasRun` is checked first: for a type without `run`, move-constructibility is never asked, so a
+/// converting constructor constrained on `Runnable` (as `AnyRunnable`'s) cannot recurse into
+/// itself.
+template <class R>
+concept Runnable = HasRun<R> && RunReturnsVoidOrErrorCode<R> && StorableRunnable<R>;
+
+/// A `Runnable` that can also be copied: `Supervisor` needs it, since `start` and `get` hand the
+/// caller a copy of the runnable of a process (and a pass copies rows out of the table).
+template <class R>
+concept CopyableRunnable = Runnable<R> && std::copy_constructible<R>;
+
+namespace detail {
 
 /// Calls the runnable's `run`, directly or through a pointer-like handle. A returned non-zero
 /// `std::error_code` counts as a failure and is thrown as `std::system_error`.
-template <class R>
+template <HasRun R>
 void invoke_run(R& runnable, std::stop_token force, Ready& ready) {
   auto call = [&]() -> decltype(auto) {
     if constexpr (HasRunMember<R>) {
@@ -92,12 +153,5 @@ void invoke_run(R& runnable, std::stop_token force, Ready& ready) {
 }
 
 }  // namespace detail
-
-/// A type whose objects can be run: `r.run(std::stop_token force, supervisor::Ready& ready)` is
-/// valid, either on the object itself or through a pointer-like handle (`std::shared_ptr<Worker>`
-/// where `Worker` has `run`). `run` returns `void`, or a `std::error_code` whose non-zero value
-/// counts as a failure. Taking `Ready` by value, by reference or by const reference all work.
-template <class R>
-concept Runnable = detail::HasRunMember<R> || detail::HasRunThroughPointer<R>;
 
 }  // namespace supervisor
