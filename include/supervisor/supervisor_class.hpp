@@ -81,8 +81,9 @@ namespace supervisor {
 /// its copy of the runnable, is freed once no lookup in flight may hold it: usually before
 /// `stop` returns, else at a later write to its shard, after the next restart pass, when `run`
 /// returns, or at the latest at destruction. The table is shared with the caller.
-template <class Key, Runnable R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash = std::hash<Key>,
+          class KeyEqual = std::equal_to<Key>>
+requires std::copy_constructible<Key>
 class Supervisor {
  public:
   using key_type = Key;

@@ -21,8 +21,8 @@
 
 namespace supervisor {
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 template <class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
                                              std::error_code& ec) {
@@ -125,8 +125,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   }
 }
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 template <class Rep, class Period, class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
                                                    std::chrono::duration<Rep, Period> grace,
@@ -167,8 +167,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
 }
 
 /// Closes the gate, stops every process that nobody else is stopping, and joins every thread.
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   gate_.close();     // Waits for the registrations in flight; no process registers after it.
   threads_.close();  // Threads that finish now exit rather than park for work that won't come.
@@ -182,8 +182,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   processes_.reclaim();  // The last runnables' copies, unless a `get` elsewhere still holds them.
 }
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::report(ErrorSource source, const Key* key,
                                                 std::exception_ptr error) noexcept {
   if (!options_.on_error) {
@@ -202,8 +202,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::report(ErrorSource source, const Key* k
 
 // ---- passes ----------------------------------------------------------------------------------
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
   struct EndIteration {
@@ -243,8 +243,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
   }
 }
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
   std::exception_ptr failure;

@@ -19,8 +19,8 @@ namespace supervisor {
 // step that touches the map holds a gate pass, so `run`'s shutdown either sees the record (and
 // stops it) or the start sees the gate closed (and frees the key). Every failure frees the key
 // through `Registration`, by identity, calling no user code.
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Cancel& cancel,
                                                        std::error_code& ec) -> ManagedPtr {
   const std::uint64_t hash = processes_.hash_of(key);  // throws before anything is taken
@@ -66,8 +66,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
   return std::move(registration.managed);
 }
 
-template <class Key, Runnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<R> && std::copy_constructible<Key>
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std::error_code& ec) {
   ec.clear();
   ManagedPtr managed = processes_.visit(
