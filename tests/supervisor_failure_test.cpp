@@ -348,3 +348,34 @@ TEST_CASE("a runnable destroyed during a start is destroyed outside the start ga
   CHECK(seen_in_destructor == errc::not_running);
   CHECK(probe.state->live == 0);
 }
+
+TEST_CASE("a leaf body or a parallel child cannot stop the key it runs in",
+          "[supervisor][failure]") {
+  using Any = supervisor::AnyRunnable;
+  auto table = std::make_shared<supervisor::MapTable<std::string, Any>>();
+  supervisor::Options<std::string> options;
+  options.clock = std::make_shared<supervisor::ManualClock>();
+  supervisor::Supervisor<std::string, Any> sup(table, options);
+  std::error_code from_leaf;
+  std::error_code from_child;
+  test::Event leaf_tried;
+  test::Event child_tried;
+  auto self_stopping_body = [&sup](const char* key, std::error_code& got, test::Event& tried) {
+    return supervisor::leaf([&sup, key, &got, &tried](const std::stop_token& stop) {
+      sup.stop(key, got);  // From the body's own thread, not the process's.
+      tried.notify();
+      Probe::wait_for(stop);
+    });
+  };
+  table->insert_or_assign("leaf", self_stopping_body("leaf", from_leaf, leaf_tried));
+  table->insert_or_assign(
+      "group", supervisor::parallel(supervisor::nop(),
+                                    self_stopping_body("group", from_child, child_tried)));
+  sup.run([&] {
+    REQUIRE(leaf_tried.wait());
+    REQUIRE(child_tried.wait());
+    CHECK(sup.keys().size() == 2);  // Neither self-stop had an effect.
+  });
+  CHECK(from_leaf == std::errc::resource_deadlock_would_occur);
+  CHECK(from_child == std::errc::resource_deadlock_would_occur);
+}

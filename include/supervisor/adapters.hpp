@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "supervisor/detail/invoke.hpp"
+#include "supervisor/detail/work_context.hpp"
 #include "supervisor/runnable.hpp"
 
 namespace supervisor {
@@ -86,7 +87,11 @@ class Leaf {
   void run(const std::stop_token& force, Ready& ready) {
     std::exception_ptr body_failure;
     std::stop_source body_returned;
-    std::jthread worker([&] {
+    // The body's thread works for the same process: a `stop` of its key from there fails
+    // instead of waiting for itself (this thread joins the body's before `run` returns).
+    const detail::WorkContext* work = detail::current_work();
+    std::jthread worker([&, work] {
+      const detail::WorkScope working(work);
       try {
         detail::invoke_maybe_with_token(body_, force);
       } catch (...) {

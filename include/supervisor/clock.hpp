@@ -12,7 +12,6 @@
 #include <concepts>
 #include <condition_variable>
 #include <cstddef>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -42,14 +41,17 @@ class SteadyClock {
 
   [[nodiscard]] time_point now() const noexcept { return std::chrono::steady_clock::now(); }
 
-  /// Blocks until `t` or until `token` is requested. Thread-safe.
+  /// Blocks until `t` or until `token` is requested. Thread-safe. Allocates nothing (a
+  /// `std::condition_variable_any` would), so a restart loop's wait cannot fail for memory.
   bool wait_until(time_point t, const std::stop_token& token) const {
     std::mutex mutex;
-    std::condition_variable_any cv;
+    std::condition_variable cv;
+    std::stop_callback wake(token, [&]() noexcept {
+      std::lock_guard lock(mutex);
+      cv.notify_all();
+    });
     std::unique_lock lock(mutex);
-    // Not the wait's own result: libstdc++ returns false without a last look at the predicate
-    // when the token is requested mid-wait, and false from here means "time reached".
-    (void)cv.wait_until(lock, token, t, [&] { return token.stop_requested(); });
+    (void)cv.wait_until(lock, t, [&] { return token.stop_requested(); });
     return !token.stop_requested();
   }
 };
@@ -135,17 +137,19 @@ class ManualClock {
     if (now_ >= t) {
       return true;
     }
-    auto sleeper = sleepers_.insert(sleepers_.end(), Sleeper{t, false});
+    // On this thread's stack, linked into the list: a wait allocates nothing.
+    Sleeper sleeper{t};
+    link(sleeper);
     ++arms_;
     ++pending_;
     changed_.notify_all();
-    changed_.wait(lock, token, [&] { return sleeper->woken; });
-    const bool woken = sleeper->woken;
+    changed_.wait(lock, token, [&] { return sleeper.woken; });
+    const bool woken = sleeper.woken;
     if (!woken) {
       --pending_;  // Canceled: `wake_due` already uncounted the woken ones.
       changed_.notify_all();
     }
-    sleepers_.erase(sleeper);
+    unlink(sleeper);
     return woken;
   }
 
@@ -192,14 +196,29 @@ class ManualClock {
  private:
   struct Sleeper {
     time_point until;
-    bool woken;
+    bool woken = false;
+    Sleeper* prev = nullptr;
+    Sleeper* next = nullptr;
   };
-  using Sleepers = std::list<Sleeper>;
+
+  void link(Sleeper& sleeper) noexcept {
+    sleeper.next = sleepers_;
+    if (sleepers_ != nullptr) {
+      sleepers_->prev = &sleeper;
+    }
+    sleepers_ = &sleeper;
+  }
+  void unlink(Sleeper& sleeper) noexcept {
+    (sleeper.prev != nullptr ? sleeper.prev->next : sleepers_) = sleeper.next;
+    if (sleeper.next != nullptr) {
+      sleeper.next->prev = sleeper.prev;
+    }
+  }
 
   void wake_due() {
-    for (auto it = sleepers_.begin(); it != sleepers_.end(); ++it) {
-      if (!it->woken && it->until <= now_) {
-        it->woken = true;
+    for (Sleeper* sleeper = sleepers_; sleeper != nullptr; sleeper = sleeper->next) {
+      if (!sleeper->woken && sleeper->until <= now_) {
+        sleeper->woken = true;
         --pending_;
       }
     }
@@ -209,7 +228,7 @@ class ManualClock {
   mutable std::mutex mutex_;
   std::condition_variable_any changed_;
   time_point now_;
-  Sleepers sleepers_;
+  Sleeper* sleepers_ = nullptr;  // the blocked `wait_until` calls, newest first
   std::size_t pending_ = 0;  // Sleepers not yet woken by `advance` / `set`.
   std::size_t arms_ = 0;
 };

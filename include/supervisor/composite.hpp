@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/detail/work_context.hpp"
 #include "supervisor/runnable.hpp"
 
 namespace supervisor {
@@ -206,7 +207,10 @@ class Parallel {
   template <std::size_t... I>
   void launch(Shared& shared, std::array<std::exception_ptr, sizeof...(Rs)>& failures,
               std::array<std::jthread, sizeof...(Rs)>& threads, std::index_sequence<I...>) {
-    ((threads[I] = std::jthread([this, &shared, &failure = failures[I]] {
+    // Each child's thread works for the same process as this one (see `WorkContext`).
+    const detail::WorkContext* work = detail::current_work();
+    ((threads[I] = std::jthread([this, &shared, &failure = failures[I], work] {
+        const detail::WorkScope working(work);
         ChildReady target(shared);
         Ready child_ready(target);
         try {

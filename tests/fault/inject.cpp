@@ -2,6 +2,8 @@
 
 #include "inject.hpp"
 
+#include <execinfo.h>
+
 #include <cstdlib>
 #include <supervisor/detail/fault_injection.hpp>
 
@@ -16,6 +18,17 @@ std::atomic<long> g_count{0};
 std::atomic<long> g_fired{0};
 thread_local bool t_quiet = false;
 
+// Where the last fault fired, kept without allocating, for `dump_fired_trace`.
+void* g_fired_frames[48];
+std::atomic<int> g_fired_depth{0};
+
+void record_trace() noexcept {
+  const bool was_quiet = t_quiet;
+  t_quiet = true;  // backtrace may allocate the first time (it loads the unwinder)
+  g_fired_depth.store(backtrace(g_fired_frames, 48));
+  t_quiet = was_quiet;
+}
+
 /// Counts one opportunity of `kind`; returns its N if it must fault, else 0.
 long take(Kind kind) noexcept {
   if (g_kind.load(std::memory_order_acquire) != kind || t_quiet) {
@@ -26,6 +39,7 @@ long take(Kind kind) noexcept {
     return 0;
   }
   g_fired.store(n, std::memory_order_release);
+  record_trace();
   return n;
 }
 
@@ -77,6 +91,10 @@ void point(Kind kind) {
 }
 
 long take_alloc() noexcept { return take(Kind::alloc); }
+
+void dump_fired_trace() noexcept {
+  backtrace_symbols_fd(g_fired_frames, g_fired_depth.load(), 2);
+}
 
 void install_thread_hook() { supervisor::detail::fault_hook.store(&thread_hook); }
 

@@ -46,6 +46,10 @@ void point(Kind kind);
 /// Whether the next allocation on this thread must fail (used by the replaced operator new).
 long take_alloc() noexcept;
 
+/// Writes where the last fault fired to stderr (raw frames: resolve them with addr2line), for
+/// triage of a finding.
+void dump_fired_trace() noexcept;
+
 /// Installs the library's thread-creation hook (idempotent).
 void install_thread_hook();
 

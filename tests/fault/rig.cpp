@@ -331,6 +331,7 @@ void Rig::check_reports(Kind kind) {
     return;  // Nothing injected, or the hook's own exception, which has nowhere to go.
   }
   if (seen == 0) {
+    dump_fired_trace();
     verdict_.fail("lost report: injected fault #" + std::to_string(n) +
                   " reached neither a caller nor on_error");
   } else if (seen > 1) {
