@@ -27,22 +27,20 @@ void check_sweep(const fault::Scenario& scenario, fault::Kind kind) {
 
 }  // namespace
 
-#define FAULT_CASE(scenario, kind, tags)                                                 \
-  TEST_CASE("fault: " #scenario " / " #kind, "[fault][" #scenario "][" #kind "]" tags) { \
-    check_sweep(fault::scenarios::scenario, fault::Kind::kind);                          \
+#define FAULT_CASE(scenario, kind)                                                  \
+  TEST_CASE("fault: " #scenario " / " #kind, "[fault][" #scenario "][" #kind "]") { \
+    check_sweep(fault::scenarios::scenario, fault::Kind::kind);                     \
   }
 
-// Every scenario x kind. `[!mayfail]` marks the cases that fail against the library as it stands
-// (see the report on branch wip-fault); drop the tag as each is fixed.
-#define FAULT_MAYFAIL "[!mayfail]"
-#define FAULT_SCENARIO(scenario)                     \
-  FAULT_CASE(scenario, alloc, FAULT_MAYFAIL)         \
-  FAULT_CASE(scenario, thread, "")                   \
-  FAULT_CASE(scenario, key, FAULT_MAYFAIL)           \
-  FAULT_CASE(scenario, runnable_copy, "")            \
-  FAULT_CASE(scenario, runnable_move, FAULT_MAYFAIL) \
-  FAULT_CASE(scenario, table, "")                    \
-  FAULT_CASE(scenario, hook, "")
+// Every scenario x kind.
+#define FAULT_SCENARIO(scenario)      \
+  FAULT_CASE(scenario, alloc)         \
+  FAULT_CASE(scenario, thread)        \
+  FAULT_CASE(scenario, key)           \
+  FAULT_CASE(scenario, runnable_copy) \
+  FAULT_CASE(scenario, runnable_move) \
+  FAULT_CASE(scenario, table)         \
+  FAULT_CASE(scenario, hook)
 
 FAULT_SCENARIO(start)
 FAULT_SCENARIO(stop)
