@@ -205,9 +205,10 @@ TEST_CASE("a hash that throws during a failed start's clean-up strands no key",
   CHECK(probe.state->live == 0);
 }
 
-TEST_CASE("a copy of the runnable that throws after the start leaves the key free and nothing "
-          "running",
-          "[supervisor][failure]") {
+TEST_CASE(
+    "a copy of the runnable that throws after the start leaves the key free and nothing "
+    "running",
+    "[supervisor][failure]") {
   const ResetFaults reset;
   FailingTable<BombProbe> table;
   auto probe = Probe::with(Startup::ready);
@@ -252,7 +253,8 @@ TEST_CASE("run from inside its own callback fails at once", "[supervisor][failur
   std::error_code nested;
   sup.run([&] {
     // A deadline only so that a regression fails instead of hanging.
-    sup.run(supervisor::Cancel(60s), [] {}, nested);
+    sup.run(
+        supervisor::Cancel(60s), [] {}, nested);
   });
   CHECK(nested == std::errc::resource_deadlock_would_occur);
 }
@@ -269,7 +271,8 @@ TEST_CASE("run from the error hook on the restart loop's thread fails at once",
   options.clock = clock;
   options.on_error = [&](const supervisor::ErrorReport<Key>& report) {
     if (report.source == ErrorSource::iterate) {  // Reported by the restart loop's thread.
-      sup->run(supervisor::Cancel(60s), [] {}, nested);
+      sup->run(
+          supervisor::Cancel(60s), [] {}, nested);
       hooked.notify();
     }
   };

@@ -229,7 +229,7 @@ class ManualClock {
   std::condition_variable_any changed_;
   time_point now_;
   Sleeper* sleepers_ = nullptr;  // the blocked `wait_until` calls, newest first
-  std::size_t pending_ = 0;  // Sleepers not yet woken by `advance` / `set`.
+  std::size_t pending_ = 0;      // Sleepers not yet woken by `advance` / `set`.
   std::size_t arms_ = 0;
 };
 

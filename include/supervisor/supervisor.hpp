@@ -4,15 +4,15 @@
 /// The umbrella header: including it gives the whole library. See README.md's "Layout" for a
 /// map of the headers.
 
-#include "supervisor/adapters.hpp"           // nop, from_function, start_stop, leaf, AnyRunnable
-#include "supervisor/cancel.hpp"             // Cancel: a stop token plus a deadline
-#include "supervisor/clock.hpp"              // Clock concept, SteadyClock, ManualClock, AnyClock
-#include "supervisor/composite.hpp"          // chain, parallel
-#include "supervisor/errors.hpp"             // errc and its error category
-#include "supervisor/options.hpp"            // Options of a Supervisor
-#include "supervisor/process.hpp"            // Process<R>: one runnable's state machine
-#include "supervisor/process_state.hpp"      // ProcessState
-#include "supervisor/report.hpp"             // ErrorSource, ErrorReport, log_to_clog
-#include "supervisor/runnable.hpp"           // Runnable concept, Ready
-#include "supervisor/supervisor_class.hpp"   // Supervisor<Key, R>
-#include "supervisor/table.hpp"              // Table concept, MapTable
+#include "supervisor/adapters.hpp"          // nop, from_function, start_stop, leaf, AnyRunnable
+#include "supervisor/cancel.hpp"            // Cancel: a stop token plus a deadline
+#include "supervisor/clock.hpp"             // Clock concept, SteadyClock, ManualClock, AnyClock
+#include "supervisor/composite.hpp"         // chain, parallel
+#include "supervisor/errors.hpp"            // errc and its error category
+#include "supervisor/options.hpp"           // Options of a Supervisor
+#include "supervisor/process.hpp"           // Process<R>: one runnable's state machine
+#include "supervisor/process_state.hpp"     // ProcessState
+#include "supervisor/report.hpp"            // ErrorSource, ErrorReport, log_to_clog
+#include "supervisor/runnable.hpp"          // Runnable concept, Ready
+#include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
+#include "supervisor/table.hpp"             // Table concept, MapTable

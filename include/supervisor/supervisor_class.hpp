@@ -5,8 +5,8 @@
 
 #include <cassert>
 #include <chrono>
-#include <condition_variable>
 #include <concepts>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>

@@ -92,9 +92,7 @@ void point(Kind kind) {
 
 long take_alloc() noexcept { return take(Kind::alloc); }
 
-void dump_fired_trace() noexcept {
-  backtrace_symbols_fd(g_fired_frames, g_fired_depth.load(), 2);
-}
+void dump_fired_trace() noexcept { backtrace_symbols_fd(g_fired_frames, g_fired_depth.load(), 2); }
 
 void install_thread_hook() { supervisor::detail::fault_hook.store(&thread_hook); }
 

@@ -48,7 +48,10 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   ProcessCore(R runnable, std::stop_token parent,
               std::chrono::nanoseconds spin = default_handoff_spin,
               const WorkContext* outer = nullptr)
-      : runnable_(std::move(runnable)), parent_(std::move(parent)), spin_(spin), work_{this, outer} {}
+      : runnable_(std::move(runnable)),
+        parent_(std::move(parent)),
+        spin_(spin),
+        work_{this, outer} {}
 
   /// A process whose runnable comes later (`set_runnable`). `outer` is the work this process is
   /// part of (its supervisor's `run`), for the detection of calls that would wait for themselves.

@@ -29,20 +29,21 @@ class RestartLoop {
   template <class Pass, class OnClockError>
   RestartLoop(AnyClock& clock, std::chrono::steady_clock::duration interval,
               const WorkContext* work, Pass pass, OnClockError on_clock_error)
-      : thread_(start_jthread([this, &clock, interval, work, pass = std::move(pass),
-                 on_clock_error = std::move(on_clock_error)](const std::stop_token& over) mutable {
-                  const WorkScope working(work);
-                  if (!wait_for_begin(over)) {
-                    return;
-                  }
-                  try {
-                    while (clock.wait_until(clock.now() + interval, over)) {
-                      pass();
-                    }
-                  } catch (...) {
-                    on_clock_error(std::current_exception());
-                  }
-                })) {}
+      : thread_(start_jthread(
+            [this, &clock, interval, work, pass = std::move(pass),
+             on_clock_error = std::move(on_clock_error)](const std::stop_token& over) mutable {
+              const WorkScope working(work);
+              if (!wait_for_begin(over)) {
+                return;
+              }
+              try {
+                while (clock.wait_until(clock.now() + interval, over)) {
+                  pass();
+                }
+              } catch (...) {
+                on_clock_error(std::current_exception());
+              }
+            })) {}
 
   RestartLoop(const RestartLoop&) = delete;
   RestartLoop& operator=(const RestartLoop&) = delete;

@@ -53,7 +53,9 @@ class ShardedMap {
   /// Inserts `value` under `key` unless the key is present. Returns whether it inserted. Frees
   /// nothing (see the class comment); throws what `Hash`, `KeyEqual`, the key's copy or the
   /// allocation throws, and then inserts nothing.
-  bool try_emplace(const Key& key, Value value) { return try_emplace(mix(key), key, std::move(value)); }
+  bool try_emplace(const Key& key, Value value) {
+    return try_emplace(mix(key), key, std::move(value));
+  }
 
   /// As above, with `hash == hash_of(key)`.
   bool try_emplace(std::uint64_t hash, const Key& key, Value value) {

@@ -134,12 +134,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
   std::stop_source force;
   std::stop_source shutting_down;  // requested when the callback returns, or `run_until` ends
   // Counts the grace period once the shutdown begins. Made before `run` starts anything.
-  std::jthread grace_timer = detail::start_jthread(
-      [&force, &shutting_down, grace](const std::stop_token& over) noexcept {
+  std::jthread grace_timer =
+      detail::start_jthread([&force, &shutting_down, grace](const std::stop_token& over) noexcept {
         try {
-          std::stop_callback ending(over, [&shutting_down]() noexcept {
-            shutting_down.request_stop();
-          });
+          std::stop_callback ending(over,
+                                    [&shutting_down]() noexcept { shutting_down.request_stop(); });
           std::mutex mutex;
           std::condition_variable_any wake;
           std::unique_lock lock(mutex);

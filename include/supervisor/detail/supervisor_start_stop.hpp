@@ -31,8 +31,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
       ec = errc::not_running;
       return nullptr;
     }
-    auto managed = std::make_shared<Managed>(*this, key, hash, parent_, options_.handoff_spin,
-                                             run_work_);
+    auto managed =
+        std::make_shared<Managed>(*this, key, hash, parent_, options_.handoff_spin, run_work_);
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
       return nullptr;

@@ -35,8 +35,9 @@ struct ThreadReuse {
   std::chrono::nanoseconds spin = std::chrono::nanoseconds::zero();
 };
 
-/// The one place where the library starts the threads of processes. Every thread it launches is joined by
-/// `join_all`, so an owner that calls `join_all` before it returns leaves no thread behind.
+/// The one place where the library starts the threads of processes. Every thread it launches is
+/// joined by `join_all`, so an owner that calls `join_all` before it returns leaves no thread
+/// behind.
 ///
 /// Without reuse, a thread runs one body and exits; its `std::thread` handle waits in a list that
 /// the next `launch` (or `join_all`) joins, so a long-lived group holds few dead handles. With
