@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <tuple>
@@ -67,6 +68,22 @@ class Chain {
       } catch (...) {
         failure = std::current_exception();
       }
+      if (ending) {
+        ending->request_stop();  // `first`'s ready returns now.
+      }
+    }
+
+    // `first`'s ready returns once `rest` has returned: for the outer stop, or on its own.
+    std::stop_token stopping() override {
+      if (!ending) {
+        ending.emplace();
+        if (ran) {
+          ending->request_stop();
+        } else {
+          on_outer.emplace(outer.stop_token(), detail::RequestStopOf{&*ending});
+        }
+      }
+      return ending->get_token();
     }
 
     Rest& rest;
@@ -74,6 +91,8 @@ class Chain {
     Ready& outer;
     bool ran = false;
     std::exception_ptr failure;
+    std::optional<std::stop_source> ending;
+    std::optional<std::stop_callback<detail::RequestStopOf>> on_outer;
   };
 
   /// `rest`'s readiness: signals the outer `ready` (the chain is ready once `rest` is), but its
@@ -91,8 +110,20 @@ class Chain {
       outer(ended.get_token());
     }
 
+    std::stop_token stopping() override {
+      if (!ending) {
+        ending.emplace();
+        on_outer.emplace(outer.stop_token(), detail::RequestStopOf{&*ending});
+        on_force.emplace(rest_force, detail::RequestStopOf{&*ending});
+      }
+      return ending->get_token();
+    }
+
     Ready& outer;
     std::stop_token rest_force;
+    std::optional<std::stop_source> ending;
+    std::optional<std::stop_callback<detail::RequestStopOf>> on_outer;
+    std::optional<std::stop_callback<detail::RequestStopOf>> on_force;
   };
 
   First first_;
@@ -131,6 +162,8 @@ class Parallel {
   void run(const std::stop_token& force, Ready& ready) {
     Shared shared;
     std::stop_callback on_force(force, [&shared]() noexcept { shared.force.request_stop(); });
+    std::stop_callback end_on_force(shared.force.get_token(),
+                                    detail::RequestStopOf{&shared.ending});
     std::array<std::exception_ptr, sizeof...(Rs)> failures;
     {
       std::array<std::jthread, sizeof...(Rs)> threads;
@@ -162,6 +195,7 @@ class Parallel {
           shared.stop = true;
         }
         shared.changed.notify_all();
+        shared.ending.request_stop();
       }
     }  // Joins every child.
     for (auto& failure : failures) {
@@ -180,10 +214,12 @@ class Parallel {
     bool stop = false;
     std::stop_source force;
     std::stop_source any_exited;
+    std::stop_source ending;  // the children's `Ready::stop_token`: the stop or force
   };
 
   struct ChildReady final : detail::ReadyTarget {
     explicit ChildReady(Shared& s) : shared(s) {}
+    std::stop_token stopping() override { return shared.ending.get_token(); }
     void signal_ready_and_wait(const std::stop_token& early) override {
       {
         std::lock_guard lock(shared.mutex);

@@ -31,6 +31,9 @@ class ReadyTarget {
   ReadyTarget& operator=(const ReadyTarget&) = delete;
 
   virtual void signal_ready_and_wait(const std::stop_token& early) = 0;
+  /// A token requested once `signal_ready_and_wait` returns or would return for a stop (graceful
+  /// or forced), not for `early`.
+  virtual std::stop_token stopping() = 0;
 
  protected:
   ReadyTarget() = default;
@@ -53,11 +56,24 @@ class Ready {
     target_->signal_ready_and_wait(early);
   }
 
+  /// The stop `ready` waits for, as a token: requested once a graceful stop or force is
+  /// requested (not on your own `early` token). Pass it to your own blocking calls, before or
+  /// after `ready`, so that they end when the process is asked to stop. The token stays valid
+  /// after `run` returns (it is then never requested again). Call it on the thread that called
+  /// `run`; the first call may throw `std::bad_alloc`.
+  [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
+
  private:
   detail::ReadyTarget* target_;
 };
 
 namespace detail {
+
+/// A stop callback that requests `source`: links one stop signal to another.
+struct RequestStopOf {
+  std::stop_source* source;
+  void operator()() const noexcept { source->request_stop(); }
+};
 
 // `run` is checked with a prvalue `std::stop_token` and an lvalue `Ready`: the library passes
 // exactly that (a token it made for this run; its own `Ready` handle).

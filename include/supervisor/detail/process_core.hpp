@@ -122,6 +122,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// thread runs, and `on_exit` is never called).
   std::error_code request_stop(bool forced = false, bool* was_initial = nullptr) {
     bool force = forced;
+    std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
     {
       std::lock_guard lock(mutex_);
       if (was_initial != nullptr) {
@@ -136,6 +137,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
           break;
         case ProcessState::running:
           graceful_ = true;
+          graceful_token = stopping_ ? &*stopping_ : nullptr;
           break;
         case ProcessState::stopped:
           return errc::invalid_state;
@@ -143,6 +145,9 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
       set_state(ProcessState::stopped);
     }
     changed_.notify_all();  // After unlocking: the woken thread need not block on the mutex.
+    if (graceful_token != nullptr) {
+      graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
+    }
     if (force) {
       force_.request_stop();
     }
@@ -237,6 +242,19 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
   }
 
+  std::stop_token stopping() override {
+    std::lock_guard lock(mutex_);
+    if (!stopping_) {
+      stopping_.emplace();
+      if (graceful_ || force_.stop_requested()) {
+        stopping_->request_stop();
+      } else {
+        stopping_on_force_.emplace(force_.get_token(), RequestStopOf{&*stopping_});
+      }
+    }
+    return stopping_->get_token();
+  }
+
   void signal_ready_and_wait(const std::stop_token& early) override {
     bool first = false;
     {
@@ -278,6 +296,10 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
   std::optional<std::stop_callback<RequestStop>> parent_link_;
+  // `Ready::stop_token`: made on first request (most runnables never ask), requested by a
+  // graceful stop or by force.
+  std::optional<std::stop_source> stopping_;
+  std::optional<std::stop_callback<RequestStopOf>> stopping_on_force_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
