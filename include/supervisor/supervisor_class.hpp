@@ -176,8 +176,10 @@ class Supervisor {
   }
 
   /// Starts the process for `key`, with the runnable that `Table::get(key)` returns, and blocks
-  /// until it is ready. Returns a copy of its runnable. The table's `get` and the runnable's
-  /// start run outside every lock of the supervisor; the runnable runs on a new thread.
+  /// until it is ready. Returns a copy of its runnable. The table's `get` runs on the calling
+  /// thread, outside every lock of the supervisor; the runnable runs on a thread of its own.
+  /// Happens-before: what the caller did before `start` is visible to the runnable; what the
+  /// runnable did before calling `ready` is visible when `start` returns.
   ///
   /// Outcomes: `errc::not_running` unless `run` is active; `errc::process_exists` if `key` has a
   /// process (running, starting, stopping, or taken by another start in flight);
@@ -217,6 +219,7 @@ class Supervisor {
 
   /// Stops the process for `key` and blocks until its runnable has returned. Works whether or
   /// not `run` is active. Erase the key from the table first, or the next pass starts it again.
+  /// Happens-before: what the runnable did before returning is visible when `stop` returns.
   ///
   /// The key stays taken until the runnable has returned (`get` then reports
   /// `errc::process_not_running`, `start` `errc::process_exists`), so there is never more than one
@@ -237,7 +240,9 @@ class Supervisor {
   void stop(const Key& key, std::error_code& ec) { stop(key, Cancel{}, ec); }
   void stop(const Key& key, Cancel cancel, std::error_code& ec);
 
-  /// The runnable of the process for `key`. Never blocks: takes no lock, and writes no memory
+  /// The runnable of the process for `key`, copied on the calling thread. Happens-before: what
+  /// the runnable did before `ready` is visible once `get` finds it running. Never blocks: takes
+  /// no lock, and writes no memory
   /// that another thread's lookup reads (copying `R` aside: see `visit`). (A thread's first
   /// lookup registers the thread once, under a short lock; that may throw `std::bad_alloc`.)
   ///
