@@ -10,41 +10,15 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "sharded_map_support.hpp"
 #include "support.hpp"
 
 namespace {
 
-/// A value that counts its destructions and checks that nobody reads it afterwards (a freed
-/// value read by a lookup is a use after free: ASan reports it, and `alive` catches the rest).
-struct Tracked {
-  explicit Tracked(std::uint64_t k, std::atomic<int>* destroyed = nullptr)
-      : key(k), destroyed_(destroyed) {}
-  Tracked(const Tracked&) = delete;
-  Tracked& operator=(const Tracked&) = delete;
-  ~Tracked() {
-    alive = false;
-    if (destroyed_ != nullptr) {
-      destroyed_->fetch_add(1);
-    }
-  }
-
-  std::uint64_t key;
-  std::atomic<bool> alive{true};
-
- private:
-  std::atomic<int>* destroyed_;
-};
-
-using Value = std::shared_ptr<Tracked>;
-using Map = supervisor::detail::ShardedMap<std::uint64_t, Value, std::hash<std::uint64_t>,
-                                           std::equal_to<std::uint64_t>>;
-
-/// The key found under `key` (0 when absent or reserved), read through `visit`.
-std::uint64_t lookup(const Map& map, std::uint64_t key) {
-  return map.visit(key, [](const Value* value) -> std::uint64_t {
-    return value != nullptr && *value ? (*value)->key : 0;
-  });
-}
+using test::lookup;
+using test::Tracked;
+using Value = test::TrackedValue;
+using Map = test::TrackedMap;
 
 std::size_t count(const Map& map) {
   std::size_t n = 0;

@@ -57,40 +57,6 @@ TEST_CASE("ThreadGroup with reuse: an idle thread exits after its timeout", "[th
   group.join_all();
 }
 
-TEST_CASE("a supervisor that reuses threads and spins keeps its guarantees", "[supervisor]") {
-  auto clock = std::make_shared<supervisor::ManualClock>();
-  auto table = std::make_shared<supervisor::MapTable<std::string, test::Probe>>();
-  supervisor::Options<std::string> options;
-  options.clock = clock;
-  options.reuse_threads = true;
-  options.handoff_spin = 20us;
-  options.thread_idle_timeout = test::patience;
-  supervisor::Supervisor<std::string, test::Probe> sup(table, options);
-
-  std::vector<test::Probe> probes;
-  std::error_code first_start, second_start, stop_code;
-  sup.run([&] {
-    for (int i = 0; i < 50; ++i) {
-      auto probe = test::Probe::with(test::Startup::ready);
-      probes.push_back(probe);
-      table->insert_or_assign("k", probe);
-      (void)sup.start("k", first_start);
-      (void)sup.start("k", second_start);
-      sup.stop("k", stop_code);
-      if (first_start || second_start != supervisor::errc::process_exists || stop_code) {
-        return;
-      }
-    }
-  });
-  CHECK(first_start == std::error_code{});
-  CHECK(second_start == supervisor::errc::process_exists);
-  CHECK(stop_code == std::error_code{});
-  CHECK(probes.size() == 50);
-  for (auto& probe : probes) {
-    CHECK(probe.state->returned.count() == 1);
-  }
-}
-
 TEST_CASE("ThreadGroup: join_all waits for threads that finish while it joins others",
           "[thread_group]") {
   supervisor::detail::ThreadGroup group;

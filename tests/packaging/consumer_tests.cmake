@@ -1,8 +1,8 @@
-# Consumer tests: small CMake projects (tests/cmake_*/project) that use supervisor the ways a user
-# would, each configured, built and run by CTest as a chain of fixtures, like nlohmann/json's
-# tests/cmake_import and friends. They check that the package works from outside this build: the
-# usage requirements (C++20, Threads, include path), and that nothing of our own development setup
-# (warning flags, test and example targets) reaches the consumer.
+# Consumer tests: small CMake projects (tests/packaging/cmake_*/project) that use supervisor the
+# ways a user would, each configured, built and run by CTest as a chain of fixtures, like
+# nlohmann/json's tests/cmake_import and friends. They check that the package works from outside
+# this build: the usage requirements (C++20, Threads, include path), and that nothing of our own
+# development setup (warning flags, test and example targets) reaches the consumer.
 
 include_guard(GLOBAL)
 

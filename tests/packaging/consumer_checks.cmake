@@ -4,8 +4,8 @@
 
 # None of supervisor's own targets (tests, benchmarks, header checks, examples) may come along.
 function(supervisor_check_no_leaked_targets)
-  foreach(target IN ITEMS supervisor_tests supervisor_catch_main supervisor_bench
-                          supervisor_verify_headers supervisor_example_quickstart)
+  foreach(target IN ITEMS supervisor_tests supervisor_stress_tests supervisor_catch_main
+                          supervisor_bench supervisor_verify_headers supervisor_example_quickstart)
     if(TARGET ${target} OR TARGET supervisor::${target})
       message(FATAL_ERROR "supervisor: the consumer sees the target ${target}")
     endif()

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "sharded_map_support.hpp"
 #include "support.hpp"
 
 #if defined(__SANITIZE_THREAD__)
@@ -54,28 +55,10 @@ constexpr bool parent_may_churn = false;
 constexpr bool parent_may_churn = true;
 #endif
 
-/// A value that counts its destructions.
-struct Tracked {
-  Tracked(std::uint64_t k, std::atomic<int>* destroyed) : key(k), destroyed_(destroyed) {}
-  Tracked(const Tracked&) = delete;
-  Tracked& operator=(const Tracked&) = delete;
-  ~Tracked() { destroyed_->fetch_add(1); }
-
-  std::uint64_t key;
-
- private:
-  std::atomic<int>* destroyed_;
-};
-
-using Value = std::shared_ptr<Tracked>;
-using Map = supervisor::detail::ShardedMap<std::uint64_t, Value, std::hash<std::uint64_t>,
-                                           std::equal_to<std::uint64_t>>;
-
-std::uint64_t lookup(const Map& map, std::uint64_t key) {
-  return map.visit(key, [](const Value* value) -> std::uint64_t {
-    return value != nullptr && *value ? (*value)->key : 0;
-  });
-}
+using test::lookup;
+using test::Tracked;
+using Value = test::TrackedValue;
+using Map = test::TrackedMap;
 
 bool erase(Map& map, std::uint64_t key) {
   return map.erase_if(key, [](const Value&) { return true; });

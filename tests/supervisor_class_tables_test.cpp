@@ -1,0 +1,148 @@
+// Supervisor over a table that throws: from get, iterate, a cursor's next, get or close. Each
+// failure reaches the caller or the error hook, and nothing else stops.
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "supervisor_class_harness.hpp"
+#include "support.hpp"
+
+using supervisor::errc;
+using supervisor::ErrorSource;
+using test::Probe;
+using test::Startup;
+using Sup = test::ProbeSupervisor;
+
+namespace {
+
+/// A table whose every operation can be told to throw.
+struct FaultyTable {
+  struct Faults {
+    bool get = false;
+    bool iterate = false;
+    int next_throws_at = -1;  // the row index whose next() throws
+    int bad_row = -1;         // the row index whose get() throws
+    bool close = false;
+    std::atomic<int> closes{0};
+  };
+  std::shared_ptr<Faults> faults = std::make_shared<Faults>();
+  std::vector<std::pair<std::string, Probe>> rows;
+
+  struct Cursor {
+    std::shared_ptr<Faults> faults;
+    std::vector<std::pair<std::string, Probe>> rows;
+    int at = -1;
+    bool next() {
+      ++at;
+      if (at == faults->next_throws_at) {
+        throw std::runtime_error("cursor broke");
+      }
+      return at < static_cast<int>(rows.size());
+    }
+    std::pair<std::string, Probe> get() {
+      if (at == faults->bad_row) {
+        throw std::runtime_error("bad row");
+      }
+      return rows[static_cast<std::size_t>(at)];
+    }
+    void close() {
+      ++faults->closes;
+      if (faults->close) {
+        throw std::runtime_error("close failed");
+      }
+    }
+  };
+
+  std::optional<Probe> get(const std::string& key) {
+    if (faults->get) {
+      throw std::runtime_error("get failed");
+    }
+    for (auto& [k, p] : rows) {
+      if (k == key) {
+        return p;
+      }
+    }
+    return std::nullopt;
+  }
+  Cursor iterate() {
+    if (faults->iterate) {
+      throw std::runtime_error("iterate failed");
+    }
+    return Cursor{faults, rows, -1};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a table that throws is reported, and nothing else stops", "[supervisor]") {
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  test::Reports<std::string> reports;
+  FaultyTable table;
+  std::vector<Probe> probes(3, Probe{});
+  for (int i = 0; i < 3; ++i) {
+    probes[static_cast<std::size_t>(i)] = Probe::with(Startup::ready);
+    table.rows.emplace_back("k" + std::to_string(i), probes[static_cast<std::size_t>(i)]);
+  }
+  auto faults = table.faults;
+  supervisor::Options<std::string> options;
+  options.clock = clock;
+  options.on_error = reports.hook();
+  Sup sup(table, options);
+
+  std::vector<std::string> keys_seen;
+  std::error_code start_code;
+  std::string get_failure;
+
+  SECTION("get throws: start rethrows intact and frees the key") {
+    faults->get = true;
+    sup.run([&] {
+      try {
+        (void)sup.start("other");
+      } catch (const std::runtime_error& e) {
+        get_failure = e.what();
+      }
+      faults->get = false;
+      (void)sup.start("other", start_code);
+    });
+    CHECK(get_failure == "get failed");
+    CHECK(start_code == errc::not_in_table);  // Freed: the second start reached the table.
+    CHECK(reports.entries().empty());
+  }
+  SECTION("iterate throws") {
+    faults->iterate = true;
+    sup.run([&] { keys_seen = sup.keys(); });
+    CHECK(keys_seen.empty());
+    CHECK(reports.count(ErrorSource::iterate) == 1);
+    CHECK(faults->closes == 0);  // No cursor, nothing to close.
+  }
+  SECTION("next throws mid-way: earlier rows start, the cursor is closed") {
+    faults->next_throws_at = 1;
+    sup.run([&] { keys_seen = sup.keys(); });
+    CHECK(keys_seen == std::vector<std::string>{"k0"});
+    CHECK(reports.count(ErrorSource::iterate) == 1);
+    CHECK(faults->closes == 1);
+  }
+  SECTION("one bad row is skipped") {
+    faults->bad_row = 1;
+    sup.run([&] { keys_seen = sup.keys(); });
+    std::sort(keys_seen.begin(), keys_seen.end());
+    CHECK(keys_seen == std::vector<std::string>{"k0", "k2"});
+    REQUIRE(reports.count(ErrorSource::row) == 1);
+    CHECK(reports.entries()[0].message == "bad row");
+    CHECK_FALSE(reports.entries()[0].has_key);
+    CHECK(faults->closes == 1);
+  }
+  SECTION("close throws") {
+    faults->close = true;
+    sup.run([&] { keys_seen = sup.keys(); });
+    CHECK(keys_seen.size() == 3);
+    CHECK(reports.count(ErrorSource::close) == 1);
+  }
+}
