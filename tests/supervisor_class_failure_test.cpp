@@ -107,7 +107,7 @@ template <class R>
 using Sup = supervisor::Supervisor<Key, R, KeyHash, KeyEqual>;
 
 template <class R>
-supervisor::Options<Key> quiet_options(std::shared_ptr<std::atomic<int>> reports) {
+supervisor::Options<Key> quiet_options(const std::shared_ptr<std::atomic<int>>& reports) {
   supervisor::Options<Key> options;
   options.clock = std::make_shared<supervisor::ManualClock>();
   options.on_error = [reports](const supervisor::ErrorReport<Key>&) { ++*reports; };
