@@ -1,5 +1,10 @@
 #pragma once
 
+/// \file
+/// `EpochDomain`: epoch-based reclamation, the one piece of program-wide state, so that lookups
+/// write no shared memory and writers free nothing a reader may still hold; kept consistent across
+/// `fork()`.
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

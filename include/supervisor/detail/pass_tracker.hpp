@@ -1,5 +1,8 @@
 #pragma once
 
+/// \file
+/// `PassTracker`: how the initial pass of `run` knows that every start it began has finished.
+
 #include <cstddef>
 #include <mutex>
 #include <stop_token>

@@ -1,5 +1,9 @@
 #pragma once
 
+/// \file
+/// `ProcessCore`: the state machine that `Process` and `Supervisor` share (initial, starting,
+/// running, stopped), independent of where its runnable executes.
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>

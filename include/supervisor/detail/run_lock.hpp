@@ -1,5 +1,8 @@
 #pragma once
 
+/// \file
+/// `RunLock`: at most one `Supervisor::run` at a time, with a wait that a `Cancel` can cut short.
+
 #include <condition_variable>
 #include <mutex>
 #include <system_error>

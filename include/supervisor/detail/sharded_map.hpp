@@ -1,5 +1,8 @@
 #pragma once
 
+/// \file
+/// `ShardedMap`: the supervisor's map from keys to process records, with lock-free lookups.
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,8 @@
 #pragma once
 
+/// \file
+/// `spin_until`: the bounded busy-wait before a blocking hand-off (`Options::handoff_spin`).
+
 #include <chrono>
 #include <thread>
 

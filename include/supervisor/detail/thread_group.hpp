@@ -1,5 +1,8 @@
 #pragma once
 
+/// \file
+/// `ThreadGroup`: the one place that starts the threads of processes, and joins them all.
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
