@@ -382,3 +382,46 @@ TEST_CASE("a leaf body or a parallel child cannot stop the key it runs in",
   CHECK(from_leaf == std::errc::resource_deadlock_would_occur);
   CHECK(from_child == std::errc::resource_deadlock_would_occur);
 }
+
+TEST_CASE("a key taken by a start that never launched is invisible, even after run stopped it",
+          "[supervisor][failure]") {
+  // The table's `get` holds the start between its two steps while `run` shuts down, which stops
+  // the record before it ever had a runnable.
+  struct HeldTable {
+    std::shared_ptr<test::Event> entered = std::make_shared<test::Event>();
+    std::shared_ptr<test::Event> release = std::make_shared<test::Event>();
+    std::optional<Probe> get(const Key& /*key*/) const {
+      entered->notify();
+      (void)release->wait();
+      return Probe::with(Startup::ready);
+    }
+    [[nodiscard]] supervisor::MapTable<Key, Probe, KeyHash, KeyEqual>::Cursor iterate() const {
+      return supervisor::MapTable<Key, Probe, KeyHash, KeyEqual>{}.iterate();
+    }
+  };
+  HeldTable table;
+  auto reports = std::make_shared<std::atomic<int>>(0);
+  Sup<Probe> sup(table, quiet_options<Probe>(reports));
+  std::error_code started;
+  std::optional<test::Background> starter;
+  auto lookups = [&] {
+    std::error_code got;
+    (void)sup.get(Key{"a"}, got);
+    std::error_code visited = sup.visit(Key{"a"}, [](const Probe&) {});
+    std::error_code stopped;
+    sup.stop(Key{"a"}, stopped);
+    return got == errc::process_not_found && visited == errc::process_not_found &&
+           stopped == errc::process_not_found && sup.keys().empty();
+  };
+  sup.run([&] {
+    starter.emplace([&] { (void)sup.start(Key{"a"}, started); });
+    REQUIRE(table.entered->wait());
+    CHECK(lookups());  // Taken, not launched: nothing to see.
+  });
+  CHECK(lookups());  // Stopped by the shutdown before it ever had a runnable.
+  table.release->notify();
+  REQUIRE(starter->wait());
+  CHECK(starter->join() == nullptr);
+  CHECK(started == errc::not_running);
+  CHECK(lookups());
+}

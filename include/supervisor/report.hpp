@@ -21,10 +21,13 @@ enum class ErrorSource {
   /// A cursor's `close()` threw.
   close,
   /// A process that a pass started in the background failed to start (its exception, or
-  /// `errc::exited_before_ready`, or `std::system_error` when no thread could be made).
+  /// `errc::exited_before_ready`, or `std::system_error` when no thread could be made); or a
+  /// runnable that failed while a `start` whose caller was told `canceled` waited for it.
   start,
   /// A running process returned with an exception on its own: it was removed and the next pass
-  /// starts it again if its entry is still in the table.
+  /// starts it again if its entry is still in the table. Also a runnable that failed while a
+  /// `stop` whose caller was told `canceled` waited for it, or while a `start` whose returned
+  /// copy failed forced it down.
   exit,
   /// A process threw while `run` was shutting it down. (This includes a process that a pass was
   /// still starting when `run` shut down, if it then failed in its initialisation.)

@@ -66,9 +66,9 @@ namespace supervisor {
 /// `run` returns. What a caller did before `start` is visible to the runnable.
 ///
 /// User code under our locks: `Hash`, `KeyEqual` and copies of `Key` run on the calling thread;
-/// `KeyEqual` may run under a short internal lock, so it must not call back into the supervisor
-/// (as for any container). Nothing else of yours runs under a lock of ours, and runnables are
-/// destroyed outside every lock.
+/// `KeyEqual`, and the copies of keys a growing shard makes, may run under a short internal
+/// lock, so they must not call back into the supervisor (as for any container). Nothing else of
+/// yours runs under a lock of ours, and runnables are destroyed outside every lock.
 ///
 /// Errors: the throwing overloads throw `std::system_error` with a `supervisor::errc` code for
 /// the expected outcomes and rethrow the user's own exceptions (from the table, a runnable, the
@@ -258,12 +258,12 @@ class Supervisor {
   }
   std::optional<R> get(const Key& key, std::error_code& ec) const {
     return processes_.visit(key, [&](const ManagedPtr* managed) -> std::optional<R> {
-      const ProcessState state = managed ? (*managed)->state() : ProcessState::initial;
-      if (state == ProcessState::initial) {
+      if (managed == nullptr || !(*managed)->launched()) {
         ec = errc::process_not_found;
         return std::nullopt;
       }
-      ec = state == ProcessState::running ? std::error_code{} : errc::process_not_running;
+      ec = (*managed)->state() == ProcessState::running ? std::error_code{}
+                                                        : errc::process_not_running;
       return (*managed)->runnable();
     });
   }
@@ -284,11 +284,10 @@ class Supervisor {
   template <std::invocable<const R&> F>
   std::error_code visit(const Key& key, F&& f) const {
     return processes_.visit(key, [&](const ManagedPtr* managed) -> std::error_code {
-      const ProcessState state = managed ? (*managed)->state() : ProcessState::initial;
-      if (state == ProcessState::initial) {
+      if (managed == nullptr || !(*managed)->launched()) {
         return errc::process_not_found;
       }
-      if (state != ProcessState::running) {
+      if ((*managed)->state() != ProcessState::running) {
         return errc::process_not_running;
       }
       std::invoke(f, std::as_const((*managed)->runnable()));
@@ -297,12 +296,12 @@ class Supervisor {
   }
 
   /// The keys that have a process right now (starting, running, or stopping), not those only
-  /// taken by a start in flight. A snapshot: it may be stale at once. Throws what copying a key
-  /// or the vector throws.
+  /// taken by a start in flight. A snapshot: it may be stale at once. Takes no lock (copies of
+  /// the keys run under none). Throws what copying a key or the vector throws.
   [[nodiscard]] std::vector<Key> keys() const {
     std::vector<Key> result;
-    processes_.for_each([&](const Key& key, const ManagedPtr& managed) {
-      if (managed->state() != ProcessState::initial) {
+    processes_.for_each_unlocked([&](const Key& key, const ManagedPtr& managed) {
+      if (managed->launched()) {
         result.push_back(key);
       }
     });
@@ -329,10 +328,27 @@ class Supervisor {
   /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
   /// waits until its runnable has returned (and so its key is free).
   void abandon(Managed& managed) noexcept {
-    if (managed.claim(detail::Claim::user_stop)) {
+    const bool claimed = managed.claim(detail::Claim::user_stop);
+    if (claimed) {
       stop_claimed(managed, true);
     }
     (void)managed.await_done(Cancel{});
+    if (claimed) {
+      report_unheard(managed, ErrorSource::exit);
+    }
+  }
+
+  /// The runnable's own error, when the caller who claimed its stop hears something else (its
+  /// wait was canceled, or the copy it asked for failed): it goes to `on_error` instead.
+  void report_unheard(Managed& managed, ErrorSource source) noexcept {
+    std::exception_ptr failure;
+    try {
+      failure = managed.error();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): only a lock failure; nothing to report.
+    }
+    if (failure) {
+      report(source, &managed.key(), std::move(failure));
+    }
   }
 
   /// Requests the stop of a process whose removal the caller has claimed. The key goes when the

@@ -76,6 +76,7 @@ class ManagedProcess final : public ProcessCore<R> {
   void count_start() {
     if (tracker_) {
       tracker_->add();
+      counted_ = true;
     }
   }
 
@@ -118,7 +119,7 @@ class ManagedProcess final : public ProcessCore<R> {
   }
 
   void finish_tracked_start() noexcept {
-    if (tracker_ && !tracker_finished_.exchange(true)) {
+    if (counted_ && !tracker_finished_.exchange(true)) {
       tracker_->finish();
     }
   }
@@ -129,6 +130,7 @@ class ManagedProcess final : public ProcessCore<R> {
   std::uint64_t hash_;
   Origin origin_;
   std::shared_ptr<PassTracker> tracker_;
+  bool counted_ = false;  // set by the starter before the process can run
   std::atomic<bool> tracker_finished_{false};
   std::atomic<Claim> claim_{Claim::none};
 };

@@ -22,24 +22,36 @@ class PassTracker {
 
   /// One start finished.
   void finish() {
-    std::lock_guard lock(mutex_);
-    --pending_;
-    settle();
+    bool now_settled = false;
+    {
+      std::lock_guard lock(mutex_);
+      --pending_;
+      now_settled = settled_now();
+    }
+    settle(now_settled);
   }
 
   /// The pass has begun every start it will begin.
   void end_iteration() {
-    std::lock_guard lock(mutex_);
-    iterating_ = false;
-    settle();
+    bool now_settled = false;
+    {
+      std::lock_guard lock(mutex_);
+      iterating_ = false;
+      now_settled = settled_now();
+    }
+    settle(now_settled);
   }
 
   /// Requested once the iteration has ended and every start has finished.
   [[nodiscard]] std::stop_source& settled() noexcept { return settled_; }
 
  private:
-  void settle() {
-    if (!iterating_ && pending_ == 0) {
+  [[nodiscard]] bool settled_now() const noexcept { return !iterating_ && pending_ == 0; }
+
+  // Outside the lock: requesting runs the callbacks on the token, and the clock's among them is
+  // the user's.
+  void settle(bool now_settled) noexcept {
+    if (now_settled) {
       settled_.request_stop();
     }
   }

@@ -85,6 +85,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     parent_link_.emplace(parent_, RequestStop{&force_});
     try {
       launch([self = this->shared_from_this()] { self->execute(); });
+      launched_.store(true, std::memory_order_release);
     } catch (...) {
       {
         std::lock_guard lock(mutex_);
@@ -140,6 +141,9 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
           force = true;
           break;
         case ProcessState::running:
+          if (forced) {
+            break;  // Force alone: a graceful flag seen first would start a graceful path.
+          }
           graceful_ = true;
           graceful_token = stopping_ ? &*stopping_ : nullptr;
           break;
@@ -182,6 +186,11 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   }
 
   [[nodiscard]] bool done() const noexcept { return done_.load(); }
+
+  /// Whether `begin_start` handed the runnable to a thread (so it has run, or runs). A record
+  /// stopped before that, or whose launch failed, never ran: lookups treat it as absent.
+  /// Acquire: once true, the runnable may be read.
+  [[nodiscard]] bool launched() const noexcept { return launched_.load(std::memory_order_acquire); }
 
   [[nodiscard]] std::exception_ptr error() const {
     std::lock_guard lock(mutex_);
@@ -313,6 +322,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
+  std::atomic<bool> launched_{false};
   WorkContext work_;
 };
 

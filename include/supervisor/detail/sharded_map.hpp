@@ -180,10 +180,11 @@ class ShardedMap {
     }
   }
 
-  /// Calls `visit(const Value&)` for every entry, without a lock and without allocating: for a
-  /// shutdown that must reach every entry even when memory has run out. `visit` may write to the
-  /// map. An entry inserted or erased meanwhile may be missed or visited; entries that are
-  /// neither (nor moved by a growing shard) are visited once.
+  /// Calls `visit(const Key&, const Value&)` for every entry, without a lock and without
+  /// allocating: for a shutdown that must reach every entry even when memory has run out, and
+  /// for listings that must not run user code under a lock. `visit` may write to the map. An
+  /// entry inserted or erased meanwhile may be missed or visited; entries that are neither (nor
+  /// moved by a growing shard) are visited once.
   template <class Visit>
   void for_each_unlocked(Visit&& visit) const {
     const EpochDomain::Pin pin;
@@ -191,7 +192,7 @@ class ShardedMap {
       const Table* table = shards_[i].table.load();
       for (std::size_t b = 0; b <= table->mask; ++b) {
         for (const Node* node = table->heads[b].load(); node != nullptr; node = node->next.load()) {
-          visit(std::as_const(node->value));
+          visit(node->key, std::as_const(node->value));
         }
       }
     }

@@ -4,6 +4,7 @@
 /// `Supervisor::run` and what it drives: the restart passes and the shutdown. Included by
 /// `supervisor_class.hpp`; not for direct use.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -144,7 +145,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
           std::unique_lock lock(mutex);
           wake.wait(lock, shutting_down.get_token(), [] { return false; });
           if (!over.stop_requested()) {
-            (void)wake.wait_for(lock, over, grace, [&] { return over.stop_requested(); });
+            // A grace of "for ever" (`hours::max()`) must not overflow `now() + grace`.
+            const auto capped =
+                std::min<std::chrono::duration<double>>(grace, std::chrono::hours(24 * 365 * 100));
+            (void)wake.wait_for(lock, over, capped, [&] { return over.stop_requested(); });
           }
           if (!over.stop_requested()) {  // The grace period is over, and `run` still runs.
             force.request_stop();
@@ -172,7 +176,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   gate_.close();     // Waits for the registrations in flight; no process registers after it.
   threads_.close();  // Threads that finish now exit rather than park for work that won't come.
   // Ask everyone at once, then wait once. The walk needs no lock and no memory.
-  processes_.for_each_unlocked([&](const ManagedPtr& managed) {
+  processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
     if (managed->claim(detail::Claim::shutdown)) {
       stop_claimed(*managed, forced);
     }

@@ -48,7 +48,9 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
   }
   {
     const detail::StartGate::Pass pass(gate_);
-    if (!pass) {  // `run` is shutting down (and may already have stopped the record).
+    // `run` is shutting down, or shut down meanwhile and stopped the record (a later `run` may
+    // have opened the gate again: the record is still done for).
+    if (!pass || registration.managed->state() != ProcessState::initial) {
       ec = errc::not_running;
       return nullptr;
     }
@@ -61,6 +63,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
   }
   // Outside the gate: a slow startup must not hold up `run`'s shutdown, which stops it.
   if ((ec = registration.managed->await_start(cancel))) {
+    // Canceled: the caller hears that, so the runnable's own error goes to the hook.
+    report_unheard(*registration.managed, ErrorSource::start);
     return nullptr;
   }
   return std::move(registration.managed);
@@ -72,7 +76,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
   ec.clear();
   ManagedPtr managed = processes_.visit(
       key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
-  if (!managed || managed->state() == ProcessState::initial) {
+  if (!managed || !managed->launched()) {
     ec = errc::process_not_found;
     return;
   }
@@ -86,6 +90,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
   }
   stop_claimed(*managed, false);
   if ((ec = managed->await_done(cancel))) {
+    // Canceled: the caller hears that, so the runnable's own error goes to the hook.
+    report_unheard(*managed, ErrorSource::exit);
     return;
   }
   if (auto failure = managed->error()) {
