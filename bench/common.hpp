@@ -113,13 +113,7 @@ inline std::string limits_hint() {
 }
 
 inline std::string describe_exception(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
+  return supervisor::describe(error);
 }
 
 /// Bounds a wait on the ManualClock, so that a broken library makes the benchmark fail instead

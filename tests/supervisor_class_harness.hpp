@@ -54,15 +54,7 @@ struct Harness {
     runner = std::make_unique<Background>([this] {
       sup->run(cancel_source.get_token(), [this](std::stop_token stopping) {
         in_callback.notify();
-        std::mutex m;
-        std::condition_variable_any cv;
-        // Registered before the lock is taken: on a requested token it runs at once.
-        std::stop_callback wake(stopping, [&] {
-          std::lock_guard l(m);
-          cv.notify_all();
-        });
-        std::unique_lock lock(m);
-        cv.wait(lock, finish_source.get_token(), [&] { return stopping.stop_requested(); });
+        test::wait_until_either(stopping, finish_source.get_token());
       });
     });
     if (wait_for_callback) {

@@ -186,6 +186,20 @@ struct Probe {
   }
 };
 
+/// Blocks until `stopping` or `finish` is requested: the body of a `run` callback that lasts
+/// until `run` is canceled or the test says it is done.
+inline void wait_until_either(const std::stop_token& stopping, const std::stop_token& finish) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  // Registered before the lock is taken: on a requested token it runs at once.
+  std::stop_callback wake(stopping, [&] {
+    std::lock_guard l(m);
+    cv.notify_all();
+  });
+  std::unique_lock lock(m);
+  cv.wait(lock, finish, [&] { return stopping.stop_requested(); });
+}
+
 /// The message of an exception, or "" if none.
 inline std::string what(const std::exception_ptr& error) {
   if (!error) {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "../support.hpp"
 #include "driver.hpp"
 
 using namespace std::chrono_literals;
@@ -104,14 +105,7 @@ void Rig::start_run() {
       sup_->run(supervisor::Cancel(cancel_.get_token(), 60s), [this](std::stop_token stopping) {
         Quiet quiet;
         in_callback_.notify();
-        std::mutex m;
-        std::condition_variable_any cv;
-        std::stop_callback wake(stopping, [&] {
-          std::lock_guard l(m);
-          cv.notify_all();
-        });
-        std::unique_lock lock(m);
-        cv.wait(lock, finish_.get_token(), [&] { return stopping.stop_requested(); });
+        test::wait_until_either(stopping, finish_.get_token());
       });
     } catch (...) {
       Quiet quiet;
