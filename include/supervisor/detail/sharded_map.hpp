@@ -163,23 +163,6 @@ class ShardedMap {
     return std::forward<Visit>(visit)(static_cast<const Value*>(nullptr));
   }
 
-  /// Calls `visit(const Key&, const Value&)` for every entry, one shard at a time under its
-  /// lock. `visit` must not call back into the map.
-  template <class Visit>
-  void for_each(Visit&& visit) const {
-    for (std::size_t i = 0; i < shard_count; ++i) {
-      const Shard& shard = shards_[i];
-      std::unique_lock lock(shard.mutex);
-      const Table* table = shard.table.load(std::memory_order_relaxed);
-      for (std::size_t b = 0; b <= table->mask; ++b) {
-        for (const Node* node = table->heads[b].load(std::memory_order_relaxed); node != nullptr;
-             node = node->next.load(std::memory_order_relaxed)) {
-          visit(node->key, node->value);
-        }
-      }
-    }
-  }
-
   /// Calls `visit(const Key&, const Value&)` for every entry, without a lock and without
   /// allocating: for a shutdown that must reach every entry even when memory has run out, and
   /// for listings that must not run user code under a lock. `visit` may write to the map. An
