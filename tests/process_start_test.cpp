@@ -4,6 +4,9 @@
 #include "process_support.hpp"  // first: it includes Catch2 and the test support
 
 // Standard headers after the test support.
+#include <atomic>
+#include <functional>
+#include <memory>
 #include <stop_token>
 #include <string>
 #include <system_error>
@@ -125,4 +128,38 @@ TEST_CASE("Process: ready returns early when the runnable's own token is request
   CHECK(process.state() == ProcessState::stopped);
   CHECK(process.error() == nullptr);
   CHECK(code_of([&] { process.stop(); }) == errc::invalid_state);
+}
+
+namespace {
+// Reports, from inside `run`, whether its process already counts as launched.
+struct LaunchedProbe {
+  std::shared_ptr<std::function<bool()>> launched;  // asks the process that runs this probe
+  std::shared_ptr<std::atomic<int>> seen;  // 0 not yet, 1 launched, 2 not launched
+  void run(std::stop_token /*force*/, supervisor::Ready& ready) {
+    seen->store((*launched)() ? 1 : 2);
+    ready();
+  }
+};
+}  // namespace
+
+TEST_CASE("Process core: the runnable's own code already sees its process launched",
+          "[process]") {
+  // A runnable may signal someone who then looks its key up, before the launching thread is back
+  // from `launch`. This launch holds the launching thread until `run` has looked.
+  using Core = supervisor::detail::ProcessCore<LaunchedProbe>;
+  auto launched = std::make_shared<std::function<bool()>>();
+  auto seen = std::make_shared<std::atomic<int>>(0);
+  auto core = std::make_shared<Core>(LaunchedProbe{launched, seen}, std::stop_token{});
+  *launched = [raw = core.get()] { return raw->launched(); };
+  std::jthread runner;
+  const std::error_code started = core->begin_start([&](std::function<void()> body) {
+    runner = std::jthread(std::move(body));
+    seen->wait(0);  // returns once `run` has stored what it saw
+  });
+  CHECK(started == std::error_code{});
+  CHECK(seen->load() == 1);
+  CHECK(core->await_start(supervisor::Cancel{}) == std::error_code{});
+  core->request_stop();
+  runner.join();
+  CHECK(core->done());
 }

@@ -187,7 +187,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   [[nodiscard]] bool done() const noexcept { return done_.load(); }
 
-  /// Whether `begin_start` handed the runnable to a thread (so it has run, or runs). A record
+  /// Whether `begin_start` handed the runnable to a thread (so it has run, or runs); true before
+  /// the runnable's first instruction, even while `launch` has not returned yet. A record
   /// stopped before that, or whose launch failed, never ran: lookups treat it as absent.
   /// Acquire: once true, the runnable may be read.
   [[nodiscard]] bool launched() const noexcept { return launched_.load(std::memory_order_acquire); }
@@ -230,6 +231,9 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   /// The body of the runnable's thread.
   void execute() noexcept {
+    // Before any user code: a lookup from anyone the runnable signals must already find the
+    // process, even if the launching thread has not yet returned from `launch`.
+    launched_.store(true, std::memory_order_release);
     // Also around `on_exit`: it reports errors to user hooks, which must not wait for this thread.
     const WorkScope working(&work_);
     std::exception_ptr failure;
