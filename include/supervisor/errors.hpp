@@ -37,6 +37,15 @@ enum class errc {
   deadline_exceeded,
   /// The table has no entry for the key (`Table::get` returned no value).
   not_in_table,
+  /// Returned (or thrown as `std::system_error`) by a runnable: do not start this key again
+  /// automatically. The key is given up until its row changes, an explicit `start`, or `reset`.
+  do_not_restart,
+  /// Returned (or thrown) by a runnable: stop the whole supervisor. `run` shuts down and fails
+  /// with `errc::escalated`.
+  escalate,
+  /// `run` stopped everything because a process asked it to (`errc::escalate`) or too many
+  /// failures happened too fast (`Options::escalation`).
+  escalated,
 };
 
 namespace detail {
@@ -65,6 +74,12 @@ class ErrorCategory final : public std::error_category {
         return "deadline exceeded";
       case errc::not_in_table:
         return "key not found in table";
+      case errc::do_not_restart:
+        return "process asked not to be restarted";
+      case errc::escalate:
+        return "process asked to stop the supervisor";
+      case errc::escalated:
+        return "supervisor escalated: too many failures, or a process asked to stop it";
     }
     return "unknown supervisor error";
   }

@@ -4,11 +4,15 @@
 /// `Options`: the supervisor's clock, timings, error hook and tuning.
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 
 #include "supervisor/clock.hpp"
 #include "supervisor/detail/spin.hpp"
+#include "supervisor/events.hpp"
 #include "supervisor/report.hpp"
+#include "supervisor/restart_policy.hpp"
+#include "supervisor/shutdown_report.hpp"
 
 namespace supervisor {
 
@@ -27,6 +31,33 @@ struct Options {
   /// from several threads at once. An empty function silences them. An exception thrown by the
   /// hook is written to `std::clog` and dropped.
   std::function<void(const ErrorReport<Key>&)> on_error = log_to_clog<Key>;
+
+  // ---- Operations: all off by default, which is the seed's behaviour ----
+
+  /// Backoff, reset and give-up for keys whose process failed (see `RestartPolicy`).
+  RestartPolicy restart{};
+  /// The supervisor-wide failure limit that makes `run` fail with `errc::escalated`.
+  Escalation escalation{};
+  /// Called for every transition of every process (see `Event` for the ordering per key), on
+  /// the thread where it happens, with no lock of the supervisor held, possibly from several
+  /// threads at once. It may call any member of the supervisor, but must not wait for the
+  /// process it is told about to return. An exception it throws is written to `std::clog` and
+  /// dropped. Empty: no events, and no cost.
+  std::function<void(const Event<Key>&)> on_event;
+  /// How long `run`'s shutdown waits, on the supervisor's clock, for processes to stop
+  /// gracefully before it forces the rest. `duration::max()` (the default) waits for ever.
+  std::chrono::steady_clock::duration shutdown_timeout = std::chrono::steady_clock::duration::max();
+  /// Told, on `run`'s thread just before it returns, what its shutdown did: which processes had
+  /// to be forced, and how long each took. An exception it throws is written to `std::clog`.
+  std::function<void(const ShutdownReport<Key>&)> on_shutdown;
+  /// Pruning: each complete pass stops the process of every key whose row has left the table
+  /// (and `reconcile(key)` does for that key). Off by default, as in the seed: a process runs
+  /// until it exits or is stopped, whatever the table says.
+  bool prune = false;
+  /// Paced restore: at most this many background starts (from passes and `reconcile`) may be
+  /// in flight (launched and not ready yet) at once; a pass waits for a slot. Zero: no limit.
+  /// Calls to `start` are not paced: their caller waits for them anyway.
+  std::size_t max_starts_in_flight = 0;
 
   // ---- Tuning: the defaults suit most services ----
 

@@ -9,10 +9,14 @@
 #include "supervisor/clock.hpp"             // Clock concept, SteadyClock, ManualClock, AnyClock
 #include "supervisor/composite.hpp"         // chain, parallel
 #include "supervisor/errors.hpp"            // errc and its error category
+#include "supervisor/events.hpp"            // EventKind, Event: Options::on_event
 #include "supervisor/options.hpp"           // Options of a Supervisor
 #include "supervisor/process.hpp"           // Process<R>: one runnable's state machine
 #include "supervisor/process_state.hpp"     // ProcessState
 #include "supervisor/report.hpp"            // ErrorSource, ErrorReport, log_to_clog
+#include "supervisor/restart_policy.hpp"    // RestartPolicy, Escalation, backoff_delay
+#include "supervisor/shutdown_report.hpp"   // ShutdownReport: Options::on_shutdown
+#include "supervisor/snapshot.hpp"          // KeyState, KeyStatus, Snapshot
 #include "supervisor/runnable.hpp"          // Runnable concept, Ready
 #include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
 #include "supervisor/table.hpp"             // Table concept, MapTable

@@ -33,6 +33,7 @@
 #include "supervisor/process_state.hpp"
 #include "supervisor/report.hpp"
 #include "supervisor/runnable.hpp"
+#include "supervisor/snapshot.hpp"
 #include "supervisor/table.hpp"
 
 namespace supervisor {
@@ -307,6 +308,32 @@ class Supervisor {
     });
     return result;
   }
+
+  // ---- Operations (see `Options` for the policy, events and shutdown settings) ------------
+
+  /// Runs a restart pass now, on the calling thread, and returns when it has begun every start
+  /// it will begin (it does not wait for them). If a pass is already running (the loop's, or
+  /// another caller's), it makes that pass run once more and returns at once: calls are
+  /// coalesced, at most one pass runs and at most one more is pending. The table's `iterate`
+  /// runs on the thread that runs the pass. `errc::not_running` unless `run` is active.
+  std::error_code reconcile();
+
+  /// Checks one key against the table now, on the calling thread: starts its process in the
+  /// background if its row exists, it has no process, and it is neither backing off nor given
+  /// up; with `Options::prune`, asks its process to stop (without waiting) if the row is gone.
+  /// Does not wait for the start. `errc::not_running` unless `run` is active; the table's
+  /// exception, rethrown; the exception of `Hash`, `KeyEqual` or a copy of the key.
+  std::error_code reconcile(const Key& key);
+
+  /// Forgets the key's failures: its backoff, its count of consecutive failures, and its
+  /// give-up, so the next pass starts it. Returns whether there was anything to forget. Never
+  /// blocks on a process.
+  bool reset(const Key& key);
+
+  /// Every key the supervisor knows, with its state and failure history (see `Snapshot`).
+  /// Taken without stopping anything and without a lock held across keys. Throws what copying a
+  /// key or growing the vector throws.
+  [[nodiscard]] Snapshot<Key> snapshot() const;
 
  private:
   using Managed = detail::ManagedProcess<Supervisor, Key, R>;
