@@ -43,13 +43,13 @@ struct Options {
   /// threads at once. It may call any member of the supervisor, but must not wait for the
   /// process it is told about to return. An exception it throws is written to `std::clog` and
   /// dropped. Empty: no events, and no cost.
-  std::function<void(const Event<Key>&)> on_event;
+  std::function<void(const Event<Key>&)> on_event{};
   /// How long `run`'s shutdown waits, on the supervisor's clock, for processes to stop
   /// gracefully before it forces the rest. `duration::max()` (the default) waits for ever.
   std::chrono::steady_clock::duration shutdown_timeout = std::chrono::steady_clock::duration::max();
   /// Told, on `run`'s thread just before it returns, what its shutdown did: which processes had
   /// to be forced, and how long each took. An exception it throws is written to `std::clog`.
-  std::function<void(const ShutdownReport<Key>&)> on_shutdown;
+  std::function<void(const ShutdownReport<Key>&)> on_shutdown{};
   /// Pruning: each complete pass stops the process of every key whose row has left the table
   /// (and `reconcile(key)` does for that key). Off by default, as in the seed: a process runs
   /// until it exits or is stopped, whatever the table says.

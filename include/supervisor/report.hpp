@@ -33,8 +33,13 @@ enum class ErrorSource {
   /// still starting when `run` shut down, if it then failed in its initialisation.)
   shutdown,
   /// The injected clock threw while the restart loop waited on it: the loop has ended (no more
-  /// passes until the next `run`); everything else goes on.
+  /// passes until the next `run`); everything else goes on. Also: out of memory, the loop could
+  /// not arm an early wake-up (`reconcile`, a backoff ending): that one wait lasts its interval.
   clock,
+  /// A key was given up (`RestartPolicy::give_up_after`, or its runnable said
+  /// `errc::do_not_restart`): no automatic starts until its row changes, `start` or `reset`.
+  /// The error is its last failure. Reported once per give-up.
+  given_up,
 };
 
 constexpr std::string_view to_string(ErrorSource source) noexcept {
@@ -51,6 +56,8 @@ constexpr std::string_view to_string(ErrorSource source) noexcept {
       return "process exit";
     case ErrorSource::shutdown:
       return "process shutdown";
+    case ErrorSource::given_up:
+      return "restart policy (key given up)";
     case ErrorSource::clock:
       return "restart loop clock";
   }

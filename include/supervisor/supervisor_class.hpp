@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -21,14 +22,17 @@
 #include "supervisor/cancel.hpp"
 #include "supervisor/detail/epoch.hpp"
 #include "supervisor/detail/invoke.hpp"
+#include "supervisor/detail/key_history.hpp"
 #include "supervisor/detail/managed_process.hpp"
 #include "supervisor/detail/restart_loop.hpp"
 #include "supervisor/detail/run_lock.hpp"
 #include "supervisor/detail/sharded_map.hpp"
 #include "supervisor/detail/start_gate.hpp"
+#include "supervisor/detail/start_pacer.hpp"
 #include "supervisor/detail/thread_group.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
+#include "supervisor/events.hpp"
 #include "supervisor/options.hpp"
 #include "supervisor/process_state.hpp"
 #include "supervisor/report.hpp"
@@ -97,7 +101,10 @@ class Supervisor {
       : table_(std::make_shared<detail::TableModel<Key, R, T>>(std::move(table))),
         options_(std::move(options)),
         threads_(detail::ThreadReuse{options_.reuse_threads, options_.thread_idle_timeout,
-                                     options_.handoff_spin}) {}
+                                     options_.handoff_spin}),
+        pacer_(options_.max_starts_in_flight) {
+    (void)exited_before_ready_error();  // made now: an exit must not allocate for it
+  }
 
   /// Supervises a table moved or copied into the supervisor.
   template <Table<Key, R> T>
@@ -357,6 +364,7 @@ class Supervisor {
   void abandon(Managed& managed) noexcept {
     const bool claimed = managed.claim(detail::Claim::user_stop);
     if (claimed) {
+      mark_stop_requested(managed);
       stop_claimed(managed, true);
     }
     (void)managed.await_done(Cancel{});
@@ -411,14 +419,72 @@ class Supervisor {
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
   /// shutdown stopped it first; throws if no thread can be made.
   std::error_code launch(Managed& managed) {
-    return managed.begin_start(
-        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+    count_restart(managed);
+    const time_point at = now();
+    managed.set_time(managed.started_at, at);
+    if (options_.on_event) {
+      emit(Event<Key>{EventKind::starting, managed.key(), at, {}, {}, 0, {}});
+    }
+    live_.fetch_add(1);
+    std::error_code ec;
+    try {
+      ec = managed.begin_start(
+          [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+    } catch (...) {
+      if (options_.on_event) {
+        Event<Key> failed{EventKind::failed, managed.key(), at, {}, {}, 0, {}};
+        failed.error = std::current_exception();
+        emit(failed);
+      }
+      process_gone();
+      throw;
+    }
+    if (ec) {  // `run`'s shutdown stopped it first
+      if (options_.on_event) {
+        emit(Event<Key>{EventKind::stopped, managed.key(), at, {}, {}, 0, {}});
+      }
+      process_gone();
+    }
+    return ec;
   }
 
-  void run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
-  void start_in_background(const Key& key, R runnable,
-                           const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
+  /// How a pass ended: through the whole table (only then does it prune), cut short by a failing
+  /// table or the shutdown, or (initial pass only) for want of a start slot.
+  enum class PassEnd : std::uint8_t { complete, partial, out_of_slots };
+  PassEnd run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
+  /// False if the pass must end early (no slot for the initial pass, or shutting down).
+  bool start_in_background(const Key& key, R runnable,
+                           const std::shared_ptr<detail::PassTracker>& tracker,
+                           std::uint64_t pass) noexcept;
   void shut_down(bool forced) noexcept;
+
+  // ---- The operations layer (detail/supervisor_operations.hpp) ----
+  using time_point = std::chrono::steady_clock::time_point;
+  using History = detail::KeyHistory<R>;
+  using HistoryPtr = std::shared_ptr<History>;
+  friend class detail::KeyHistory<R>;
+
+  [[nodiscard]] time_point now() const noexcept;
+  void emit(const Event<Key>& event) noexcept;
+  void emit_foreign(Managed& managed, EventKind kind, time_point at) noexcept;
+  void mark_stop_requested(Managed& managed) noexcept;
+  void process_ready(Managed& managed) noexcept;
+  void process_exiting(Managed& managed, detail::Claim claim, bool became_ready,
+                       const std::exception_ptr& failure) noexcept;
+  void process_gone() noexcept;
+  void start_settled() noexcept { pacer_.release(); }
+  static const std::exception_ptr& exited_before_ready_error();
+  double draw_spread() noexcept;
+  typename History::Verdict record_history(Managed& managed, time_point at, bool failed, const std::exception_ptr& error,
+                                           bool give_up) noexcept;
+  bool count_for_escalation(time_point at) noexcept;
+  void escalate(const Key& key, time_point at, const std::exception_ptr& error) noexcept;
+  bool may_start_automatically(std::uint64_t hash, const Key& key, const R& row,
+                               std::uint64_t pass);
+  void count_restart(const Managed& managed);
+  [[nodiscard]] std::optional<time_point> next_retry_due() const noexcept;
+  void finish_complete_pass(std::uint64_t pass) noexcept;
+  void run_passes_coalesced() noexcept;
 
   std::shared_ptr<detail::AnyTable<Key, R>> table_;
   Options<Key> options_;
@@ -429,9 +495,29 @@ class Supervisor {
   std::stop_token parent_;
   const detail::WorkContext* run_work_ = nullptr;
   detail::ThreadGroup threads_;
+
+  // Operations state.
+  detail::StartPacer pacer_;
+  detail::ShardedMap<Key, HistoryPtr, Hash, KeyEqual> histories_;
+  std::atomic<std::size_t> history_count_{0};
+  std::atomic<std::uint64_t> pass_id_{0};       // the last pass begun
+  std::atomic<bool> pass_running_{false};       // coalescing of passes
+  std::atomic<bool> pass_pending_{false};
+  std::atomic<bool> run_active_{false};         // `reconcile` works
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<std::size_t> live_{0};            // launched processes not yet gone
+  std::stop_source* drained_ = nullptr;         // `run`'s: requested when `live_` drops to 0
+  std::atomic<detail::RestartLoop*> loop_{nullptr};
+  std::atomic<std::stop_source*> callback_stop_{nullptr};
+  std::atomic<bool> escalated_{false};
+  std::mutex escalation_mutex_;
+  time_point escalation_window_start_{};
+  std::uint32_t escalation_failures_ = 0;
+  std::atomic<std::uint64_t> jitter_state_{0x2545F4914F6CDD1DULL};
 };
 
 }  // namespace supervisor
 
+#include "supervisor/detail/supervisor_operations.hpp"
 #include "supervisor/detail/supervisor_run.hpp"
 #include "supervisor/detail/supervisor_start_stop.hpp"

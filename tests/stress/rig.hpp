@@ -124,7 +124,7 @@ class Rig {
   std::shared_ptr<supervisor::ManualClock> clock = std::make_shared<supervisor::ManualClock>();
   Problems problems;
   Tally tally;
-  std::array<std::atomic<long>, 7> reports{};  // by ErrorSource
+  std::array<std::atomic<long>, 8> reports{};  // by ErrorSource
   std::unique_ptr<Sup> sup;
   /// Set just before the callback returns: from then on, `start` may fail with `not_running`.
   std::atomic<bool> returning{false};
@@ -269,6 +269,10 @@ class Rig {
       case ErrorSource::close:
       case ErrorSource::clock:
         problems.add("a MapTable and a ManualClock never throw, yet: " + source + ": " +
+                     test::what(report.error));
+        return;
+      case ErrorSource::given_up:
+        problems.add("no key is given up without a restart policy, yet: " +
                      test::what(report.error));
         return;
       case ErrorSource::start:

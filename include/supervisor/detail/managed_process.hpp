@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
+#include <chrono>
 #include <stop_token>
 #include <system_error>
 #include <utility>
@@ -21,7 +23,7 @@
 namespace supervisor::detail {
 
 /// Who removes a managed process's key: exactly one party wins the claim, the others step back.
-enum class Claim : std::uint8_t { none, user_stop, shutdown, own_exit };
+enum class Claim : std::uint8_t { none, user_stop, shutdown, prune, own_exit };
 
 /// Who started a managed process: a caller of `start` (who hears how the start went) or a
 /// restart pass (whose failures nobody hears but `on_error`).
@@ -34,8 +36,11 @@ enum class Origin : std::uint8_t { user_start, pass };
 /// It remembers the key's hash, so removing its entry calls no user code (`Owner::forget` erases
 /// by identity): a throwing `Hash` or `KeyEqual` can fail a call, never strand a key.
 ///
-/// `Owner` provides `void forget(const ManagedProcess&) noexcept` (erase the entry if it is still
-/// this record) and `void report(ErrorSource, const Key*, std::exception_ptr) noexcept`.
+/// `Owner` provides, all `noexcept`: `forget(const ManagedProcess&)` (erase the entry if it is
+/// still this record), `report(ErrorSource, const Key*, std::exception_ptr)`, and the hooks of
+/// its operations layer: `process_ready(ManagedProcess&)`, `process_exiting(ManagedProcess&,
+/// Claim, bool became_ready, const std::exception_ptr&)` (before the key is freed: the last
+/// event of the process), `process_gone()` (after), and `start_settled()` for a paced start.
 template <class Owner, class Key, class R>
 class ManagedProcess final : public ProcessCore<R> {
  public:
@@ -71,6 +76,7 @@ class ManagedProcess final : public ProcessCore<R> {
 
   [[nodiscard]] const Key& key() const noexcept { return key_; }
   [[nodiscard]] std::uint64_t hash() const noexcept { return hash_; }
+  [[nodiscard]] Origin origin() const noexcept { return origin_; }
 
   /// The pass waiting for this start counts it; call before `begin_start`.
   void count_start() {
@@ -83,8 +89,62 @@ class ManagedProcess final : public ProcessCore<R> {
   /// Gives up the pass's wait for a start that never launched.
   void forget_start() noexcept { finish_tracked_start(); }
 
+  /// Which claim won, if any.
+  [[nodiscard]] Claim claimed_by() const noexcept { return claim_.load(std::memory_order_acquire); }
+
+  /// This start holds a slot of the owner's pacer, given back once it is ready or returned.
+  void hold_start_slot() noexcept { paced_ = true; }
+
+  // ---- Times on the supervisor's clock, as nanoseconds since its epoch (0: not yet) ----------
+  using time_point = std::chrono::steady_clock::time_point;
+  void set_time(std::atomic<std::int64_t>& slot, time_point t) noexcept {
+    slot.store(t.time_since_epoch().count(), std::memory_order_release);
+  }
+  static std::optional<time_point> time_of(const std::atomic<std::int64_t>& slot) noexcept {
+    const std::int64_t ticks = slot.load(std::memory_order_acquire);
+    if (ticks == 0) {
+      return std::nullopt;
+    }
+    return time_point(std::chrono::steady_clock::duration(ticks));
+  }
+  std::atomic<std::int64_t> started_at{0};
+  std::atomic<std::int64_t> ready_at{0};
+  std::atomic<std::int64_t> stop_requested_at{0};
+  std::atomic<std::int64_t> exited_at{0};
+
+  /// The pass during which the record was made, and the last pass that saw its row (pruning).
+  std::uint64_t born_pass = 0;
+  std::atomic<std::uint64_t> seen_pass{0};
+
+  // ---- Events from threads other than the process's own (stop requested, forced) ----------
+  /// Registers such an event; false once the process's last event has begun (then do not emit).
+  bool begin_foreign_event() noexcept {
+    if ((foreign_.fetch_add(1, std::memory_order_acq_rel) & exiting_bit) != 0) {
+      end_foreign_event();
+      return false;
+    }
+    return true;
+  }
+  void end_foreign_event() noexcept {
+    if (foreign_.fetch_sub(1, std::memory_order_acq_rel) == (exiting_bit | 1U)) {
+      foreign_.notify_all();
+    }
+  }
+  /// Called by the process's own thread before its last event: waits until every foreign event
+  /// in flight has been delivered, and refuses later ones.
+  void close_foreign_events() noexcept {
+    std::uint32_t seen = foreign_.fetch_or(exiting_bit, std::memory_order_acq_rel) | exiting_bit;
+    while (seen != exiting_bit) {
+      foreign_.wait(seen, std::memory_order_acquire);
+      seen = foreign_.load(std::memory_order_acquire);
+    }
+  }
+
  private:
-  void on_ready() noexcept override { finish_tracked_start(); }
+  void on_ready() noexcept override {
+    finish_tracked_start();
+    owner_.process_ready(*this);
+  }
 
   // The watchdog, on the process's own thread, before `done` is visible. Calls no user code but
   // the error hook, allocates only to describe an error, and reports what it cannot allocate.
@@ -92,10 +152,14 @@ class ManagedProcess final : public ProcessCore<R> {
     if (!became_ready) {
       finish_tracked_start();
     }
+    const bool own = claim(Claim::own_exit);
+    // Its last events and its history, before the key is free for the next process.
+    owner_.process_exiting(*this, own ? Claim::own_exit : claimed_by(), became_ready, failure);
     // The key is held until the runnable has returned, whoever stopped it: at most one live
     // runnable per key, ever.
     owner_.forget(*this);
-    if (claim(Claim::own_exit)) {
+    owner_.process_gone();
+    if (own) {
       // A startup cut short by `run`'s cancellation, without an error of its own, is expected.
       const bool canceled = !failure && parent_.stop_requested();
       if (!became_ready && origin_ == Origin::pass && !canceled) {
@@ -103,8 +167,10 @@ class ManagedProcess final : public ProcessCore<R> {
       } else if (became_ready && failure) {
         owner_.report(ErrorSource::exit, &key_, failure);
       }
-    } else if (claim_.load(std::memory_order_acquire) == Claim::shutdown && failure) {
+    } else if (claimed_by() == Claim::shutdown && failure) {
       owner_.report(ErrorSource::shutdown, &key_, failure);
+    } else if (claimed_by() == Claim::prune && failure) {
+      owner_.report(ErrorSource::exit, &key_, failure);
     }
   }
 
@@ -119,10 +185,17 @@ class ManagedProcess final : public ProcessCore<R> {
   }
 
   void finish_tracked_start() noexcept {
-    if (counted_ && !tracker_finished_.exchange(true)) {
-      tracker_->finish();
+    if ((counted_ || paced_) && !tracker_finished_.exchange(true)) {
+      if (counted_) {
+        tracker_->finish();
+      }
+      if (paced_) {
+        owner_.start_settled();
+      }
     }
   }
+
+  static constexpr std::uint32_t exiting_bit = 1U << 31U;
 
   Owner& owner_;
   std::stop_token parent_;
@@ -131,6 +204,8 @@ class ManagedProcess final : public ProcessCore<R> {
   Origin origin_;
   std::shared_ptr<PassTracker> tracker_;
   bool counted_ = false;  // set by the starter before the process can run
+  bool paced_ = false;    // likewise
+  std::atomic<std::uint32_t> foreign_{0};
   std::atomic<bool> tracker_finished_{false};
   std::atomic<Claim> claim_{Claim::none};
 };

@@ -1,12 +1,14 @@
 #pragma once
 
 /// \file
-/// `RestartLoop`: the thread of a supervisor's `run` that runs a restart pass every interval.
+/// `RestartLoop`: the thread of a supervisor's `run` that runs a restart pass every interval,
+/// sooner when asked to, or when a key's backoff ends.
 
 #include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <utility>
@@ -22,28 +24,61 @@ namespace supervisor::detail {
 /// Its thread is created with the loop, which `run` does before it starts any process: a machine
 /// out of threads then fails `run` at once, instead of after the initial pass has taken the last
 /// threads. The first interval begins at `begin()` (after the initial pass). The thread works
-/// for `run` (`work`), so a hook it calls cannot wait for `run` itself. `pass` must not throw;
-/// a throwing clock ends the loop, and `on_clock_error` (noexcept) hears of it.
+/// for `run` (`work`), so a hook it calls cannot wait for `run` itself.
+///
+/// `request_pass` makes the loop run a pass at once (several requests before it gets to it make
+/// one pass); `nudge` only makes it ask `next_due` again, which names the earliest time a pass
+/// is due besides the interval (a key's backoff ending), or none. After each early wake the loop
+/// allocates a fresh wake-up signal; if it cannot, `on_error(error, false)` hears of it and that
+/// wait ends only at its time (the next one tries again). `pass` and `next_due` must not throw;
+/// a throwing clock ends the loop, and `on_error(error, true)` (noexcept) hears of it.
 class RestartLoop {
  public:
-  template <class Pass, class OnClockError>
+  using time_point = std::chrono::steady_clock::time_point;
+
+  template <class Pass, class NextDue, class OnError>
   RestartLoop(AnyClock& clock, std::chrono::steady_clock::duration interval,
-              const WorkContext* work, Pass pass, OnClockError on_clock_error)
-      : thread_(start_jthread(
-            [this, &clock, interval, work, pass = std::move(pass),
-             on_clock_error = std::move(on_clock_error)](const std::stop_token& over) mutable {
-              const WorkScope working(work);
-              if (!wait_for_begin(over)) {
-                return;
-              }
+              const WorkContext* work, Pass pass, NextDue next_due, OnError on_error)
+      : wake_(std::in_place),  // made here, so that out of memory `run` fails before it starts
+        thread_(start_jthread([this, &clock, interval, work, pass = std::move(pass),
+                               next_due = std::move(next_due),
+                               on_error = std::move(on_error)](
+                                  const std::stop_token& over) mutable {
+          const WorkScope working(work);
+          if (!wait_for_begin(over)) {
+            return;
+          }
+          const std::stop_callback wake_on_stop(over, [this]() noexcept { nudge(); });
+          try {
+            time_point periodic = clock.now() + interval;
+            while (!over.stop_requested()) {
+              std::stop_token wake;
               try {
-                while (clock.wait_until(clock.now() + interval, over)) {
-                  pass();
-                }
+                wake = fresh_wake(over);
               } catch (...) {
-                on_clock_error(std::current_exception());
+                on_error(std::current_exception(), false);
+                wake = over;
               }
-            })) {}
+              if (take_request()) {
+                pass();
+                periodic = clock.now() + interval;
+                continue;
+              }
+              time_point until = periodic;
+              if (const std::optional<time_point> due = next_due(); due && *due < until) {
+                until = *due;
+              }
+              if (clock.wait_until(until, wake) && !over.stop_requested()) {
+                pass();
+                if (clock.now() >= periodic) {
+                  periodic = clock.now() + interval;
+                }
+              }
+            }
+          } catch (...) {
+            on_error(std::current_exception(), true);
+          }
+        })) {}
 
   RestartLoop(const RestartLoop&) = delete;
   RestartLoop& operator=(const RestartLoop&) = delete;
@@ -69,6 +104,21 @@ class RestartLoop {
   /// Asks the loop to end without waiting (safe from a stop callback).
   void request_stop() noexcept { thread_.request_stop(); }
 
+  /// Makes the loop run a pass as soon as it can.
+  void request_pass() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      requested_ = true;
+    }
+    nudge();
+  }
+
+  /// Makes the loop ask `next_due` again.
+  void nudge() noexcept {
+    std::lock_guard lock(mutex_);
+    wake_->request_stop();
+  }
+
  private:
   bool wait_for_begin(const std::stop_token& over) {
     std::stop_callback wake(over, [this]() noexcept {
@@ -80,9 +130,30 @@ class RestartLoop {
     return !over.stop_requested();
   }
 
+  // The signal the next wait ends on: a new one once the last has fired. Throws if none can be
+  // made, leaving the fired one (the next call tries again).
+  std::stop_token fresh_wake(const std::stop_token& over) {
+    std::lock_guard lock(mutex_);
+    if (wake_->stop_requested()) {
+      std::stop_source fresh;  // may throw: then nothing has changed
+      wake_ = std::move(fresh);
+      if (over.stop_requested()) {
+        wake_->request_stop();
+      }
+    }
+    return wake_->get_token();
+  }
+
+  bool take_request() noexcept {
+    std::lock_guard lock(mutex_);
+    return std::exchange(requested_, false);
+  }
+
   std::mutex mutex_;
   std::condition_variable changed_;
   bool begun_ = false;
+  bool requested_ = false;
+  std::optional<std::stop_source> wake_;
   std::jthread thread_;  // last: its thread uses the members above
 };
 

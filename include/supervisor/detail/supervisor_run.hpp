@@ -15,6 +15,7 @@
 #include <stop_token>
 #include <system_error>
 #include <thread>
+#include <vector>
 #include <type_traits>
 #include <utility>
 
@@ -70,18 +71,36 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   detail::RestartLoop loop(
       options_.clock, options_.restart_interval, &work,
       [this]() noexcept {
-        run_pass(nullptr);
+        run_passes_coalesced();
         // Frees what stopped processes left in shards that no write has visited since.
         processes_.reclaim();
       },
-      [this](std::exception_ptr error) noexcept {
-        // Only a user's clock can throw there; the loop ends, `run` and its processes go on.
+      [this]() noexcept { return next_retry_due(); },
+      [this](std::exception_ptr error, bool /*loop_ended*/) noexcept {
+        // A user's clock threw (the loop ends), or a wake-up could not be armed (that wait
+        // lasts its interval). `run` and its processes go on.
         report(ErrorSource::clock, nullptr, std::move(error));
       });
 
+  // The callback's token: requested when `run` is canceled, or when it escalates.
+  std::stop_source callback_stop;
+  std::stop_callback stop_callback_on_cancel(
+      parent.get_token(), [&callback_stop]() noexcept { callback_stop.request_stop(); });
+  // Requested when the last process is gone during the shutdown (its deadline's wait ends).
+  std::stop_source drained;
+
   parent_ = parent.get_token();
   run_work_ = &work;
+  drained_ = &drained;
+  escalated_.store(false);
+  shutting_down_.store(false);
+  callback_stop_.store(&callback_stop);
+  loop_.store(&loop);
+  pacer_.open();
+  // The initial pass counts as a pass running: a `reconcile` meanwhile asks for one more after.
+  pass_running_.store(true);
   gate_.open();
+  run_active_.store(true);
 
   std::exception_ptr failure;
   try {
@@ -90,7 +109,21 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
       // The wait is measured from the start of the pass, so a long iteration eats into it.
       const auto give_up_at = options_.clock.now() + options_.initial_wait;
       auto tracker = std::make_shared<detail::PassTracker>();
-      run_pass(tracker);
+      struct EndInitialPass {
+        Supervisor& self;
+        detail::RestartLoop& loop;
+        ~EndInitialPass() {
+          self.pass_running_.store(false);
+          // A pass cut short for want of a start slot, or a `reconcile` meanwhile: the loop
+          // runs the next pass at once.
+          if (self.pass_pending_.load()) {
+            loop.request_pass();
+          }
+        }
+      } end_initial_pass{*this, loop};
+      if (run_pass(tracker) == PassEnd::out_of_slots) {
+        pass_pending_.store(true);
+      }
       std::stop_callback cut_short(parent.get_token(),
                                    [&tracker]() noexcept { tracker->settled().request_stop(); });
       if (!tracker->settled().stop_requested()) {
@@ -101,7 +134,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     std::stop_callback stop_loop_on_cancel(parent.get_token(),
                                            [&loop]() noexcept { loop.request_stop(); });
 
-    const std::stop_token stopping = parent.get_token();
+    const std::stop_token stopping = callback_stop.get_token();
     using Result = decltype(detail::invoke_maybe_with_token(callback, stopping));
     if constexpr (std::is_convertible_v<Result, std::error_code>) {
       ec = detail::invoke_maybe_with_token(callback, stopping);
@@ -113,16 +146,23 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   }
 
   // Shutdown: nothing below allocates or throws, so it cannot stop half-way.
+  run_active_.store(false);
   loop.stop();
+  loop_.store(nullptr);
   shut_down(parent.stop_requested());
   if (deadline_timer.joinable()) {
     deadline_timer.request_stop();
     deadline_timer.join();
   }
+  callback_stop_.store(nullptr);
+  drained_ = nullptr;
   parent_ = {};
   run_work_ = nullptr;
   if (failure) {
     std::rethrow_exception(failure);
+  }
+  if (!ec && escalated_.load()) {
+    ec = errc::escalated;
   }
 }
 
@@ -169,20 +209,78 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
   });
 }
 
-/// Closes the gate, stops every process that nobody else is stopping, and joins every thread.
+/// Closes the gate, stops every process that nobody else is stopping, forces what has not
+/// stopped by `Options::shutdown_timeout`, and joins every thread. Allocates nothing unless a
+/// process had to be forced (then the report's list may, and is marked incomplete if it can't).
 template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
+  pacer_.close();    // Passes waiting for a start slot give up.
   gate_.close();     // Waits for the registrations in flight; no process registers after it.
   threads_.close();  // Threads that finish now exit rather than park for work that won't come.
+  const time_point began = now();
+  shutting_down_.store(true);
+  ShutdownReport<Key> summary;
   // Ask everyone at once, then wait once. The walk needs no lock and no memory.
   processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
     if (managed->claim(detail::Claim::shutdown)) {
+      ++summary.stopped;
+      if (managed->launched()) {
+        mark_stop_requested(*managed);
+      }
       stop_claimed(*managed, forced);
     }
   });
+  std::vector<ManagedPtr> stragglers;
+  const auto timeout = options_.shutdown_timeout;
+  if (!forced && timeout != std::chrono::steady_clock::duration::max() && live_.load() != 0) {
+    bool passed = true;
+    try {
+      const time_point deadline =
+          began + std::min(timeout, time_point::max() - began);  // no overflow
+      passed = options_.clock.wait_until(deadline, drained_->get_token());
+    } catch (...) {  // A clock that cannot wait: force now rather than never.
+    }
+    if (passed && live_.load() != 0) {
+      processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
+        if (!managed->launched() || managed->done()) {
+          return;
+        }
+        emit_foreign(*managed, EventKind::forced, now());
+        managed->request_force();
+        ++summary.forced_count;
+        try {
+          stragglers.push_back(managed);
+        } catch (...) {
+          summary.incomplete = true;
+        }
+      });
+    }
+  }
   threads_.join_all();
   processes_.reclaim();  // The last runnables' copies, unless a `get` elsewhere still holds them.
+  summary.took = now() - began;
+  if (!options_.on_shutdown) {
+    return;
+  }
+  try {
+    summary.forced.reserve(stragglers.size());
+    for (const ManagedPtr& managed : stragglers) {
+      summary.forced.push_back(Straggler<Key>{
+          managed->key(), Managed::time_of(managed->exited_at).value_or(began) - began});
+    }
+  } catch (...) {
+    summary.incomplete = true;
+  }
+  try {
+    options_.on_shutdown(summary);
+  } catch (...) {
+    try {
+      std::clog << "supervisor: the shutdown hook threw: " << describe(std::current_exception())
+                << '\n';
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere left to report to.
+    }
+  }
 }
 
 template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
@@ -207,8 +305,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::report(ErrorSource source, const Key* k
 
 template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
-    const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
+auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
+    const std::shared_ptr<detail::PassTracker>& tracker) noexcept -> PassEnd {
+  const std::uint64_t pass = pass_id_.fetch_add(1) + 1;
+  bool complete = false;
+  bool out_of_slots = false;
   struct EndIteration {
     const std::shared_ptr<detail::PassTracker>& tracker;
     ~EndIteration() {
@@ -223,20 +324,27 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     cursor = table_->iterate();
   } catch (...) {
     report(ErrorSource::iterate, nullptr, std::current_exception());
-    return;
+    return PassEnd::partial;
   }
   try {
+    complete = true;
     while (cursor->next()) {
       std::optional<std::pair<Key, R>> row;
       try {
         row.emplace(cursor->get());
       } catch (...) {
         report(ErrorSource::row, nullptr, std::current_exception());
+        complete = false;  // a row we could not read may be a key that runs: prune nothing
         continue;
       }
-      start_in_background(row->first, std::move(row->second), tracker);
+      if (!start_in_background(row->first, std::move(row->second), tracker, pass)) {
+        complete = false;
+        out_of_slots = true;
+        break;
+      }
     }
   } catch (...) {
+    complete = false;
     report(ErrorSource::iterate, nullptr, std::current_exception());
   }
   try {
@@ -244,33 +352,75 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_pass(
   } catch (...) {
     report(ErrorSource::close, nullptr, std::current_exception());
   }
+  if (complete) {
+    finish_complete_pass(pass);
+    return PassEnd::complete;
+  }
+  return out_of_slots ? PassEnd::out_of_slots : PassEnd::partial;
 }
 
 template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
-    const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker) noexcept {
+bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
+    const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker,
+    std::uint64_t pass) noexcept {
   std::exception_ptr failure;
+  bool go_on = true;
   {
     Registration registration{*this};  // frees the key on failure, after the pass is released
+    bool holds_slot = false;
+    struct GiveBackSlot {
+      Supervisor& self;
+      bool& holds;
+      ~GiveBackSlot() {
+        if (holds) {
+          self.pacer_.release();
+        }
+      }
+    } give_back_slot{*this, holds_slot};
     try {
       const std::uint64_t hash = processes_.hash_of(key);
       // Most rows of a pass already run: one lock-free probe, and nothing else.
-      if (processes_.visit(hash, key, [](const ManagedPtr* found) { return found != nullptr; })) {
-        return;
+      if (processes_.visit(hash, key, [&](const ManagedPtr* found) {
+            if (found == nullptr) {
+              return false;
+            }
+            if (options_.prune) {
+              (*found)->seen_pass.store(pass, std::memory_order_relaxed);
+            }
+            return true;
+          })) {
+        return true;
+      }
+      if (!may_start_automatically(hash, key, runnable, pass)) {
+        return true;
+      }
+      if (pacer_.limited()) {
+        // The initial pass must not hold up `run`: without a free slot it ends, and the loop
+        // goes on at once. Later passes wait for a slot (or the shutdown).
+        holds_slot = tracker ? pacer_.try_acquire() : pacer_.acquire();
+        if (!holds_slot) {
+          return false;
+        }
       }
       ManagedPtr managed;  // declared before the pass: a record not kept dies outside it
-      const detail::StartGate::Pass pass(gate_);
-      if (!pass) {
-        return;
+      const detail::StartGate::Pass gate_pass(gate_);
+      if (!gate_pass) {
+        return false;
       }
       managed = std::make_shared<Managed>(*this, key, hash, std::move(runnable), parent_,
                                           options_.handoff_spin, run_work_, tracker);
+      managed->born_pass = pass;
+      managed->seen_pass.store(pass, std::memory_order_relaxed);
       if (!processes_.try_emplace(hash, key, managed)) {
-        return;  // It got a process since the probe.
+        return true;  // It got a process since the probe.
       }
       registration.managed = std::move(managed);
       registration.managed->count_start();
+      if (holds_slot) {
+        registration.managed->hold_start_slot();  // the record gives it back from here
+        holds_slot = false;
+      }
       registration.keep = !launch(*registration.managed);
     } catch (...) {
       failure = std::current_exception();
@@ -280,6 +430,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
   if (failure) {
     report(ErrorSource::start, &key, failure);
   }
+  return go_on;
 }
 
 }  // namespace supervisor

@@ -33,6 +33,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
     }
     auto managed =
         std::make_shared<Managed>(*this, key, hash, parent_, options_.handoff_spin, run_work_);
+    managed->born_pass = pass_id_.load();  // a pass already under way must not prune it
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
       return nullptr;
@@ -88,7 +89,13 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
     ec = errc::process_not_found;
     return;
   }
+  mark_stop_requested(*managed);
   stop_claimed(*managed, false);
+  if (options_.on_event && !managed->wait_done(cancel)) {
+    // The caller's deadline passed: tell the hook before forcing (the process's last event
+    // must come after this one).
+    emit_foreign(*managed, EventKind::forced, now());
+  }
   if ((ec = managed->await_done(cancel))) {
     // Canceled: the caller hears that, so the runnable's own error goes to the hook.
     report_unheard(*managed, ErrorSource::exit);

@@ -1,0 +1,483 @@
+#pragma once
+
+/// \file
+/// The operations layer of `Supervisor`: the hooks a process's record calls (ready, exiting,
+/// gone), restart policy and escalation, events, pruning, `reconcile`, `reset` and `snapshot`.
+/// Included by `supervisor_class.hpp`; not for direct use.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "supervisor/supervisor_class.hpp"
+
+namespace supervisor {
+
+#define SUPERVISOR_MEMBER_                                      \
+  template <class Key, CopyableRunnable R, class Hash, class KeyEqual> \
+  requires std::copy_constructible<Key>
+
+// ---- time and events ---------------------------------------------------------------------------
+
+SUPERVISOR_MEMBER_
+auto Supervisor<Key, R, Hash, KeyEqual>::now() const noexcept -> time_point {
+  try {
+    return options_.clock.now();
+  } catch (...) {  // A user's clock that throws: events and history get the real time instead.
+    return std::chrono::steady_clock::now();
+  }
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::emit(const Event<Key>& event) noexcept {
+  try {
+    options_.on_event(event);
+  } catch (...) {
+    try {
+      std::clog << "supervisor: the event hook threw: " << describe(std::current_exception())
+                << '\n';
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere left to report to.
+    }
+  }
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::emit_foreign(Managed& managed, EventKind kind,
+                                                      time_point at) noexcept {
+  if (!options_.on_event || !managed.begin_foreign_event()) {
+    return;
+  }
+  Event<Key> event{kind, managed.key(), at, {}, {}, 0, {}};
+  if (const auto requested = Managed::time_of(managed.stop_requested_at)) {
+    event.elapsed = at - *requested;
+  }
+  emit(event);
+  managed.end_foreign_event();
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::mark_stop_requested(Managed& managed) noexcept {
+  const time_point at = now();
+  managed.set_time(managed.stop_requested_at, at);
+  emit_foreign(managed, EventKind::stop_requested, at);
+}
+
+// ---- hooks of the process records ------------------------------------------------------------
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::process_ready(Managed& managed) noexcept {
+  const time_point at = now();
+  managed.set_time(managed.ready_at, at);
+  if (options_.on_event) {
+    Event<Key> event{EventKind::ready, managed.key(), at, {}, {}, 0, {}};
+    if (const auto started = Managed::time_of(managed.started_at)) {
+      event.elapsed = at - *started;
+    }
+    emit(event);
+  }
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(Managed& managed, detail::Claim claim,
+                                                         bool became_ready,
+                                                         const std::exception_ptr& failure) noexcept {
+  const time_point at = now();
+  managed.set_time(managed.exited_at, at);
+  if (options_.on_event) {
+    managed.close_foreign_events();
+  }
+  if (claim != detail::Claim::own_exit) {  // someone stopped it
+    if (options_.on_event) {
+      Event<Key> event{EventKind::stopped, managed.key(), at, {}, {}, 0, {}};
+      if (const auto requested = Managed::time_of(managed.stop_requested_at)) {
+        event.elapsed = at - *requested;
+      }
+      event.error = failure;
+      emit(event);
+    }
+    return;
+  }
+  // On its own. A startup cut short by `run`'s cancellation, without an error, is no failure;
+  // and nothing that ends while `run` is being canceled or shut down counts for the policy
+  // (that would also allocate in a shutdown that promises not to).
+  const bool ending = parent_.stop_requested() || shutting_down_.load();
+  const bool canceled = ending && !failure;
+  const bool failed = !canceled && (failure || !became_ready);
+  std::error_code said;  // what the runnable said with its error, if one of ours
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::system_error& e) {
+      said = e.code();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): any other exception is a plain failure.
+    }
+  }
+  std::exception_ptr error = failure;
+  if (failed && !error) {
+    try {
+      error = exited_before_ready_error();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): made by the constructor; cannot fail here.
+    }
+  }
+
+  typename History::Verdict verdict;
+  if (!ending) {
+    verdict = record_history(managed, at, failed, error,
+                             said == errc::do_not_restart);
+  }
+  if (options_.on_event) {
+    Event<Key> event{failed ? EventKind::failed : EventKind::exited, managed.key(), at, {}, {}, 0, {}};
+    if (const auto ready = Managed::time_of(managed.ready_at)) {
+      event.elapsed = at - *ready;
+    }
+    event.consecutive_failures = verdict.consecutive_failures;
+    event.error = error;
+    emit(event);
+    if (!ending && !verdict.given_up_now) {
+      Event<Key> scheduled{EventKind::restart_scheduled, managed.key(), at, {}, {}, 0, {}};
+      scheduled.delay = verdict.delay;
+      scheduled.consecutive_failures = verdict.consecutive_failures;
+      emit(scheduled);
+    }
+    if (verdict.given_up_now) {
+      Event<Key> given_up{EventKind::given_up, managed.key(), at, {}, {}, 0, {}};
+      given_up.consecutive_failures = verdict.consecutive_failures;
+      given_up.error = error;
+      emit(given_up);
+    }
+  }
+  if (verdict.given_up_now) {
+    report(ErrorSource::given_up, &managed.key(), error);
+  }
+  if (failed && !ending && (said == errc::escalate || count_for_escalation(at))) {
+    escalate(managed.key(), at, error);
+  }
+  if (failed && options_.restart.retry_when_due && verdict.delay.count() > 0) {
+    if (auto* loop = loop_.load(std::memory_order_acquire)) {
+      loop->nudge();
+    }
+  }
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::process_gone() noexcept {
+  if (live_.fetch_sub(1) == 1 && shutting_down_.load() && drained_ != nullptr) {
+    drained_->request_stop();
+  }
+}
+
+SUPERVISOR_MEMBER_
+const std::exception_ptr& Supervisor<Key, R, Hash, KeyEqual>::exited_before_ready_error() {
+  // One shared, immutable error for history and events, made by the first supervisor's
+  // constructor (which fails if it cannot), so that an exit never allocates for it.
+  static const std::exception_ptr error =
+      std::make_exception_ptr(std::system_error(errc::exited_before_ready, "start"));
+  return error;
+}
+
+// ---- restart policy --------------------------------------------------------------------------
+
+SUPERVISOR_MEMBER_
+double Supervisor<Key, R, Hash, KeyEqual>::draw_spread() noexcept {
+  // splitmix64 over a shared counter: cheap, lock-free, and good enough to spread restarts.
+  std::uint64_t z = jitter_state_.fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed);
+  z = (z ^ (z >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27U)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31U;
+  return static_cast<double>(z >> 11U) * 0x1.0p-53 * 2.0 - 1.0;  // [-1, 1)
+}
+
+SUPERVISOR_MEMBER_
+auto Supervisor<Key, R, Hash, KeyEqual>::record_history(Managed& managed, time_point at,
+                                                        bool failed,
+                                                        const std::exception_ptr& error,
+                                                        bool give_up) noexcept ->
+    typename History::Verdict {
+  try {
+    HistoryPtr history = histories_.visit(
+        managed.hash(), managed.key(),
+        [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+    if (!history) {
+      history = std::make_shared<History>(managed.hash(), at);
+      history->mark_seen(pass_id_.load());
+      if (histories_.try_emplace(managed.hash(), managed.key(), history)) {
+        history_count_.fetch_add(1);
+      } else {  // another thread made it meanwhile (cannot happen for one key, but be safe)
+        history = histories_.visit(managed.hash(), managed.key(), [](const HistoryPtr* found) {
+          return found != nullptr ? *found : nullptr;
+        });
+        if (!history) {
+          return {};
+        }
+      }
+    }
+    return history->record_exit(options_.restart, at, Managed::time_of(managed.ready_at),
+                                failed, error, give_up, draw_spread(), &managed.runnable());
+  } catch (...) {  // Memory, or the user's `KeyEqual`: the key restarts without a history.
+    report(ErrorSource::exit, &managed.key(), std::current_exception());
+    return {};
+  }
+}
+
+SUPERVISOR_MEMBER_
+bool Supervisor<Key, R, Hash, KeyEqual>::count_for_escalation(time_point at) noexcept {
+  const Escalation& limit = options_.escalation;
+  if (limit.max_failures == 0) {
+    return false;
+  }
+  std::lock_guard lock(escalation_mutex_);
+  if (escalation_failures_ == 0 || at - escalation_window_start_ > limit.period) {
+    escalation_window_start_ = at;
+    escalation_failures_ = 0;
+  }
+  return ++escalation_failures_ > limit.max_failures;
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::escalate(const Key& key, time_point at,
+                                                  const std::exception_ptr& error) noexcept {
+  if (escalated_.exchange(true)) {
+    return;
+  }
+  if (options_.on_event) {
+    Event<Key> event{EventKind::escalated, key, at, {}, {}, 0, {}};
+    event.error = error;
+    emit(event);
+  }
+  if (auto* callback_stop = callback_stop_.load(std::memory_order_acquire)) {
+    callback_stop->request_stop();
+  }
+}
+
+SUPERVISOR_MEMBER_
+bool Supervisor<Key, R, Hash, KeyEqual>::may_start_automatically(std::uint64_t hash,
+                                                                 const Key& key, const R& row,
+                                                                 std::uint64_t pass) {
+  if (escalated_.load()) {
+    return false;
+  }
+  if (history_count_.load() == 0) {
+    return true;
+  }
+  HistoryPtr history = histories_.visit(
+      hash, key, [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+  return !history || history->may_start(now(), row, pass) == History::Gate::go;
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::count_restart(const Managed& managed) {
+  if (history_count_.load() == 0) {
+    return;
+  }
+  HistoryPtr history = histories_.visit(
+      managed.hash(), managed.key(),
+      [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (history) {
+    history->count_restart();
+    if (managed.origin() == detail::Origin::user_start) {
+      history->lift_give_up();
+    }
+  }
+}
+
+SUPERVISOR_MEMBER_
+auto Supervisor<Key, R, Hash, KeyEqual>::next_retry_due() const noexcept
+    -> std::optional<time_point> {
+  if (!options_.restart.retry_when_due || history_count_.load() == 0) {
+    return std::nullopt;
+  }
+  std::optional<time_point> earliest;
+  const time_point at = now();
+  histories_.for_each_unlocked([&](const Key& /*key*/, const HistoryPtr& history) {
+    if (const auto due = history->backoff_end(at); due && (!earliest || *due < *earliest)) {
+      earliest = due;
+    }
+  });
+  return earliest;
+}
+
+// ---- end of a pass: pruning, and forgetting keys that left the table ----------------------------
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::finish_complete_pass(std::uint64_t pass) noexcept {
+  if (options_.prune) {
+    processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
+      if (managed->launched() && managed->born_pass < pass &&
+          managed->seen_pass.load(std::memory_order_relaxed) != pass &&
+          managed->claim(detail::Claim::prune)) {
+        mark_stop_requested(*managed);
+        stop_claimed(*managed, false);
+      }
+    });
+  }
+  if (history_count_.load() == 0) {
+    return;
+  }
+  histories_.for_each_unlocked([&](const Key& key, const HistoryPtr& history) {
+    if (history->seen_pass() == pass) {
+      return;
+    }
+    try {
+      const bool has_process = processes_.visit(
+          history->hash(), key, [](const ManagedPtr* found) { return found != nullptr; });
+      if (!has_process &&
+          histories_.erase_value(history->hash(), [&](const HistoryPtr& value) {
+            return value.get() == history.get();
+          })) {
+        history_count_.fetch_sub(1);
+      }
+    } catch (...) {  // The user's `KeyEqual`: keep the history; the next pass tries again.
+      report(ErrorSource::iterate, &key, std::current_exception());
+    }
+  });
+}
+
+// ---- reconcile, reset, snapshot ----------------------------------------------------------------
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::run_passes_coalesced() noexcept {
+  pass_pending_.store(true);
+  for (;;) {
+    bool expected = false;
+    if (!pass_running_.compare_exchange_strong(expected, true)) {
+      return;  // The pass running now will see the request.
+    }
+    while (pass_pending_.exchange(false)) {
+      run_pass(nullptr);
+    }
+    pass_running_.store(false);
+    if (!pass_pending_.load()) {
+      return;  // Else a request came after the last check, and its caller saw us running.
+    }
+  }
+}
+
+SUPERVISOR_MEMBER_
+std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile() {
+  if (!run_active_.load()) {
+    return errc::not_running;
+  }
+  run_passes_coalesced();
+  return {};
+}
+
+SUPERVISOR_MEMBER_
+std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
+  if (!run_active_.load()) {
+    return errc::not_running;
+  }
+  const std::uint64_t hash = processes_.hash_of(key);
+  ManagedPtr managed = processes_.visit(
+      hash, key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (managed && !options_.prune) {
+    return {};
+  }
+  std::optional<R> row = table_->get(key);
+  if (managed) {
+    if (!row && managed->launched() && managed->claim(detail::Claim::prune)) {
+      mark_stop_requested(*managed);
+      stop_claimed(*managed, false);
+    }
+    return {};
+  }
+  if (row) {
+    start_in_background(key, std::move(*row), nullptr, pass_id_.load());
+  }
+  return {};
+}
+
+SUPERVISOR_MEMBER_
+bool Supervisor<Key, R, Hash, KeyEqual>::reset(const Key& key) {
+  const std::uint64_t hash = histories_.hash_of(key);
+  HistoryPtr history = histories_.visit(
+      hash, key, [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (!history) {
+    return false;
+  }
+  if (histories_.erase_value(hash, [&](const HistoryPtr& value) {
+        return value.get() == history.get();
+      })) {
+    history_count_.fetch_sub(1);
+  }
+  return true;
+}
+
+SUPERVISOR_MEMBER_
+Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
+  Snapshot<Key> result;
+  result.taken_at = now();
+  const time_point at = result.taken_at;
+  auto view_of = [&](std::uint64_t hash, const Key& key) -> std::optional<typename History::View> {
+    if (history_count_.load() == 0) {
+      return std::nullopt;
+    }
+    HistoryPtr history = histories_.visit(
+        hash, key, [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+    if (!history) {
+      return std::nullopt;
+    }
+    return history->view();
+  };
+  processes_.for_each_unlocked([&](const Key& key, const ManagedPtr& managed) {
+    if (!managed->launched()) {
+      return;
+    }
+    KeyStatus<Key> status{key, KeyState::starting, {}};
+    const bool stopping = managed->claimed_by() != detail::Claim::none ||
+                          managed->state() == ProcessState::stopped;
+    if (stopping) {
+      status.state = KeyState::stopping;
+      status.since = Managed::time_of(managed->stop_requested_at)
+                         .value_or(Managed::time_of(managed->exited_at).value_or(at));
+    } else if (managed->state() == ProcessState::running) {
+      status.state = KeyState::running;
+      status.since = Managed::time_of(managed->ready_at).value_or(at);
+    } else {
+      status.since = Managed::time_of(managed->started_at).value_or(at);
+    }
+    if (const auto view = view_of(managed->hash(), key)) {
+      status.restarts = view->restarts;
+      status.consecutive_failures = view->consecutive_failures;
+      status.last_error = view->last_error;
+      const auto ready = Managed::time_of(managed->ready_at);
+      if (ready && at - *ready >= options_.restart.reset_after) {
+        status.consecutive_failures = 0;  // healthy long enough: the next exit starts afresh
+      }
+    }
+    result.keys.push_back(std::move(status));
+  });
+  histories_.for_each_unlocked([&](const Key& key, const HistoryPtr& history) {
+    const bool has_process = processes_.visit(history->hash(), key, [](const ManagedPtr* found) {
+      return found != nullptr && (*found)->launched();
+    });
+    if (has_process) {
+      return;
+    }
+    const auto view = history->view();
+    KeyStatus<Key> status{key, KeyState::waiting, view.since};
+    status.restarts = view.restarts;
+    status.consecutive_failures = view.consecutive_failures;
+    status.last_error = view.last_error;
+    if (view.given_up) {
+      status.state = KeyState::given_up;
+    } else if (view.next_start > at) {
+      status.state = KeyState::backing_off;
+      status.next_start = view.next_start;
+    }
+    result.keys.push_back(std::move(status));
+  });
+  for (const auto& status : result.keys) {
+    ++result.counts[static_cast<std::size_t>(status.state)];
+  }
+  return result;
+}
+
+#undef SUPERVISOR_MEMBER_
+
+}  // namespace supervisor
