@@ -5,6 +5,7 @@
 /// `Options::on_event`.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <string_view>
@@ -39,6 +40,9 @@ enum class EventKind : std::uint8_t {
   /// is the failure that tipped it.
   escalated,
 };
+
+/// How many kinds there are: for arrays indexed by `EventKind`.
+inline constexpr std::size_t event_kind_count = 10;
 
 constexpr std::string_view to_string(EventKind kind) noexcept {
   switch (kind) {
@@ -77,7 +81,7 @@ struct Event {
   EventKind kind;
   /// The process's key.
   const Key& key;
-  /// When, on the supervisor's clock.
+  /// When, on the supervisor's clock (`Options::clock`: with a `ManualClock`, its time).
   std::chrono::steady_clock::time_point at;
   /// See `EventKind`: time to ready, time running, or time since the stop was requested.
   std::chrono::steady_clock::duration elapsed{};
@@ -87,7 +91,7 @@ struct Event {
   /// `given_up`).
   std::uint32_t consecutive_failures = 0;
   /// `failed`, `given_up`, `escalated`, and `stopped` when the process threw.
-  std::exception_ptr error;
+  std::exception_ptr error{};
 };
 
 }  // namespace supervisor

@@ -4,6 +4,7 @@
 /// What `run`'s shutdown had to do: `ShutdownReport`, given to `Options::on_shutdown`.
 
 #include <chrono>
+#include <cstddef>
 #include <vector>
 
 namespace supervisor {

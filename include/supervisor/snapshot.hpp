@@ -24,7 +24,7 @@ enum class KeyState : std::uint8_t {
   stopping,
   /// No process: it failed, and its backoff has not passed (`next_start`).
   backing_off,
-  /// No process: it failed and may start at the next pass (or exited on its own).
+  /// No process: it exited or failed on its own and may start at the next pass.
   waiting,
   /// No process, and no automatic start until its row changes, `start` or `reset`.
   given_up,
@@ -55,20 +55,24 @@ template <class Key>
 struct KeyStatus {
   Key key;
   KeyState state;
-  /// When the key entered `state`, on the supervisor's clock.
-  std::chrono::steady_clock::time_point since;
+  /// When the key entered `state`, on the supervisor's clock (`Options::clock`).
+  std::chrono::steady_clock::time_point since{};
   /// How many times a process for the key was started again after one had exited or failed.
   std::uint32_t restarts = 0;
   std::uint32_t consecutive_failures = 0;
   /// The error of its last failure, if any since it last ran healthy.
-  std::exception_ptr last_error;
+  std::exception_ptr last_error{};
   /// `backing_off`: the earliest time a pass may start it.
-  std::optional<std::chrono::steady_clock::time_point> next_start;
+  std::optional<std::chrono::steady_clock::time_point> next_start{};
 };
 
-/// Every key the supervisor knows: those with a process, and those without one that it keeps
-/// failure state for (backing off, waiting, given up). Keys that never failed and have no
-/// process are not in it (the table has them).
+/// Every key the supervisor knows: those with a process, and those without one that it keeps a
+/// history for (backing off, waiting, given up): a key has a history from its first exit on its
+/// own (clean or failed) until it leaves the table or is `reset`. Keys without a process that
+/// never exited on their own are not in it (the table has them). Times are on `Options::clock`.
+///
+/// `snapshot` (and `reset`) also work outside `run`; histories persist from one `run` to the
+/// next of the same supervisor.
 ///
 /// Each entry is read consistently (under that key's own lock); the whole is a walk taken
 /// without stopping anything, so two entries may be a few microseconds apart.

@@ -323,14 +323,14 @@ class Supervisor {
   /// another caller's), it makes that pass run once more and returns at once: calls are
   /// coalesced, at most one pass runs and at most one more is pending. The table's `iterate`
   /// runs on the thread that runs the pass. `errc::not_running` unless `run` is active.
-  std::error_code reconcile();
+  [[nodiscard]] std::error_code reconcile();
 
   /// Checks one key against the table now, on the calling thread: starts its process in the
   /// background if its row exists, it has no process, and it is neither backing off nor given
   /// up; with `Options::prune`, asks its process to stop (without waiting) if the row is gone.
   /// Does not wait for the start. `errc::not_running` unless `run` is active; the table's
   /// exception, rethrown; the exception of `Hash`, `KeyEqual` or a copy of the key.
-  std::error_code reconcile(const Key& key);
+  [[nodiscard]] std::error_code reconcile(const Key& key);
 
   /// Forgets the key's failures: its backoff, its count of consecutive failures, and its
   /// give-up, so the next pass starts it. Returns whether there was anything to forget. Never
