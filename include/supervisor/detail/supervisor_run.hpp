@@ -97,8 +97,28 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   callback_stop_.store(&callback_stop);
   loop_.store(&loop);
   pacer_.open();
-  // The initial pass counts as a pass running: a `reconcile` meanwhile asks for one more after.
-  pass_running_.store(true);
+  // The initial pass counts as a pass running: a `reconcile` meanwhile asks for one more, which
+  // the loop runs at once. Ended by its destructor whatever happens before the pass returns.
+  struct InitialPass {
+    Supervisor& self;
+    detail::RestartLoop& loop;
+    bool running = true;
+    InitialPass(Supervisor& s, detail::RestartLoop& l) noexcept : self(s), loop(l) {
+      self.pass_running_.store(true);
+    }
+    InitialPass(const InitialPass&) = delete;
+    InitialPass& operator=(const InitialPass&) = delete;
+    void end() noexcept {
+      if (std::exchange(running, false)) {
+        self.pass_running_.store(false);
+        // Cut short for want of a start slot, or a `reconcile` came meanwhile.
+        if (self.pass_pending_.load()) {
+          loop.request_pass();
+        }
+      }
+    }
+    ~InitialPass() { end(); }
+  } initial_pass(*this, loop);
   gate_.open();
   run_active_.store(true);
 
@@ -109,21 +129,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
       // The wait is measured from the start of the pass, so a long iteration eats into it.
       const auto give_up_at = options_.clock.now() + options_.initial_wait;
       auto tracker = std::make_shared<detail::PassTracker>();
-      struct EndInitialPass {
-        Supervisor& self;
-        detail::RestartLoop& loop;
-        ~EndInitialPass() {
-          self.pass_running_.store(false);
-          // A pass cut short for want of a start slot, or a `reconcile` meanwhile: the loop
-          // runs the next pass at once.
-          if (self.pass_pending_.load()) {
-            loop.request_pass();
-          }
-        }
-      } end_initial_pass{*this, loop};
       if (run_pass(tracker) == PassEnd::out_of_slots) {
         pass_pending_.store(true);
       }
+      initial_pass.end();
       std::stop_callback cut_short(parent.get_token(),
                                    [&tracker]() noexcept { tracker->settled().request_stop(); });
       if (!tracker->settled().stop_requested()) {
