@@ -73,9 +73,18 @@ inline std::chrono::steady_clock::duration backoff_delay(const RestartPolicy& po
   if (!(base <= cap)) {  // also catches an overflow to infinity
     base = cap;
   }
-  const double jitter = std::clamp(policy.jitter, 0.0, 1.0);
+  double jitter = std::clamp(policy.jitter, 0.0, 1.0);
+  if (jitter != jitter) {  // NaN
+    jitter = 0.0;
+  }
   const double factor = 1.0 + jitter * std::clamp(spread, -1.0, 1.0);
-  return std::chrono::duration_cast<RestartPolicy::duration>(Seconds(std::max(base * factor, 0.0)));
+  double seconds = base * factor;
+  // A quarter of the duration's range at most: `now + delay` must not overflow either.
+  const double limit = Seconds(RestartPolicy::duration::max()).count() / 4;
+  if (!(seconds < limit)) {  // also NaN
+    seconds = limit;
+  }
+  return std::chrono::duration_cast<RestartPolicy::duration>(Seconds(std::max(seconds, 0.0)));
 }
 
 }  // namespace supervisor

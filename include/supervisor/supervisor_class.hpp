@@ -420,29 +420,17 @@ class Supervisor {
   /// shutdown stopped it first; throws if no thread can be made.
   std::error_code launch(Managed& managed) {
     count_restart(managed);
-    const time_point at = now();
-    managed.set_time(managed.started_at, at);
-    if (options_.on_event) {
-      emit(Event<Key>{EventKind::starting, managed.key(), at, {}, {}, 0, {}});
-    }
+    managed.set_time(managed.started_at, now());
     live_.fetch_add(1);
     std::error_code ec;
     try {
       ec = managed.begin_start(
           [this](std::function<void()> body) { threads_.launch(std::move(body)); });
     } catch (...) {
-      if (options_.on_event) {
-        Event<Key> failed{EventKind::failed, managed.key(), at, {}, {}, 0, {}};
-        failed.error = std::current_exception();
-        emit(failed);
-      }
-      process_gone();
+      process_gone();  // No thread: no events either (`starting` comes from the thread).
       throw;
     }
     if (ec) {  // `run`'s shutdown stopped it first
-      if (options_.on_event) {
-        emit(Event<Key>{EventKind::stopped, managed.key(), at, {}, {}, 0, {}});
-      }
       process_gone();
     }
     return ec;
@@ -453,9 +441,11 @@ class Supervisor {
   enum class PassEnd : std::uint8_t { complete, partial, out_of_slots };
   PassEnd run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
   /// False if the pass must end early (no slot for the initial pass, or shutting down).
+  /// Without a free start slot: waits for one, or (`!wait_for_slot`) leaves the key to a later
+  /// pass and returns false.
   bool start_in_background(const Key& key, R runnable,
                            const std::shared_ptr<detail::PassTracker>& tracker,
-                           std::uint64_t pass) noexcept;
+                           std::uint64_t pass, bool wait_for_slot) noexcept;
   void shut_down(bool forced) noexcept;
 
   // ---- The operations layer (detail/supervisor_operations.hpp) ----
@@ -468,6 +458,7 @@ class Supervisor {
   void emit(const Event<Key>& event) noexcept;
   void emit_foreign(Managed& managed, EventKind kind, time_point at) noexcept;
   void mark_stop_requested(Managed& managed) noexcept;
+  void process_starting(Managed& managed) noexcept;
   void process_ready(Managed& managed) noexcept;
   void process_exiting(Managed& managed, detail::Claim claim, bool became_ready,
                        const std::exception_ptr& failure) noexcept;
@@ -484,6 +475,11 @@ class Supervisor {
   void count_restart(const Managed& managed);
   [[nodiscard]] std::optional<time_point> next_retry_due() const noexcept;
   void finish_complete_pass(std::uint64_t pass) noexcept;
+  void prune_and_forget(std::uint64_t pass);
+  /// `run` is shutting down or canceled: exits no longer count for the policy.
+  [[nodiscard]] bool ending() const noexcept {
+    return shutting_down_.load() || parent_.stop_requested();
+  }
   void run_passes_coalesced() noexcept;
 
   std::shared_ptr<detail::AnyTable<Key, R>> table_;

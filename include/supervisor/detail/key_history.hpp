@@ -51,7 +51,9 @@ class KeyHistory {
                       std::optional<clock_time> ready_at, bool failed,
                       const std::exception_ptr& failure, bool give_up, double spread,
                       const R* row) noexcept {
-    // Copied before the lock: a copy of `R` is user code.
+    // Copied before the lock: a copy of `R` is user code. Declared before the lock, what it
+    // replaces dies after it (destructors of `R` and of exceptions are user code too).
+    std::exception_ptr old_error;
     std::shared_ptr<const R> row_copy;
     if (give_up || policy.give_up_after != 0) {
       row_copy = copy_row(row);
@@ -62,7 +64,7 @@ class KeyHistory {
     if (ready_at && now - *ready_at >= policy.reset_after) {
       consecutive_ = 0;  // it ran healthy: this exit starts a new count
       failure_count_ = 0;
-      last_error_ = nullptr;
+      old_error = std::move(last_error_);
     }
     if (!failed) {
       next_start_ = now;
@@ -70,13 +72,16 @@ class KeyHistory {
     }
     verdict.failed = true;
     verdict.consecutive_failures = ++consecutive_;
+    if (!old_error) {
+      old_error = std::move(last_error_);
+    }
     last_error_ = failure;
     verdict.delay = backoff_delay(policy, consecutive_, spread);
-    next_start_ = now + verdict.delay;
+    next_start_ = verdict.delay < clock_time::max() - now ? now + verdict.delay : clock_time::max();
     if (!given_up_ && (give_up || exceeds_give_up(policy, now))) {
       given_up_ = true;
       verdict.given_up_now = true;
-      given_up_row_ = std::move(row_copy);
+      std::swap(given_up_row_, row_copy);  // the old one, if any, dies after the lock
     }
     return verdict;
   }
@@ -97,8 +102,12 @@ class KeyHistory {
     if (!row_changed(given_up_row.get(), row)) {
       return Gate::given_up;
     }
+    std::shared_ptr<const R> old_row;
+    std::exception_ptr old_error;
     std::lock_guard lock(mutex_);
     if (given_up_ && given_up_row_ == given_up_row) {
+      old_row = std::move(given_up_row_);
+      old_error = std::move(last_error_);
       clear_locked();
     }
     return Gate::go;
@@ -106,10 +115,11 @@ class KeyHistory {
 
   /// An explicit `start`: gives the key back its automatic starts; keeps its count of failures.
   void lift_give_up() noexcept {
+    std::shared_ptr<const R> row;  // destroyed after the lock: `R`'s destructor is user code
     std::lock_guard lock(mutex_);
     if (given_up_) {
       given_up_ = false;
-      given_up_row_.reset();
+      row = std::move(given_up_row_);
       failure_count_ = 0;
     }
   }

@@ -40,7 +40,9 @@ enum class Origin : std::uint8_t { user_start, pass };
 /// still this record), `report(ErrorSource, const Key*, std::exception_ptr)`, and the hooks of
 /// its operations layer: `process_ready(ManagedProcess&)`, `process_exiting(ManagedProcess&,
 /// Claim, bool became_ready, const std::exception_ptr&)` (before the key is freed: the last
-/// event of the process), `process_gone()` (after), and `start_settled()` for a paced start.
+/// event of the process), `process_gone()` (after), `start_settled()` for a paced start,
+/// `process_starting(ManagedProcess&)` (its first event) and `bool ending()` (`run` is shutting
+/// down or canceled).
 template <class Owner, class Key, class R>
 class ManagedProcess final : public ProcessCore<R> {
  public:
@@ -141,6 +143,8 @@ class ManagedProcess final : public ProcessCore<R> {
   }
 
  private:
+  void on_start() noexcept override { owner_.process_starting(*this); }
+
   void on_ready() noexcept override {
     finish_tracked_start();
     owner_.process_ready(*this);
@@ -161,7 +165,7 @@ class ManagedProcess final : public ProcessCore<R> {
     owner_.process_gone();
     if (own) {
       // A startup cut short by `run`'s cancellation, without an error of its own, is expected.
-      const bool canceled = !failure && parent_.stop_requested();
+      const bool canceled = !failure && (parent_.stop_requested() || owner_.ending());
       if (!became_ready && origin_ == Origin::pass && !canceled) {
         owner_.report(ErrorSource::start, &key_, failure ? failure : exited_before_ready());
       } else if (became_ready && failure) {

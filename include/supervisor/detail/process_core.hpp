@@ -176,6 +176,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   /// Waits for `run` to return, or for `cancel`; never forces. Returns whether it returned.
   bool wait_done(const Cancel& cancel) {
+    spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
     return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
   }
 
@@ -209,6 +210,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   [[nodiscard]] const R& runnable() const noexcept { return *runnable_; }
 
  protected:
+  /// On the runnable's thread, before it is visible to lookups and before `run` is called.
+  virtual void on_start() noexcept {}
   virtual void on_ready() noexcept {}
   /// `failure` is the runnable's exception, or null.
   virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) noexcept {}
@@ -231,6 +234,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
 
   /// The body of the runnable's thread.
   void execute() noexcept {
+    on_start();  // first: nothing else can be told about this process before it
     // Before any user code: a lookup from anyone the runnable signals must already find the
     // process, even if the launching thread has not yet returned from `launch`.
     launched_.store(true, std::memory_order_release);

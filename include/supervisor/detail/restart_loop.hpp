@@ -115,8 +115,12 @@ class RestartLoop {
 
   /// Makes the loop ask `next_due` again.
   void nudge() noexcept {
-    std::lock_guard lock(mutex_);
-    wake_->request_stop();
+    std::stop_source wake(std::nostopstate);  // no state of its own: no allocation
+    {
+      std::lock_guard lock(mutex_);
+      wake = *wake_;  // shares the state: no allocation
+    }
+    wake.request_stop();  // Outside the lock: it runs the clock's stop callbacks (user code).
   }
 
  private:
@@ -133,15 +137,19 @@ class RestartLoop {
   // The signal the next wait ends on: a new one once the last has fired. Throws if none can be
   // made, leaving the fired one (the next call tries again).
   std::stop_token fresh_wake(const std::stop_token& over) {
-    std::lock_guard lock(mutex_);
-    if (wake_->stop_requested()) {
-      std::stop_source fresh;  // may throw: then nothing has changed
-      wake_ = std::move(fresh);
-      if (over.stop_requested()) {
-        wake_->request_stop();
+    std::stop_source current(std::nostopstate);
+    {
+      std::lock_guard lock(mutex_);
+      if (wake_->stop_requested()) {
+        std::stop_source fresh;  // may throw: then nothing has changed
+        wake_ = std::move(fresh);
       }
+      current = *wake_;
     }
-    return wake_->get_token();
+    if (over.stop_requested()) {
+      current.request_stop();
+    }
+    return current.get_token();
   }
 
   bool take_request() noexcept {

@@ -5,6 +5,7 @@
 /// gone), restart policy and escalation, events, pruning, `reconcile`, `reset` and `snapshot`.
 /// Included by `supervisor_class.hpp`; not for direct use.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -14,6 +15,7 @@
 #include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "supervisor/supervisor_class.hpp"
 
@@ -69,6 +71,14 @@ void Supervisor<Key, R, Hash, KeyEqual>::mark_stop_requested(Managed& managed) n
 }
 
 // ---- hooks of the process records ------------------------------------------------------------
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::process_starting(Managed& managed) noexcept {
+  if (options_.on_event) {
+    emit(Event<Key>{EventKind::starting, managed.key(),
+                    Managed::time_of(managed.started_at).value_or(now()), {}, {}, 0, {}});
+  }
+}
 
 SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::process_ready(Managed& managed) noexcept {
@@ -139,7 +149,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(Managed& managed, detai
     event.consecutive_failures = verdict.consecutive_failures;
     event.error = error;
     emit(event);
-    if (!ending && !verdict.given_up_now) {
+    if (!ending && !verdict.given_up_now && !escalated_.load()) {
       Event<Key> scheduled{EventKind::restart_scheduled, managed.key(), at, {}, {}, 0, {}};
       scheduled.delay = verdict.delay;
       scheduled.consecutive_failures = verdict.consecutive_failures;
@@ -217,6 +227,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::record_history(Managed& managed, time_p
         }
       }
     }
+    // Seen by the pass under way: its end must not forget a history it just changed.
+    history->mark_seen(pass_id_.load());
     return history->record_exit(options_.restart, at, Managed::time_of(managed.ready_at),
                                 failed, error, give_up, draw_spread(), &managed.runnable());
   } catch (...) {  // Memory, or the user's `KeyEqual`: the key restarts without a history.
@@ -279,6 +291,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::count_restart(const Managed& managed) {
       managed.hash(), managed.key(),
       [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
   if (history) {
+    history->mark_seen(pass_id_.load());
     history->count_restart();
     if (managed.origin() == detail::Origin::user_start) {
       history->lift_give_up();
@@ -294,11 +307,14 @@ auto Supervisor<Key, R, Hash, KeyEqual>::next_retry_due() const noexcept
   }
   std::optional<time_point> earliest;
   const time_point at = now();
-  histories_.for_each_unlocked([&](const Key& /*key*/, const HistoryPtr& history) {
-    if (const auto due = history->backoff_end(at); due && (!earliest || *due < *earliest)) {
-      earliest = due;
-    }
-  });
+  try {  // A thread's first walk registers it with the epoch domain, which may allocate.
+    histories_.for_each_unlocked([&](const Key& /*key*/, const HistoryPtr& history) {
+      if (const auto due = history->backoff_end(at); due && (!earliest || *due < *earliest)) {
+        earliest = due;
+      }
+    });
+  } catch (...) {  // NOLINT(bugprone-empty-catch): then only the interval wakes the loop.
+  }
   return earliest;
 }
 
@@ -306,6 +322,15 @@ auto Supervisor<Key, R, Hash, KeyEqual>::next_retry_due() const noexcept
 
 SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::finish_complete_pass(std::uint64_t pass) noexcept {
+  try {
+    prune_and_forget(pass);
+  } catch (...) {  // Only a first epoch registration of this thread (memory): next pass again.
+    report(ErrorSource::iterate, nullptr, std::current_exception());
+  }
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
   if (options_.prune) {
     processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
       if (managed->launched() && managed->born_pass < pass &&
@@ -387,7 +412,9 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
     return {};
   }
   if (row) {
-    start_in_background(key, std::move(*row), nullptr, pass_id_.load());
+    // Never waits for a start slot: without one, the key is left to the next pass.
+    (void)start_in_background(key, std::move(*row), nullptr, pass_id_.load(),
+                              /*wait_for_slot=*/false);
   }
   return {};
 }
@@ -413,6 +440,9 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
   Snapshot<Key> result;
   result.taken_at = now();
   const time_point at = result.taken_at;
+  // Histories listed with their process: the second walk skips them, so a process that exits
+  // between the walks is listed once.
+  std::vector<const History*> listed;
   auto view_of = [&](std::uint64_t hash, const Key& key) -> std::optional<typename History::View> {
     if (history_count_.load() == 0) {
       return std::nullopt;
@@ -422,6 +452,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
     if (!history) {
       return std::nullopt;
     }
+    listed.push_back(history.get());
     return history->view();
   };
   processes_.for_each_unlocked([&](const Key& key, const ManagedPtr& managed) {
@@ -452,7 +483,11 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
     }
     result.keys.push_back(std::move(status));
   });
+  std::sort(listed.begin(), listed.end());
   histories_.for_each_unlocked([&](const Key& key, const HistoryPtr& history) {
+    if (std::binary_search(listed.begin(), listed.end(), history.get())) {
+      return;
+    }
     const bool has_process = processes_.visit(history->hash(), key, [](const ManagedPtr* found) {
       return found != nullptr && (*found)->launched();
     });

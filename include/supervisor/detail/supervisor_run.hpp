@@ -93,6 +93,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   run_work_ = &work;
   drained_ = &drained;
   escalated_.store(false);
+  {
+    const std::lock_guard lock(escalation_mutex_);
+    escalation_failures_ = 0;
+  }
   shutting_down_.store(false);
   callback_stop_.store(&callback_stop);
   loop_.store(&loop);
@@ -133,7 +137,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
         pass_pending_.store(true);
       }
       initial_pass.end();
-      std::stop_callback cut_short(parent.get_token(),
+      // Cut short by a cancel, or by an escalation (whose token is the callback's).
+      std::stop_callback cut_short(callback_stop.get_token(),
                                    [&tracker]() noexcept { tracker->settled().request_stop(); });
       if (!tracker->settled().stop_requested()) {
         options_.clock.wait_until(give_up_at, tracker->settled().get_token());
@@ -154,8 +159,12 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     failure = std::current_exception();
   }
 
-  // Shutdown: nothing below allocates or throws, so it cannot stop half-way.
+  // Shutdown: nothing below allocates or throws, so it cannot stop half-way. First, nothing
+  // more counts for the policy, and a loop pass waiting for a start slot gives up (the slots
+  // are held by starts that only the shutdown below can end).
   run_active_.store(false);
+  shutting_down_.store(true);
+  pacer_.close();
   loop.stop();
   loop_.store(nullptr);
   shut_down(parent.stop_requested());
@@ -233,8 +242,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   // Ask everyone at once, then wait once. The walk needs no lock and no memory.
   processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
     if (managed->claim(detail::Claim::shutdown)) {
-      ++summary.stopped;
       if (managed->launched()) {
+        ++summary.stopped;
         mark_stop_requested(*managed);
       }
       stop_claimed(*managed, forced);
@@ -252,8 +261,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
     }
     if (passed && live_.load() != 0) {
       processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
-        if (!managed->launched() || managed->done()) {
-          return;
+        if (!managed->launched() || managed->done() || Managed::time_of(managed->exited_at)) {
+          return;  // never ran, or its runnable has returned already
         }
         emit_foreign(*managed, EventKind::forced, now());
         managed->request_force();
@@ -346,7 +355,10 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
         complete = false;  // a row we could not read may be a key that runs: prune nothing
         continue;
       }
-      if (!start_in_background(row->first, std::move(row->second), tracker, pass)) {
+      // The initial pass must not hold up `run`: without a free slot it ends, and the loop goes
+      // on at once. Later passes wait for a slot (or the shutdown).
+      if (!start_in_background(row->first, std::move(row->second), tracker, pass,
+                               /*wait_for_slot=*/!tracker)) {
         complete = false;
         out_of_slots = true;
         break;
@@ -372,9 +384,9 @@ template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker,
-    std::uint64_t pass) noexcept {
+    std::uint64_t pass, bool wait_for_slot) noexcept {
   std::exception_ptr failure;
-  bool go_on = true;
+  ManagedPtr no_thread;  // a record whose launch failed: a failed start for the policy
   {
     Registration registration{*this};  // frees the key on failure, after the pass is released
     bool holds_slot = false;
@@ -405,9 +417,7 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
         return true;
       }
       if (pacer_.limited()) {
-        // The initial pass must not hold up `run`: without a free slot it ends, and the loop
-        // goes on at once. Later passes wait for a slot (or the shutdown).
-        holds_slot = tracker ? pacer_.try_acquire() : pacer_.acquire();
+        holds_slot = wait_for_slot ? pacer_.acquire() : pacer_.try_acquire();
         if (!holds_slot) {
           return false;
         }
@@ -430,16 +440,24 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
         registration.managed->hold_start_slot();  // the record gives it back from here
         holds_slot = false;
       }
-      registration.keep = !launch(*registration.managed);
+      try {
+        registration.keep = !launch(*registration.managed);
+      } catch (...) {
+        failure = std::current_exception();
+        no_thread = registration.managed;
+      }
     } catch (...) {
       failure = std::current_exception();
     }
   }
-  // Reported outside the gate: the hook may call back in.
+  // Outside the gate: the hook may call back in.
+  if (no_thread) {  // No thread for it: a failed start, for the restart policy too.
+    (void)record_history(*no_thread, now(), true, failure, false);
+  }
   if (failure) {
     report(ErrorSource::start, &key, failure);
   }
-  return go_on;
+  return true;
 }
 
 }  // namespace supervisor
