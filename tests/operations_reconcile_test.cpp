@@ -425,6 +425,27 @@ TEST_CASE("paced starts: never more than max_starts_in_flight starting at once",
   REQUIRE(rig.finish() == "");
 }
 
+TEST_CASE("paced starts: run's shutdown ends a pass waiting for a slot",
+          "[operations][pacing]") {
+  Rig<Slow> rig([](auto& o) { o.max_starts_in_flight = 2; });
+  auto state = std::make_shared<SlowState>();
+  for (int i = 0; i < 10; ++i) {
+    rig.table->rows->insert_or_assign("k" + std::to_string(i), Slow{state});
+  }
+  rig.start_run(false);
+  REQUIRE(state->entered.wait(2));
+  REQUIRE(rig.clock->wait_for_sleepers(1));
+  rig.clock->advance(1s);
+  REQUIRE(rig.in_callback.wait());
+  REQUIRE(test::eventually([&] { return rig.table->iterates >= 2; }));  // the loop's pass
+
+  // Nothing is released: the loop's pass waits for a slot until the shutdown ends it.
+  REQUIRE(rig.finish() == "");
+  CHECK(state->readied.count() == 0);
+  CHECK(state->starting == 0);
+  CHECK(state->most == 2);
+}
+
 TEST_CASE("paced starts: a reconcile() waiting for a slot returns at shutdown",
           "[operations][pacing]") {
   Rig<Slow> rig([](auto& o) { o.max_starts_in_flight = 1; });

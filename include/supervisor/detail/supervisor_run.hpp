@@ -147,6 +147,9 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
 
   // Shutdown: nothing below allocates or throws, so it cannot stop half-way.
   run_active_.store(false);
+  // Before the loop is joined: its pass may be waiting for a start slot that only a shutdown
+  // would free.
+  pacer_.close();
   loop.stop();
   loop_.store(nullptr);
   shut_down(parent.stop_requested());
