@@ -127,6 +127,9 @@ TEST_CASE("run's shutdown forces only what outlives shutdown_timeout, and report
   rig.finish_source.request_stop();  // the callback returns: graceful shutdown
   REQUIRE(polite.state->returned.wait());
   CHECK_FALSE(polite.state->force_seen);
+  // Its record leaves the map once its watchdog is done: only then is it out of the shutdown's
+  // reach.
+  REQUIRE(test::eventually([&] { return rig.sup->keys() == std::vector<std::string>{"stubborn"}; }));
   REQUIRE(rig.clock->wait_for_arms(arms + 1));  // the shutdown waits on the clock
   REQUIRE(rig.clock->wait_for_sleepers(1));
 
@@ -168,20 +171,29 @@ TEST_CASE("run's shutdown does not wait on the clock when every process stops gr
           "[operations][shutdown]") {
   Rig rig(10s);
   auto a = Probe::with(Startup::ready, Shutdown::clean);
-  auto b = Probe::with(Startup::ready, Shutdown::clean);
+  auto lingering = Probe::with(Startup::ready, Shutdown::clean);
+  test::Event let_go;
+  lingering.state->after_ready = [&let_go] { (void)let_go.wait(); };  // stops when told
   rig.table->insert_or_assign("a", a);
-  rig.table->insert_or_assign("b", b);
+  rig.table->insert_or_assign("lingering", lingering);
   rig.start_run();
   REQUIRE(a.state->readied.wait());
-  REQUIRE(b.state->readied.wait());
+  REQUIRE(lingering.state->readied.wait());
+  REQUIRE(rig.clock->wait_for_sleepers(1));  // the restart loop
+  const auto arms = rig.clock->arms();
   const auto started = rig.clock->now();
 
   rig.finish_source.request_stop();
+  REQUIRE(rig.clock->wait_for_arms(arms + 1));  // the shutdown waits on the clock...
+  REQUIRE(rig.clock->wait_for_sleepers(1));
+  CHECK_FALSE(rig.runner->finished());
+  let_go.notify();  // ...until the last process has stopped
   REQUIRE(rig.runner->wait());  // without the clock ever being advanced
   REQUIRE(rig.runner->join() == nullptr);
   CHECK(rig.clock->now() == started);
+  CHECK(rig.clock->sleepers() == 0);
   CHECK_FALSE(a.state->force_seen);
-  CHECK_FALSE(b.state->force_seen);
+  CHECK_FALSE(lingering.state->force_seen);
 
   const auto report = rig.report();
   CHECK(report.forced.empty());
