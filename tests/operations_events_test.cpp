@@ -46,6 +46,9 @@ void with_events(Harness& h, Log& log, supervisor::RestartPolicy policy = {}) {
 }
 
 std::error_code code_in(const std::exception_ptr& error) {
+  if (!error) {
+    return {};
+  }
   try {
     std::rethrow_exception(error);
   } catch (const std::system_error& e) {

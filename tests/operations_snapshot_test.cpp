@@ -75,6 +75,9 @@ std::string start_failure(Harness& h, const std::string& key) {
 }
 
 std::error_code code_in(const std::exception_ptr& error) {
+  if (!error) {
+    return {};
+  }
   try {
     std::rethrow_exception(error);
   } catch (const std::system_error& e) {
