@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <chrono>
@@ -97,22 +98,25 @@ class ManagedProcess final : public ProcessCore<R> {
   /// This start holds a slot of the owner's pacer, given back once it is ready or returned.
   void hold_start_slot() noexcept { paced_ = true; }
 
-  // ---- Times on the supervisor's clock, as nanoseconds since its epoch (0: not yet) ----------
+  // ---- Times on the supervisor's clock, as ticks since its epoch (`unset`: not yet) ----------
+  // Not 0 for "not yet": a `ManualClock` starts at its epoch, so 0 is a time like any other.
   using time_point = std::chrono::steady_clock::time_point;
-  void set_time(std::atomic<std::int64_t>& slot, time_point t) noexcept {
+  using ticks = time_point::rep;
+  static constexpr ticks unset = std::numeric_limits<ticks>::min();
+  void set_time(std::atomic<ticks>& slot, time_point t) noexcept {
     slot.store(t.time_since_epoch().count(), std::memory_order_release);
   }
-  static std::optional<time_point> time_of(const std::atomic<std::int64_t>& slot) noexcept {
-    const std::int64_t ticks = slot.load(std::memory_order_acquire);
-    if (ticks == 0) {
+  static std::optional<time_point> time_of(const std::atomic<ticks>& slot) noexcept {
+    const ticks value = slot.load(std::memory_order_acquire);
+    if (value == unset) {
       return std::nullopt;
     }
-    return time_point(std::chrono::steady_clock::duration(ticks));
+    return time_point(std::chrono::steady_clock::duration(value));
   }
-  std::atomic<std::int64_t> started_at{0};
-  std::atomic<std::int64_t> ready_at{0};
-  std::atomic<std::int64_t> stop_requested_at{0};
-  std::atomic<std::int64_t> exited_at{0};
+  std::atomic<ticks> started_at{unset};
+  std::atomic<ticks> ready_at{unset};
+  std::atomic<ticks> stop_requested_at{unset};
+  std::atomic<ticks> exited_at{unset};
 
   /// The pass during which the record was made, and the last pass that saw its row (pruning).
   std::uint64_t born_pass = 0;
