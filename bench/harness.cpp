@@ -13,8 +13,8 @@
 // sides alike. Targets are reported, not enforced: the exit code is 0 unless a scenario could not
 // be measured (an unexpected error, no threads left...).
 //
-//   supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations] [--reps=N] [--cycles=N]
-//                    [--processes=N] [--side=library|floor] [--spin=NS] [--reuse]
+//   supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations] [--reps=N]
+//                    [--cycles=N] [--processes=N] [--side=library|floor] [--spin=NS] [--reuse]
 //
 // Linux only for the memory and thread counts (/proc/self/status). Standard library only.
 
@@ -93,8 +93,9 @@ Config parse_args(int argc, char** argv) {
     }
     if (arg == "--help" || arg == "-h") {
       std::printf(
-          "usage: supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations] [--reps=N]\n"
-          "                        [--cycles=N] [--processes=N] [--side=library|floor]\n"
+          "usage: supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations]\n"
+          "                        [--reps=N] [--cycles=N] [--processes=N]\n"
+          "                        [--side=library|floor] [--spin=NS] [--reuse]\n"
           "  --quick       a few seconds: smaller counts, 3 repetitions (the CI smoke test)\n"
           "  --only=S      run one scenario\n"
           "  --side=X      start+stop only: run one side, for profiling (no ratio)\n"

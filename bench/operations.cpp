@@ -313,8 +313,8 @@ std::vector<Row> scenario_operations(const Config& config) {
                  "the same pass (reconcile()) with the default options and no history, caches "
                  "flushed; library: backoff + give-up on, 1% of the keys with a history",
                  {TargetKind::ratio_at_most, 1.3}),
-      paired_row("restart_pass_policy_warm", "restart pass, policy on: warm", "us/entry",
-                 pass_warm, "the same, back-to-back passes", {TargetKind::ratio_at_most, 1.3}),
+      paired_row("restart_pass_policy_warm", "restart pass, policy on: warm", "us/entry", pass_warm,
+                 "the same, back-to-back passes", {TargetKind::ratio_at_most, 1.3}),
       paired_row("start_stop_cycle_event_hook", "start+stop cycle, empty event hook", "us/cycle",
                  hook, "the same start+stop cycle with no Options::on_event",
                  {TargetKind::ratio_at_most, 1.05}),
