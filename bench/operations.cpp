@@ -137,7 +137,7 @@ struct PolicyPassSample {
 constexpr int warm_passes = 4;  // back-to-back warm passes after each cold one
 
 /// One repetition of the restart pass with and without the policy.
-PolicyPassSample policy_pass_repetition(const Config& config, bool off_first) {
+PolicyPassSample policy_pass_repetition(const Config& config, bool off_first, Flusher& flush) {
   const std::size_t n = config.processes;
   // 1% of the keys fail: half of them once (running again, with a history, when measured), half
   // always (backing off, with a history, when measured).
@@ -195,7 +195,6 @@ PolicyPassSample policy_pass_repetition(const Config& config, bool off_first) {
         throw BenchError("restart pass without policy: " + std::to_string(running) + " of " +
                          std::to_string(n) + " running");
       }
-      Flusher flush;
       auto timed_pass = [](FlakySup& sup) {
         const auto t0 = Clock::now();
         if (const auto ec = sup.reconcile()) {
@@ -301,8 +300,9 @@ std::vector<Row> scenario_operations(const Config& config) {
   Paired pass_cold;
   Paired pass_warm;
   Paired hook;
+  Flusher flush;  // one 64 MiB buffer for every repetition
   for (int rep = 0; rep < config.reps; ++rep) {
-    const auto pass = policy_pass_repetition(config, floor_first(rep));
+    const auto pass = policy_pass_repetition(config, floor_first(rep), flush);
     pass_cold.add(pass.on_cold_us, pass.off_cold_us);
     pass_warm.add(pass.on_warm_us, pass.off_warm_us);
     const auto [hooked, plain] = hook_repetition(config, floor_first(rep));
