@@ -13,8 +13,8 @@
 // sides alike. Targets are reported, not enforced: the exit code is 0 unless a scenario could not
 // be measured (an unexpected error, no threads left...).
 //
-//   supervisor_bench [--quick] [--only=start_stop|get|lifecycle] [--reps=N] [--cycles=N]
-//                    [--processes=N] [--side=library|floor] [--spin=NS] [--reuse]
+//   supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations] [--reps=N]
+//                    [--cycles=N] [--processes=N] [--side=library|floor] [--spin=NS] [--reuse]
 //
 // Linux only for the memory and thread counts (/proc/self/status). Standard library only.
 
@@ -93,8 +93,9 @@ Config parse_args(int argc, char** argv) {
     }
     if (arg == "--help" || arg == "-h") {
       std::printf(
-          "usage: supervisor_bench [--quick] [--only=start_stop|get|lifecycle] [--reps=N]\n"
-          "                        [--cycles=N] [--processes=N] [--side=library|floor]\n"
+          "usage: supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations]\n"
+          "                        [--reps=N] [--cycles=N] [--processes=N]\n"
+          "                        [--side=library|floor] [--spin=NS] [--reuse]\n"
           "  --quick       a few seconds: smaller counts, 3 repetitions (the CI smoke test)\n"
           "  --only=S      run one scenario\n"
           "  --side=X      start+stop only: run one side, for profiling (no ratio)\n"
@@ -104,7 +105,8 @@ Config parse_args(int argc, char** argv) {
     }
     if (arg.substr(0, 7) == "--only=") {
       config.only = std::string(arg.substr(7));
-      if (config.only != "start_stop" && config.only != "get" && config.only != "lifecycle") {
+      if (config.only != "start_stop" && config.only != "get" && config.only != "lifecycle" &&
+          config.only != "operations") {
         throw BenchError("unknown scenario in " + std::string(arg));
       }
     } else if (arg == "--side=library" || arg == "--side=floor") {
@@ -158,6 +160,7 @@ int run(int argc, char** argv) {
       {"start_stop", scenario_start_stop},
       {"get", scenario_get},
       {"lifecycle", scenario_lifecycle},
+      {"operations", scenario_operations},
   };
 
   std::vector<Row> rows;

@@ -99,6 +99,7 @@ Row paired_row(std::string name, std::string label, std::string unit, const Pair
 std::vector<Row> scenario_start_stop(const Config& config);  // start_stop.cpp
 std::vector<Row> scenario_get(const Config& config);         // get_visit.cpp
 std::vector<Row> scenario_lifecycle(const Config& config);   // lifecycle.cpp
+std::vector<Row> scenario_operations(const Config& config);  // operations.cpp
 
 // ---- output (report.cpp) -------------------------------------------------------------------
 

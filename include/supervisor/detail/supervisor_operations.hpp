@@ -459,7 +459,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
     if (!managed->launched()) {
       return;
     }
-    KeyStatus<Key> status{key, KeyState::starting, {}};
+    KeyStatus<Key> status{key, KeyState::starting, {}, 0, 0, {}, std::nullopt};
     const bool stopping = managed->claimed_by() != detail::Claim::none ||
                           managed->state() == ProcessState::stopped;
     if (stopping) {
@@ -495,7 +495,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
       return;
     }
     const auto view = history->view();
-    KeyStatus<Key> status{key, KeyState::waiting, view.since};
+    KeyStatus<Key> status{key, KeyState::waiting, view.since, 0, 0, {}, std::nullopt};
     status.restarts = view.restarts;
     status.consecutive_failures = view.consecutive_failures;
     status.last_error = view.last_error;
