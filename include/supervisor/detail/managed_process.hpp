@@ -124,15 +124,28 @@ class ManagedProcess final : public ProcessCore<R> {
 
   // ---- Events from threads other than the process's own (stop requested, forced) ----------
   /// Registers such an event; false once the process's last event has begun (then do not emit).
+  /// Waits, if need be, until the process's own thread has delivered its first event
+  /// (`starting`): the record is visible from `launch`'s return, the thread's first event a
+  /// moment later.
   bool begin_foreign_event() noexcept {
+    std::uint32_t seen = foreign_.load(std::memory_order_acquire);
+    while ((seen & started_bit) == 0) {
+      foreign_.wait(seen, std::memory_order_acquire);
+      seen = foreign_.load(std::memory_order_acquire);
+    }
     if ((foreign_.fetch_add(1, std::memory_order_acq_rel) & exiting_bit) != 0) {
       end_foreign_event();
       return false;
     }
     return true;
   }
+  /// The process's thread has delivered `starting`.
+  void starting_delivered() noexcept {
+    foreign_.fetch_or(started_bit, std::memory_order_acq_rel);
+    foreign_.notify_all();
+  }
   void end_foreign_event() noexcept {
-    if (foreign_.fetch_sub(1, std::memory_order_acq_rel) == (exiting_bit | 1U)) {
+    if (foreign_.fetch_sub(1, std::memory_order_acq_rel) == (exiting_bit | started_bit | 1U)) {
       foreign_.notify_all();
     }
   }
@@ -140,7 +153,7 @@ class ManagedProcess final : public ProcessCore<R> {
   /// in flight has been delivered, and refuses later ones.
   void close_foreign_events() noexcept {
     std::uint32_t seen = foreign_.fetch_or(exiting_bit, std::memory_order_acq_rel) | exiting_bit;
-    while (seen != exiting_bit) {
+    while ((seen & ~started_bit) != exiting_bit) {
       foreign_.wait(seen, std::memory_order_acquire);
       seen = foreign_.load(std::memory_order_acquire);
     }
@@ -204,6 +217,7 @@ class ManagedProcess final : public ProcessCore<R> {
   }
 
   static constexpr std::uint32_t exiting_bit = 1U << 31U;
+  static constexpr std::uint32_t started_bit = 1U << 30U;
 
   Owner& owner_;
   std::stop_token parent_;

@@ -77,6 +77,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_starting(Managed& managed) noex
   if (options_.on_event) {
     emit(Event<Key>{EventKind::starting, managed.key(),
                     Managed::time_of(managed.started_at).value_or(now()), {}, {}, 0, {}});
+    managed.starting_delivered();  // other threads' events about it may go now
   }
 }
 
