@@ -459,6 +459,7 @@ class Supervisor {
   void emit_foreign(Managed& managed, EventKind kind, time_point at) noexcept;
   void mark_stop_requested(Managed& managed) noexcept;
   void process_starting(Managed& managed) noexcept;
+  void process_becoming_ready(Managed& managed) noexcept;
   void process_ready(Managed& managed) noexcept;
   void process_exiting(Managed& managed, detail::Claim claim, bool became_ready,
                        const std::exception_ptr& failure) noexcept;

@@ -162,6 +162,8 @@ class ManagedProcess final : public ProcessCore<R> {
  private:
   void on_start() noexcept override { owner_.process_starting(*this); }
 
+  void before_ready() noexcept override { owner_.process_becoming_ready(*this); }
+
   void on_ready() noexcept override {
     finish_tracked_start();
     owner_.process_ready(*this);

@@ -213,6 +213,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// On the runnable's thread, before it is visible to lookups and before `run` is called.
   virtual void on_start() noexcept {}
   virtual void on_ready() noexcept {}
+  /// On the runnable's thread, at each call of `ready`, before the process is seen ready.
+  virtual void before_ready() noexcept {}
   /// `failure` is the runnable's exception, or null.
   virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) noexcept {}
 
@@ -277,6 +279,7 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   }
 
   void signal_ready_and_wait(const std::stop_token& early) override {
+    before_ready();  // before anyone can see it ready
     bool first = false;
     {
       std::lock_guard lock(mutex_);

@@ -82,9 +82,15 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_starting(Managed& managed) noex
 }
 
 SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::process_becoming_ready(Managed& managed) noexcept {
+  if (!Managed::time_of(managed.ready_at)) {  // only the runnable's thread writes it
+    managed.set_time(managed.ready_at, now());
+  }
+}
+
+SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::process_ready(Managed& managed) noexcept {
-  const time_point at = now();
-  managed.set_time(managed.ready_at, at);
+  const time_point at = Managed::time_of(managed.ready_at).value_or(now());
   if (options_.on_event) {
     Event<Key> event{EventKind::ready, managed.key(), at, {}, {}, 0, {}};
     if (const auto started = Managed::time_of(managed.started_at)) {
