@@ -98,9 +98,10 @@ TEST_CASE("events of a life: starting, ready with time to ready, stop_requested,
   CHECK(h.reports.entries().empty());
 }
 
-TEST_CASE("events of a runnable that fails after ready: failed, then restart_scheduled with "
-          "the policy's delay",
-          "[operations][events]") {
+TEST_CASE(
+    "events of a runnable that fails after ready: failed, then restart_scheduled with "
+    "the policy's delay",
+    "[operations][events]") {
   Log log;
   Harness h;
   supervisor::RestartPolicy policy;
@@ -143,9 +144,10 @@ TEST_CASE("events of a runnable that fails after ready: failed, then restart_sch
   CHECK(h.reports.count(ErrorSource::exit) == 2);
 }
 
-TEST_CASE("events of a runnable that returns or throws before ready: failed, with "
-          "exited_before_ready or its exception",
-          "[operations][events]") {
+TEST_CASE(
+    "events of a runnable that returns or throws before ready: failed, with "
+    "exited_before_ready or its exception",
+    "[operations][events]") {
   Log log;
   Harness h;
   with_events(h, log);
@@ -396,9 +398,8 @@ TEST_CASE("the event hook may call back into the supervisor", "[operations][even
     const auto snapshot = sup->snapshot();
     (void)sup->visit(e.key, [](const Probe&) {});
     const bool in_keys = std::find(keys.begin(), keys.end(), e.key) != keys.end();
-    const bool in_snapshot =
-        std::any_of(snapshot.keys.begin(), snapshot.keys.end(),
-                    [&](const auto& status) { return status.key == e.key; });
+    const bool in_snapshot = std::any_of(snapshot.keys.begin(), snapshot.keys.end(),
+                                         [&](const auto& status) { return status.key == e.key; });
     {
       std::lock_guard lock(mutex);
       seen.push_back(Seen{e.kind, e.key, ec, in_keys, in_snapshot});
@@ -503,15 +504,15 @@ TEST_CASE("an event hook that throws is logged and ignored", "[operations][event
   h.table->insert_or_assign("a", a);
   h.table->insert_or_assign("b", Probe::with(Startup::exit_early));
   REQUIRE(h.start_code("a") == std::error_code{});
-  REQUIRE(clog_lines.wait_lines(2));  // starting, ready
+  REQUIRE(clog_lines.wait_lines(2));            // starting, ready
   CHECK(h.get_code("a") == std::error_code{});  // It runs.
   REQUIRE(h.stop_code("a") == std::error_code{});
-  REQUIRE(clog_lines.wait_lines(4));  // stop_requested, stopped
+  REQUIRE(clog_lines.wait_lines(4));                // stop_requested, stopped
   REQUIRE(h.start_code("a") == std::error_code{});  // The key was freed.
   REQUIRE(clog_lines.wait_lines(6));
   CHECK(h.start_code("b") == errc::exited_before_ready);
   REQUIRE(clog_lines.wait_lines(9));  // starting, failed, restart_scheduled
-  REQUIRE(h.finish() == nullptr);  // stop_requested, stopped
+  REQUIRE(h.finish() == nullptr);     // stop_requested, stopped
 
   CHECK(calls == 11);
   const std::string text = clog_lines.text();

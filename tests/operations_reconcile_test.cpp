@@ -169,7 +169,8 @@ TEST_CASE("reconcile() starts a new row now, without the clock", "[operations][r
   REQUIRE(rig.finish() == "");
 }
 
-TEST_CASE("reconcile() calls during a pass coalesce into one more pass", "[operations][reconcile]") {
+TEST_CASE("reconcile() calls during a pass coalesce into one more pass",
+          "[operations][reconcile]") {
   ProbeRig rig;
   rig.table->hold_at = 2;  // the first pass after the initial one
   rig.table->rows->insert_or_assign("a", Probe::with(Startup::ready));
@@ -212,7 +213,8 @@ TEST_CASE("reconcile() calls during a pass coalesce into one more pass", "[opera
   REQUIRE(rig.finish() == "");
 }
 
-// ---- reconcile(key) ------------------------------------------------------------------------------
+// ---- reconcile(key)
+// ------------------------------------------------------------------------------
 
 TEST_CASE("reconcile(key) starts the key in the background if its row exists",
           "[operations][reconcile]") {
@@ -425,8 +427,7 @@ TEST_CASE("paced starts: never more than max_starts_in_flight starting at once",
   REQUIRE(rig.finish() == "");
 }
 
-TEST_CASE("paced starts: run's shutdown ends a pass waiting for a slot",
-          "[operations][pacing]") {
+TEST_CASE("paced starts: run's shutdown ends a pass waiting for a slot", "[operations][pacing]") {
   Rig<Slow> rig([](auto& o) { o.max_starts_in_flight = 2; });
   auto state = std::make_shared<SlowState>();
   for (int i = 0; i < 10; ++i) {

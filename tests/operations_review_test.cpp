@@ -346,10 +346,13 @@ TEST_CASE("review: a failure after the callback returned does not escalate the r
   std::stop_source finish;
   test::Event in_callback;
   test::Background runner([&] {
-    sup.run(supervisor::Cancel{}, [&](std::stop_token stopping) {
-      in_callback.notify();
-      test::wait_until_either(stopping, finish.get_token());
-    }, run_ec);
+    sup.run(
+        supervisor::Cancel{},
+        [&](std::stop_token stopping) {
+          in_callback.notify();
+          test::wait_until_either(stopping, finish.get_token());
+        },
+        run_ec);
   });
   REQUIRE(in_callback.wait());
   REQUIRE(events[supervisor::EventKind::ready].wait(1));

@@ -129,7 +129,8 @@ TEST_CASE("run's shutdown forces only what outlives shutdown_timeout, and report
   CHECK_FALSE(polite.state->force_seen);
   // Its record leaves the map once its watchdog is done: only then is it out of the shutdown's
   // reach.
-  REQUIRE(test::eventually([&] { return rig.sup->keys() == std::vector<std::string>{"stubborn"}; }));
+  REQUIRE(
+      test::eventually([&] { return rig.sup->keys() == std::vector<std::string>{"stubborn"}; }));
   REQUIRE(rig.clock->wait_for_arms(arms + 1));  // the shutdown waits on the clock
   REQUIRE(rig.clock->wait_for_sleepers(1));
 
@@ -187,7 +188,7 @@ TEST_CASE("run's shutdown does not wait on the clock when every process stops gr
   REQUIRE(rig.clock->wait_for_arms(arms + 1));  // the shutdown waits on the clock...
   REQUIRE(rig.clock->wait_for_sleepers(1));
   CHECK_FALSE(rig.runner->finished());
-  let_go.notify();  // ...until the last process has stopped
+  let_go.notify();              // ...until the last process has stopped
   REQUIRE(rig.runner->wait());  // without the clock ever being advanced
   REQUIRE(rig.runner->join() == nullptr);
   CHECK(rig.clock->now() == started);

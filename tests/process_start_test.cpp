@@ -134,7 +134,7 @@ namespace {
 // Reports, from inside `run`, whether its process already counts as launched.
 struct LaunchedProbe {
   std::shared_ptr<std::function<bool()>> launched;  // asks the process that runs this probe
-  std::shared_ptr<std::atomic<int>> seen;  // 0 not yet, 1 launched, 2 not launched
+  std::shared_ptr<std::atomic<int>> seen;           // 0 not yet, 1 launched, 2 not launched
   void run(std::stop_token /*force*/, supervisor::Ready& ready) {
     seen->store((*launched)() ? 1 : 2);
     ready();
@@ -142,8 +142,7 @@ struct LaunchedProbe {
 };
 }  // namespace
 
-TEST_CASE("Process core: the runnable's own code already sees its process launched",
-          "[process]") {
+TEST_CASE("Process core: the runnable's own code already sees its process launched", "[process]") {
   // A runnable may signal someone who then looks its key up, before the launching thread is back
   // from `launch`. This launch holds the launching thread until `run` has looked.
   using Core = supervisor::detail::ProcessCore<LaunchedProbe>;

@@ -60,8 +60,8 @@ struct Escalation {
 /// failure (1 for the first), for a `spread` drawn uniformly from [-1, 1]. Zero when backoff is
 /// off. Never negative, and never more than `max_backoff * (1 + jitter)`.
 inline std::chrono::steady_clock::duration backoff_delay(const RestartPolicy& policy,
-                                                          std::uint32_t consecutive_failures,
-                                                          double spread) noexcept {
+                                                         std::uint32_t consecutive_failures,
+                                                         double spread) noexcept {
   using Seconds = std::chrono::duration<double>;
   if (policy.initial_backoff <= RestartPolicy::duration::zero() || consecutive_failures == 0) {
     return RestartPolicy::duration::zero();

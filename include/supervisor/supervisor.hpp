@@ -15,8 +15,8 @@
 #include "supervisor/process_state.hpp"     // ProcessState
 #include "supervisor/report.hpp"            // ErrorSource, ErrorReport, log_to_clog
 #include "supervisor/restart_policy.hpp"    // RestartPolicy, Escalation, backoff_delay
+#include "supervisor/runnable.hpp"          // Runnable concept, Ready
 #include "supervisor/shutdown_report.hpp"   // ShutdownReport: Options::on_shutdown
 #include "supervisor/snapshot.hpp"          // KeyState, KeyStatus, Snapshot
-#include "supervisor/runnable.hpp"          // Runnable concept, Ready
 #include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
 #include "supervisor/table.hpp"             // Table concept, MapTable

@@ -3,6 +3,7 @@
 /// \file
 /// `Supervisor<Key, R>`: keeps one process running per key of a user-owned `Table`.
 
+#include <atomic>
 #include <cassert>
 #include <chrono>
 #include <concepts>
@@ -11,7 +12,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <atomic>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -444,8 +444,8 @@ class Supervisor {
   /// Without a free start slot: waits for one, or (`!wait_for_slot`) leaves the key to a later
   /// pass and returns false.
   bool start_in_background(const Key& key, R runnable,
-                           const std::shared_ptr<detail::PassTracker>& tracker,
-                           std::uint64_t pass, bool wait_for_slot) noexcept;
+                           const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
+                           bool wait_for_slot) noexcept;
   void shut_down(bool forced) noexcept;
 
   // ---- The operations layer (detail/supervisor_operations.hpp) ----
@@ -467,8 +467,8 @@ class Supervisor {
   void start_settled() noexcept { pacer_.release(); }
   static const std::exception_ptr& exited_before_ready_error();
   double draw_spread() noexcept;
-  typename History::Verdict record_history(Managed& managed, time_point at, bool failed, const std::exception_ptr& error,
-                                           bool give_up) noexcept;
+  typename History::Verdict record_history(Managed& managed, time_point at, bool failed,
+                                           const std::exception_ptr& error, bool give_up) noexcept;
   bool count_for_escalation(time_point at) noexcept;
   void escalate(const Key& key, time_point at, const std::exception_ptr& error) noexcept;
   bool may_start_automatically(std::uint64_t hash, const Key& key, const R& row,
@@ -497,13 +497,13 @@ class Supervisor {
   detail::StartPacer pacer_;
   detail::ShardedMap<Key, HistoryPtr, Hash, KeyEqual> histories_;
   std::atomic<std::size_t> history_count_{0};
-  std::atomic<std::uint64_t> pass_id_{0};       // the last pass begun
-  std::atomic<bool> pass_running_{false};       // coalescing of passes
+  std::atomic<std::uint64_t> pass_id_{0};  // the last pass begun
+  std::atomic<bool> pass_running_{false};  // coalescing of passes
   std::atomic<bool> pass_pending_{false};
-  std::atomic<bool> run_active_{false};         // `reconcile` works
+  std::atomic<bool> run_active_{false};  // `reconcile` works
   std::atomic<bool> shutting_down_{false};
-  std::atomic<std::size_t> live_{0};            // launched processes not yet gone
-  std::stop_source* drained_ = nullptr;         // `run`'s: requested when `live_` drops to 0
+  std::atomic<std::size_t> live_{0};     // launched processes not yet gone
+  std::stop_source* drained_ = nullptr;  // `run`'s: requested when `live_` drops to 0
   std::atomic<detail::RestartLoop*> loop_{nullptr};
   std::atomic<std::stop_source*> callback_stop_{nullptr};
   std::atomic<bool> escalated_{false};

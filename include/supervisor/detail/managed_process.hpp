@@ -5,12 +5,12 @@
 /// started it, who removes its key, and what its exit reports.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <limits>
 #include <memory>
 #include <optional>
-#include <chrono>
 #include <stop_token>
 #include <system_error>
 #include <utility>

@@ -40,45 +40,44 @@ class RestartLoop {
   RestartLoop(AnyClock& clock, std::chrono::steady_clock::duration interval,
               const WorkContext* work, Pass pass, NextDue next_due, OnError on_error)
       : wake_(std::in_place),  // made here, so that out of memory `run` fails before it starts
-        thread_(start_jthread([this, &clock, interval, work, pass = std::move(pass),
-                               next_due = std::move(next_due),
-                               on_error = std::move(on_error)](
-                                  const std::stop_token& over) mutable {
-          const WorkScope working(work);
-          if (!wait_for_begin(over)) {
-            return;
-          }
-          const std::stop_callback wake_on_stop(over, [this]() noexcept { nudge(); });
-          try {
-            time_point periodic = clock.now() + interval;
-            while (!over.stop_requested()) {
-              std::stop_token wake;
+        thread_(start_jthread(
+            [this, &clock, interval, work, pass = std::move(pass), next_due = std::move(next_due),
+             on_error = std::move(on_error)](const std::stop_token& over) mutable {
+              const WorkScope working(work);
+              if (!wait_for_begin(over)) {
+                return;
+              }
+              const std::stop_callback wake_on_stop(over, [this]() noexcept { nudge(); });
               try {
-                wake = fresh_wake(over);
-              } catch (...) {
-                on_error(std::current_exception(), false);
-                wake = over;
-              }
-              if (take_request()) {
-                pass();
-                periodic = clock.now() + interval;
-                continue;
-              }
-              time_point until = periodic;
-              if (const std::optional<time_point> due = next_due(); due && *due < until) {
-                until = *due;
-              }
-              if (clock.wait_until(until, wake) && !over.stop_requested()) {
-                pass();
-                if (clock.now() >= periodic) {
-                  periodic = clock.now() + interval;
+                time_point periodic = clock.now() + interval;
+                while (!over.stop_requested()) {
+                  std::stop_token wake;
+                  try {
+                    wake = fresh_wake(over);
+                  } catch (...) {
+                    on_error(std::current_exception(), false);
+                    wake = over;
+                  }
+                  if (take_request()) {
+                    pass();
+                    periodic = clock.now() + interval;
+                    continue;
+                  }
+                  time_point until = periodic;
+                  if (const std::optional<time_point> due = next_due(); due && *due < until) {
+                    until = *due;
+                  }
+                  if (clock.wait_until(until, wake) && !over.stop_requested()) {
+                    pass();
+                    if (clock.now() >= periodic) {
+                      periodic = clock.now() + interval;
+                    }
+                  }
                 }
+              } catch (...) {
+                on_error(std::current_exception(), true);
               }
-            }
-          } catch (...) {
-            on_error(std::current_exception(), true);
-          }
-        })) {}
+            })) {}
 
   RestartLoop(const RestartLoop&) = delete;
   RestartLoop& operator=(const RestartLoop&) = delete;

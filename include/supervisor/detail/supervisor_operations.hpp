@@ -21,7 +21,7 @@
 
 namespace supervisor {
 
-#define SUPERVISOR_MEMBER_                                      \
+#define SUPERVISOR_MEMBER_                                             \
   template <class Key, CopyableRunnable R, class Hash, class KeyEqual> \
   requires std::copy_constructible<Key>
 
@@ -75,8 +75,13 @@ void Supervisor<Key, R, Hash, KeyEqual>::mark_stop_requested(Managed& managed) n
 SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::process_starting(Managed& managed) noexcept {
   if (options_.on_event) {
-    emit(Event<Key>{EventKind::starting, managed.key(),
-                    Managed::time_of(managed.started_at).value_or(now()), {}, {}, 0, {}});
+    emit(Event<Key>{EventKind::starting,
+                    managed.key(),
+                    Managed::time_of(managed.started_at).value_or(now()),
+                    {},
+                    {},
+                    0,
+                    {}});
     managed.starting_delivered();  // other threads' events about it may go now
   }
 }
@@ -101,9 +106,9 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_ready(Managed& managed) noexcep
 }
 
 SUPERVISOR_MEMBER_
-void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(Managed& managed, detail::Claim claim,
-                                                         bool became_ready,
-                                                         const std::exception_ptr& failure) noexcept {
+void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
+    Managed& managed, detail::Claim claim, bool became_ready,
+    const std::exception_ptr& failure) noexcept {
   const time_point at = now();
   managed.set_time(managed.exited_at, at);
   if (options_.on_event) {
@@ -145,11 +150,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(Managed& managed, detai
 
   typename History::Verdict verdict;
   if (!ending) {
-    verdict = record_history(managed, at, failed, error,
-                             said == errc::do_not_restart);
+    verdict = record_history(managed, at, failed, error, said == errc::do_not_restart);
   }
   if (options_.on_event) {
-    Event<Key> event{failed ? EventKind::failed : EventKind::exited, managed.key(), at, {}, {}, 0, {}};
+    Event<Key> event{
+        failed ? EventKind::failed : EventKind::exited, managed.key(), at, {}, {}, 0, {}};
     if (const auto ready = Managed::time_of(managed.ready_at)) {
       event.elapsed = at - *ready;
     }
@@ -236,8 +241,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::record_history(Managed& managed, time_p
     }
     // Seen by the pass under way: its end must not forget a history it just changed.
     history->mark_seen(pass_id_.load());
-    return history->record_exit(options_.restart, at, Managed::time_of(managed.ready_at),
-                                failed, error, give_up, draw_spread(), &managed.runnable());
+    return history->record_exit(options_.restart, at, Managed::time_of(managed.ready_at), failed,
+                                error, give_up, draw_spread(), &managed.runnable());
   } catch (...) {  // Memory, or the user's `KeyEqual`: the key restarts without a history.
     report(ErrorSource::exit, &managed.key(), std::current_exception());
     return {};
@@ -275,9 +280,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::escalate(const Key& key, time_point at,
 }
 
 SUPERVISOR_MEMBER_
-bool Supervisor<Key, R, Hash, KeyEqual>::may_start_automatically(std::uint64_t hash,
-                                                                 const Key& key, const R& row,
-                                                                 std::uint64_t pass) {
+bool Supervisor<Key, R, Hash, KeyEqual>::may_start_automatically(std::uint64_t hash, const Key& key,
+                                                                 const R& row, std::uint64_t pass) {
   if (escalated_.load()) {
     return false;
   }
@@ -294,9 +298,9 @@ void Supervisor<Key, R, Hash, KeyEqual>::count_restart(const Managed& managed) {
   if (history_count_.load() == 0) {
     return;
   }
-  HistoryPtr history = histories_.visit(
-      managed.hash(), managed.key(),
-      [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+  HistoryPtr history = histories_.visit(managed.hash(), managed.key(), [](const HistoryPtr* found) {
+    return found != nullptr ? *found : nullptr;
+  });
   if (history) {
     history->mark_seen(pass_id_.load());
     history->count_restart();
@@ -358,8 +362,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
     try {
       const bool has_process = processes_.visit(
           history->hash(), key, [](const ManagedPtr* found) { return found != nullptr; });
-      if (!has_process &&
-          histories_.erase_value(history->hash(), [&](const HistoryPtr& value) {
+      if (!has_process && histories_.erase_value(history->hash(), [&](const HistoryPtr& value) {
             return value.get() == history.get();
           })) {
         history_count_.fetch_sub(1);
@@ -434,9 +437,8 @@ bool Supervisor<Key, R, Hash, KeyEqual>::reset(const Key& key) {
   if (!history) {
     return false;
   }
-  if (histories_.erase_value(hash, [&](const HistoryPtr& value) {
-        return value.get() == history.get();
-      })) {
+  if (histories_.erase_value(
+          hash, [&](const HistoryPtr& value) { return value.get() == history.get(); })) {
     history_count_.fetch_sub(1);
   }
   return true;
@@ -467,8 +469,8 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
       return;
     }
     KeyStatus<Key> status{key, KeyState::starting, {}, 0, 0, {}, std::nullopt};
-    const bool stopping = managed->claimed_by() != detail::Claim::none ||
-                          managed->state() == ProcessState::stopped;
+    const bool stopping =
+        managed->claimed_by() != detail::Claim::none || managed->state() == ProcessState::stopped;
     if (stopping) {
       status.state = KeyState::stopping;
       status.since = Managed::time_of(managed->stop_requested_at)

@@ -15,9 +15,9 @@
 #include <stop_token>
 #include <system_error>
 #include <thread>
-#include <vector>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "supervisor/supervisor_class.hpp"
 
