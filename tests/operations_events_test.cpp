@@ -45,18 +45,7 @@ void with_events(Harness& h, Log& log, supervisor::RestartPolicy policy = {}) {
   h.sup = std::make_unique<test::ProbeSupervisor>(h.table, options);
 }
 
-std::error_code code_in(const std::exception_ptr& error) {
-  if (!error) {
-    return {};
-  }
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::system_error& e) {
-    return e.code();
-  } catch (...) {
-    return {};
-  }
-}
+using test::code_in;
 
 }  // namespace
 

@@ -152,8 +152,8 @@ bool has_key(const Sup& sup, const std::string& key) {
 
 // ---- 1. run's graceful shutdown hangs while a loop pass waits for a start slot -------------
 //
-// supervisor_run.hpp:150 `loop.stop()` joins the loop thread before `shut_down` (line 218)
-// closes the pacer. A loop pass blocked in `StartPacer::acquire` (supervisor_run.hpp:401) waits
+// `run` (supervisor_run.hpp) joined the loop thread (`loop.stop()`) before `shut_down` closed
+// the pacer. A loop pass blocked in `StartPacer::acquire` (`start_in_background`) waits
 // for a slot held by a start that only ends when it is asked to stop, which `shut_down` does
 // after the join: run never returns (shutdown_timeout does not help: it is never reached).
 TEST_CASE("review: graceful shutdown while a loop pass waits for a start slot does not hang",
@@ -202,8 +202,8 @@ TEST_CASE("review: graceful shutdown while a loop pass waits for a start slot do
 
 // ---- 2. a complete pass forgets the history of a key whose process exits during it --------
 //
-// supervisor_operations.hpp:322-333: a history is dropped when `seen_pass() != pass` and the key
-// has no process. A running key's probe (supervisor_run.hpp:384) does not mark its history seen;
+// `prune_and_forget` (supervisor_reconcile.hpp): a history is dropped when `seen_pass() != pass`
+// and the key has no process. A running key's probe in `run_pass` did not mark its history seen;
 // if the process exits (and records a failure or a give-up into the old history) after the probe
 // and before the pass ends, the pass erases that history: backoff, give-up and counts are lost.
 TEST_CASE("review: a give-up recorded while a pass runs survives the end of the pass",
@@ -271,7 +271,7 @@ TEST_CASE("review: a give-up recorded while a pass runs survives the end of the 
 //
 // README: "reconcile(key), reset(key): never waits for a start or a stop". With
 // max_starts_in_flight, reconcile(key) calls start_in_background with no tracker
-// (supervisor_operations.hpp:390), which blocks in StartPacer::acquire (supervisor_run.hpp:401)
+// (supervisor_reconcile.hpp), which blocked in StartPacer::acquire (`start_in_background`)
 // until another start ends. Called from a paced runnable before its `ready`, it deadlocks.
 TEST_CASE("review: reconcile(key) does not wait for a start slot", "[operations][review]") {
   auto clock = std::make_shared<supervisor::ManualClock>();
@@ -308,8 +308,8 @@ TEST_CASE("review: reconcile(key) does not wait for a start slot", "[operations]
 
 // ---- 4. a process failing after the callback returned escalates the run -------------------
 //
-// supervisor_operations.hpp:109 counts an exit unless `parent_` is stopped or `shutting_down_`,
-// but `shutting_down_` is set only in shut_down (supervisor_run.hpp:222), after `loop.stop()`
+// `process_exiting` counts an exit unless `parent_` is stopped or `shutting_down_`, but
+// `shutting_down_` was set only in `shut_down`, after `loop.stop()`
 // has joined the loop (which may be in the middle of a pass). A failure in that window is
 // recorded and may escalate: run then fails with errc::escalated although its callback
 // returned normally and shutdown had begun.

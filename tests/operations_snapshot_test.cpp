@@ -74,18 +74,7 @@ std::string start_failure(Harness& h, const std::string& key) {
   return "";
 }
 
-std::error_code code_in(const std::exception_ptr& error) {
-  if (!error) {
-    return {};
-  }
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::system_error& e) {
-    return e.code();
-  } catch (...) {
-    return {};
-  }
-}
+using test::code_in;
 
 void use_policy(Harness& h, const supervisor::RestartPolicy& policy) {
   auto options = h.options();

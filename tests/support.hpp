@@ -208,6 +208,20 @@ inline std::string what(const std::exception_ptr& error) {
   return supervisor::describe(error);
 }
 
+/// The `std::error_code` an exception carries (a `std::system_error`'s), or none.
+inline std::error_code code_in(const std::exception_ptr& error) {
+  if (!error) {
+    return {};
+  }
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::system_error& e) {
+    return e.code();
+  } catch (...) {
+    return {};
+  }
+}
+
 /// Collects every report the supervisor's error hook receives.
 template <class Key>
 class Reports {

@@ -211,19 +211,7 @@ class Supervisor {
     }
   }
   std::optional<R> start(const Key& key, std::error_code& ec) { return start(key, Cancel{}, ec); }
-  std::optional<R> start(const Key& key, Cancel cancel, std::error_code& ec) {
-    ec.clear();
-    auto managed = start_process(key, cancel, ec);
-    if (!managed) {
-      return std::nullopt;
-    }
-    try {
-      return std::optional<R>(std::in_place, managed->runnable());
-    } catch (...) {
-      abandon(*managed);
-      throw;
-    }
-  }
+  std::optional<R> start(const Key& key, Cancel cancel, std::error_code& ec);
 
   /// Stops the process for `key` and blocks until its runnable has returned. Works whether or
   /// not `run` is active. Erase the key from the table first, or the next pass starts it again.
@@ -264,17 +252,7 @@ class Supervisor {
     detail::throw_if(ec, "supervisor::Supervisor::get");
     return std::move(*runnable);
   }
-  std::optional<R> get(const Key& key, std::error_code& ec) const {
-    return processes_.visit(key, [&](const ManagedPtr* managed) -> std::optional<R> {
-      if (managed == nullptr || !(*managed)->launched()) {
-        ec = errc::process_not_found;
-        return std::nullopt;
-      }
-      ec = (*managed)->state() == ProcessState::running ? std::error_code{}
-                                                        : errc::process_not_running;
-      return (*managed)->runnable();
-    });
-  }
+  std::optional<R> get(const Key& key, std::error_code& ec) const;
 
   /// Calls `f(const R&)` with the runnable of the process for `key`, without copying it, if that
   /// process is running. For hot paths whose handle is costly to copy (a `std::shared_ptr`'s
@@ -290,31 +268,12 @@ class Supervisor {
   /// short: while it runs, no supervisor in the program frees the records of processes stopped
   /// meanwhile (memory waits; nothing else does).
   template <std::invocable<const R&> F>
-  std::error_code visit(const Key& key, F&& f) const {
-    return processes_.visit(key, [&](const ManagedPtr* managed) -> std::error_code {
-      if (managed == nullptr || !(*managed)->launched()) {
-        return errc::process_not_found;
-      }
-      if ((*managed)->state() != ProcessState::running) {
-        return errc::process_not_running;
-      }
-      std::invoke(f, std::as_const((*managed)->runnable()));
-      return {};
-    });
-  }
+  std::error_code visit(const Key& key, F&& f) const;
 
   /// The keys that have a process right now (starting, running, or stopping), not those only
   /// taken by a start in flight. A snapshot: it may be stale at once. Takes no lock (copies of
   /// the keys run under none). Throws what copying a key or the vector throws.
-  [[nodiscard]] std::vector<Key> keys() const {
-    std::vector<Key> result;
-    processes_.for_each_unlocked([&](const Key& key, const ManagedPtr& managed) {
-      if (managed->launched()) {
-        result.push_back(key);
-      }
-    });
-    return result;
-  }
+  [[nodiscard]] std::vector<Key> keys() const;
 
   // ---- Operations (see `Options` for the policy, events and shutdown settings) ------------
 
@@ -361,41 +320,15 @@ class Supervisor {
 
   /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
   /// waits until its runnable has returned (and so its key is free).
-  void abandon(Managed& managed) noexcept {
-    const bool claimed = managed.claim(detail::Claim::user_stop);
-    if (claimed) {
-      mark_stop_requested(managed);
-      stop_claimed(managed, true);
-    }
-    (void)managed.await_done(Cancel{});
-    if (claimed) {
-      report_unheard(managed, ErrorSource::exit);
-    }
-  }
+  void abandon(Managed& managed) noexcept;
 
   /// The runnable's own error, when the caller who claimed its stop hears something else (its
   /// wait was canceled, or the copy it asked for failed): it goes to `on_error` instead.
-  void report_unheard(Managed& managed, ErrorSource source) noexcept {
-    std::exception_ptr failure;
-    try {
-      failure = managed.error();
-    } catch (...) {  // NOLINT(bugprone-empty-catch): only a lock failure; nothing to report.
-    }
-    if (failure) {
-      report(source, &managed.key(), std::move(failure));
-    }
-  }
+  void report_unheard(Managed& managed, ErrorSource source) noexcept;
 
   /// Requests the stop of a process whose removal the caller has claimed. The key goes when the
   /// runnable has returned (the watchdog erases it), or at once if it never started.
-  void stop_claimed(Managed& managed, bool forced) noexcept {
-    bool was_initial = false;
-    // `invalid_state` only means it already returned on its own; the watchdog handles that.
-    (void)managed.request_stop(forced, &was_initial);
-    if (was_initial) {
-      forget(managed);
-    }
-  }
+  void stop_claimed(Managed& managed, bool forced) noexcept;
 
   /// A key taken by a start in flight. Declared before the gate pass, so that its destructor,
   /// which frees the key unless the process launched, runs after the pass is released (freeing
@@ -418,23 +351,7 @@ class Supervisor {
 
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
   /// shutdown stopped it first; throws if no thread can be made.
-  std::error_code launch(Managed& managed) {
-    count_restart(managed);
-    managed.set_time(managed.started_at, now());
-    live_.fetch_add(1);
-    std::error_code ec;
-    try {
-      ec = managed.begin_start(
-          [this](std::function<void()> body) { threads_.launch(std::move(body)); });
-    } catch (...) {
-      process_gone();  // No thread: no events either (`starting` comes from the thread).
-      throw;
-    }
-    if (ec) {  // `run`'s shutdown stopped it first
-      process_gone();
-    }
-    return ec;
-  }
+  std::error_code launch(Managed& managed);
 
   /// How a pass ended: through the whole table (only then does it prune), cut short by a failing
   /// table or the shutdown, or (initial pass only) for want of a start slot.
@@ -515,6 +432,9 @@ class Supervisor {
 
 }  // namespace supervisor
 
+#include "supervisor/detail/supervisor_lookup.hpp"
 #include "supervisor/detail/supervisor_operations.hpp"
+#include "supervisor/detail/supervisor_pass.hpp"
+#include "supervisor/detail/supervisor_reconcile.hpp"
 #include "supervisor/detail/supervisor_run.hpp"
 #include "supervisor/detail/supervisor_start_stop.hpp"

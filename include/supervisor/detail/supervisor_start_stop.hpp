@@ -1,10 +1,13 @@
 #pragma once
 
 /// \file
-/// `Supervisor::start` and `Supervisor::stop`. Included by `supervisor_class.hpp`; not for
-/// direct use.
+/// `Supervisor::start` and `Supervisor::stop`, and their helpers: launching a registered
+/// process, stopping a claimed one, abandoning a start whose caller cannot be told. Included by
+/// `supervisor_class.hpp`; not for direct use.
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <system_error>
@@ -104,6 +107,84 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
   if (auto failure = managed->error()) {
     std::rethrow_exception(failure);
   }
+}
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, std::error_code& ec)
+    -> std::optional<R> {
+  ec.clear();
+  auto managed = start_process(key, cancel, ec);
+  if (!managed) {
+    return std::nullopt;
+  }
+  try {
+    return std::optional<R>(std::in_place, managed->runnable());
+  } catch (...) {
+    abandon(*managed);
+    throw;
+  }
+}
+
+// ---- helpers of start and stop ----------------------------------------------------------
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::abandon(Managed& managed) noexcept {
+  const bool claimed = managed.claim(detail::Claim::user_stop);
+  if (claimed) {
+    mark_stop_requested(managed);
+    stop_claimed(managed, true);
+  }
+  (void)managed.await_done(Cancel{});
+  if (claimed) {
+    report_unheard(managed, ErrorSource::exit);
+  }
+}
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::report_unheard(Managed& managed,
+                                                        ErrorSource source) noexcept {
+  std::exception_ptr failure;
+  try {
+    failure = managed.error();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): only a lock failure; nothing to report.
+  }
+  if (failure) {
+    report(source, &managed.key(), std::move(failure));
+  }
+}
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool forced) noexcept {
+  bool was_initial = false;
+  // `invalid_state` only means it already returned on its own; the watchdog handles that.
+  (void)managed.request_stop(forced, &was_initial);
+  if (was_initial) {
+    forget(managed);
+  }
+}
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::launch(Managed& managed) -> std::error_code {
+  count_restart(managed);
+  managed.set_time(managed.started_at, now());
+  live_.fetch_add(1);
+  std::error_code ec;
+  try {
+    ec = managed.begin_start(
+        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+  } catch (...) {
+    process_gone();  // No thread: no events either (`starting` comes from the thread).
+    throw;
+  }
+  if (ec) {  // `run`'s shutdown stopped it first
+    process_gone();
+  }
+  return ec;
 }
 
 }  // namespace supervisor

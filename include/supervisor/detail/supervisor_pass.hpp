@@ -1,0 +1,161 @@
+#pragma once
+
+/// \file
+/// One restart pass over the table, `run_pass`, and the background start of each row it finds
+/// without a process, `start_in_background`. A pass reads the table on the thread that runs it
+/// (the restart loop's, `run`'s for the initial pass, or a `reconcile` caller's), starts no
+/// thread for a key that already has a process, and never waits for the starts it begins.
+/// Included by `supervisor_class.hpp`; not for direct use.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "supervisor/supervisor_class.hpp"
+
+namespace supervisor {
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
+    const std::shared_ptr<detail::PassTracker>& tracker) noexcept -> PassEnd {
+  const std::uint64_t pass = pass_id_.fetch_add(1) + 1;
+  bool complete = false;
+  bool out_of_slots = false;
+  struct EndIteration {
+    const std::shared_ptr<detail::PassTracker>& tracker;
+    ~EndIteration() {
+      if (tracker) {
+        tracker->end_iteration();
+      }
+    }
+  } end_iteration{tracker};
+
+  std::unique_ptr<typename detail::AnyTable<Key, R>::Cursor> cursor;
+  try {
+    cursor = table_->iterate();
+  } catch (...) {
+    report(ErrorSource::iterate, nullptr, std::current_exception());
+    return PassEnd::partial;
+  }
+  try {
+    complete = true;
+    while (cursor->next()) {
+      std::optional<std::pair<Key, R>> row;
+      try {
+        row.emplace(cursor->get());
+      } catch (...) {
+        report(ErrorSource::row, nullptr, std::current_exception());
+        complete = false;  // a row we could not read may be a key that runs: prune nothing
+        continue;
+      }
+      // The initial pass must not hold up `run`: without a free slot it ends, and the loop goes
+      // on at once. Later passes wait for a slot (or the shutdown).
+      if (!start_in_background(row->first, std::move(row->second), tracker, pass,
+                               /*wait_for_slot=*/!tracker)) {
+        complete = false;
+        out_of_slots = true;
+        break;
+      }
+    }
+  } catch (...) {
+    complete = false;
+    report(ErrorSource::iterate, nullptr, std::current_exception());
+  }
+  try {
+    cursor->close();
+  } catch (...) {
+    report(ErrorSource::close, nullptr, std::current_exception());
+  }
+  if (complete) {
+    finish_complete_pass(pass);
+    return PassEnd::complete;
+  }
+  return out_of_slots ? PassEnd::out_of_slots : PassEnd::partial;
+}
+
+template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
+    const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker,
+    std::uint64_t pass, bool wait_for_slot) noexcept {
+  std::exception_ptr failure;
+  ManagedPtr no_thread;  // a record whose launch failed: a failed start for the policy
+  {
+    Registration registration{*this};  // frees the key on failure, after the pass is released
+    bool holds_slot = false;
+    struct GiveBackSlot {
+      Supervisor& self;
+      bool& holds;
+      ~GiveBackSlot() {
+        if (holds) {
+          self.pacer_.release();
+        }
+      }
+    } give_back_slot{*this, holds_slot};
+    try {
+      const std::uint64_t hash = processes_.hash_of(key);
+      // Most rows of a pass already run: one lock-free probe, and nothing else.
+      if (processes_.visit(hash, key, [&](const ManagedPtr* found) {
+            if (found == nullptr) {
+              return false;
+            }
+            if (options_.prune) {
+              (*found)->seen_pass.store(pass, std::memory_order_relaxed);
+            }
+            return true;
+          })) {
+        return true;
+      }
+      if (!may_start_automatically(hash, key, runnable, pass)) {
+        return true;
+      }
+      if (pacer_.limited()) {
+        holds_slot = wait_for_slot ? pacer_.acquire() : pacer_.try_acquire();
+        if (!holds_slot) {
+          return false;
+        }
+      }
+      ManagedPtr managed;  // declared before the pass: a record not kept dies outside it
+      const detail::StartGate::Pass gate_pass(gate_);
+      if (!gate_pass) {
+        return false;
+      }
+      managed = std::make_shared<Managed>(*this, key, hash, std::move(runnable), parent_,
+                                          options_.handoff_spin, run_work_, tracker);
+      managed->born_pass = pass;
+      managed->seen_pass.store(pass, std::memory_order_relaxed);
+      if (!processes_.try_emplace(hash, key, managed)) {
+        return true;  // It got a process since the probe.
+      }
+      registration.managed = std::move(managed);
+      registration.managed->count_start();
+      if (holds_slot) {
+        registration.managed->hold_start_slot();  // the record gives it back from here
+        holds_slot = false;
+      }
+      try {
+        registration.keep = !launch(*registration.managed);
+      } catch (...) {
+        failure = std::current_exception();
+        no_thread = registration.managed;
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  // Outside the gate: the hook may call back in.
+  if (no_thread) {  // No thread for it: a failed start, for the restart policy too.
+    (void)record_history(*no_thread, now(), true, failure, false);
+  }
+  if (failure) {
+    report(ErrorSource::start, &key, failure);
+  }
+  return true;
+}
+
+}  // namespace supervisor
