@@ -144,6 +144,10 @@ TEST_CASE("policy: one key's failures never delay another key", "[operations][po
   CHECK(first[2].kind == EventKind::restart_scheduled);
   CHECK(first[2].delay == 30s);
   CHECK(first[2].consecutive_failures == 1);
+  // A key that never failed starts at once, while every other key backs off.
+  rig.table->insert_or_assign("fresh", steady());
+  REQUIRE(rig.sup->reconcile("fresh") == std::error_code{});
+  REQUIRE(rig.wait_for("fresh", EventKind::ready, 1));
 
   rig.restart_pass();  // t0 + 60 s
   REQUIRE(once.script->entered.wait(2));
