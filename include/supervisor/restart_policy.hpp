@@ -77,6 +77,9 @@ inline std::chrono::steady_clock::duration backoff_delay(const RestartPolicy& po
   if (jitter != jitter) {  // NaN
     jitter = 0.0;
   }
+  if (spread != spread) {  // NaN: no spread (else it would reach the limit below)
+    spread = 0.0;
+  }
   const double factor = 1.0 + jitter * std::clamp(spread, -1.0, 1.0);
   double seconds = base * factor;
   // A quarter of the duration's range at most: `now + delay` must not overflow either.
