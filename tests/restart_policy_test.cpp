@@ -400,3 +400,15 @@ TEST_CASE("KeyHistory: a backoff past the end of the clock's range waits to its 
   CHECK(history.may_start(late + 999ms, row1, 2) == Gate::backing_off);
   CHECK(history.backoff_end(late) == TimePoint::max());
 }
+
+TEST_CASE("KeyHistory: before the clock's epoch a backoff ends when it should",
+          "[restart_policy][history]") {
+  // A custom clock may read before its epoch; `max() - now` must not overflow there.
+  const TimePoint early = TimePoint{} - 1h;
+  History history(1, early);
+  const auto verdict = fail(history, doubling(10s), early);
+  CHECK(verdict.delay == 10s);
+  CHECK(history.view().next_start == early + 10s);
+  CHECK(history.may_start(early + 9s, row1, 1) == Gate::backing_off);
+  CHECK(history.may_start(early + 10s, row1, 2) == Gate::go);
+}

@@ -223,6 +223,17 @@ Outcome Rig::get(const std::string& name) {
   return call([&](std::error_code& ec) { (void)sup_->get(key, ec); });
 }
 
+bool Rig::has_process(const std::string& name) {
+  Quiet quiet;
+  std::error_code ec;
+  try {
+    (void)sup_->get(FaultKey(name), ec);
+  } catch (...) {
+    return true;  // cannot tell: keep waiting
+  }
+  return ec != supervisor::errc::process_not_found;
+}
+
 Outcome Rig::visit(const std::string& name) {
   const FaultKey key(name);
   return call([&](std::error_code& ec) { ec = sup_->visit(key, [](const Worker&) {}); });

@@ -107,6 +107,8 @@ class Rig {
   Outcome start(const std::string& name, supervisor::Cancel cancel = {});
   Outcome stop(const std::string& name, supervisor::Cancel cancel = {});
   Outcome get(const std::string& name);
+  /// Whether `name` still has a process (a quiet lookup: it meets no fault).
+  bool has_process(const std::string& name);
   Outcome visit(const std::string& name);
   Outcome keys(std::vector<std::string>* out = nullptr);
 

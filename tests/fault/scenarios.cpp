@@ -113,7 +113,13 @@ void exit_story(Rig& rig) {
   // Returns before ready, to a caller.
   rig.row("k2", Start::exit_before_ready);
   (void)rig.start("k2", 10s);
-  // The exited ones come back with the next pass (fresh runnables that stay up).
+  // The exited ones come back with the next pass (fresh runnables that stay up), once their
+  // records are gone: a runnable's return comes before its record leaves the map, and a pass
+  // that still finds the record starts nothing for that key.
+  for (const char* name : {"k0", "k1"}) {
+    rig.wait(std::string(name) + " stayed taken after its runnable returned",
+             [&] { return !rig.has_process(name); });
+  }
   rig.row("k0");
   rig.row("k1");
   rig.mark_reports();

@@ -77,7 +77,10 @@ class KeyHistory {
     }
     last_error_ = failure;
     verdict.delay = backoff_delay(policy, consecutive_, spread);
-    next_start_ = verdict.delay < clock_time::max() - now ? now + verdict.delay : clock_time::max();
+    // Saturates instead of wrapping. Before the clock's epoch (a custom clock), `max() - now`
+    // itself would overflow, and `now + delay` cannot.
+    const bool fits = now < clock_time{} || verdict.delay < clock_time::max() - now;
+    next_start_ = fits ? now + verdict.delay : clock_time::max();
     if (!given_up_ && (give_up || exceeds_give_up(policy, now))) {
       given_up_ = true;
       verdict.given_up_now = true;
