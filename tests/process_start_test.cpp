@@ -137,6 +137,7 @@ struct LaunchedProbe {
   std::shared_ptr<std::atomic<int>> seen;           // 0 not yet, 1 launched, 2 not launched
   void run(std::stop_token /*force*/, supervisor::Ready& ready) {
     seen->store((*launched)() ? 1 : 2);
+    seen->notify_all();  // `atomic::wait` sleeps for good once past its spin, unless notified
     ready();
   }
 };
