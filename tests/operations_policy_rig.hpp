@@ -107,21 +107,19 @@ struct Rig {
       });
     });
     REQUIRE(in_callback.wait());
-    REQUIRE(wait_asleep());
+    REQUIRE(loop_waits_on_clock());
   }
 
   /// Whether the restart loop is (still, or again) blocked on the clock.
-  bool wait_asleep() {
-    return test::eventually([&] { return clock->sleepers() >= 1; });
-  }
+  bool loop_waits_on_clock() { return clock->wait_for_sleepers(1); }
 
   /// Lets the loop's periodic pass run (one restart interval, a minute), and waits until the
   /// loop has armed its next wait.
   void restart_pass() {
-    REQUIRE(wait_asleep());
+    REQUIRE(loop_waits_on_clock());
     const auto arms = clock->arms();
     clock->advance(1min);
-    REQUIRE(test::eventually([&] { return clock->arms() > arms; }));
+    REQUIRE(clock->wait_for_arms(arms + 1));
   }
 
   std::exception_ptr finish() {

@@ -347,7 +347,7 @@ TEST_CASE("policy: retry_when_due wakes the loop when the backoff ends, not at t
   if (retry) {
     // The loop woke and sleeps again, now until the backoff ends.
     REQUIRE(test::eventually([&] { return rig.clock->arms() > arms; }));
-    REQUIRE(rig.wait_asleep());
+    REQUIRE(rig.loop_waits_on_clock());
   }
   rig.clock->advance(10s);
   if (retry) {
