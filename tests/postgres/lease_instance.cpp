@@ -1,14 +1,16 @@
 // lease_instance: one service instance of the PostgreSQL lease tests, run as a separate OS process
 // by lease_test.cpp (fork/exec), so that it can be killed, paused and resumed for real.
 //
-//   lease_instance CONNINFO INSTANCE ROWS LEASE_MS MARGIN_MS PASS_MS TICK_MS
+//   lease_instance CONNINFO INSTANCE ROWS LEASE_MS MARGIN_MS PASS_MS TICK_MS STATUS_DIR
 //
 // It supervises keys k0000..k<ROWS-1> through a LeaseTable (prune on). Each process writes to the
 // `audit` table through fenced_write: 'start' when it starts, 'tick' every TICK_MS while it runs
 // (0: never), 'stop' when it has been stopped. Every 100 ms the main thread writes this instance's
 // `status` row: the keys it runs (Supervisor::keys()), its lease passes, and how many fenced
 // writes were accepted and rejected, and how many errors it saw. SIGTERM: graceful stop, then the
-// leases are released, exit 0. Database failures are counted, never fatal.
+// leases are released, exit 0. It also writes the number of processes it runs to
+// STATUS_DIR/INSTANCE, a file, so that a test can see it while the database is down. Database
+// failures are counted, never fatal.
 
 #include <pthread.h>
 
@@ -17,6 +19,8 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -142,12 +146,23 @@ void write_status(std::optional<pg::Connection>& db, const std::string& conninfo
   }
 }
 
+// Replaces `path` with `running` (write, then rename: a reader never sees half a file).
+void write_file(const std::filesystem::path& path, std::size_t running) {
+  const auto temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary);
+    out << running << '\n';
+  }
+  std::error_code ignored;
+  std::filesystem::rename(temporary, path, ignored);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 8) {
+  if (argc != 9) {
     std::cerr << "usage: lease_instance CONNINFO INSTANCE ROWS LEASE_MS MARGIN_MS PASS_MS "
-                 "TICK_MS\n";
+                 "TICK_MS STATUS_DIR\n";
     return 2;
   }
   const std::string conninfo = argv[1];
@@ -156,6 +171,7 @@ int main(int argc, char** argv) {
   const std::chrono::milliseconds margin(std::atoi(argv[5]));
   const std::chrono::milliseconds pass(std::atoi(argv[6]));
   const std::chrono::milliseconds tick(std::atoi(argv[7]));
+  const std::filesystem::path status_file = std::filesystem::path(argv[8]) / argv[2];
 
   // SIGTERM and SIGINT are taken by sigwait on a thread of our own (blocked everywhere else).
   sigset_t signals;
@@ -218,6 +234,7 @@ int main(int argc, char** argv) {
   sup.run_until(stop.get_token(), 5s, [&](const std::stop_token& stopping) {
     while (!stopping.stop_requested()) {
       write_status(status_db, conninfo, context, sup, *leases);
+      write_file(status_file, sup.keys().size());
       std::this_thread::sleep_for(100ms);  // the status's pace, not a wait for anything
     }
   });

@@ -10,6 +10,8 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -34,6 +36,7 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 std::optional<pgtest::PgServer> server;  // NOLINT: started by main before any test case
+std::string status_dir;                  // NOLINT: where the instances write their files
 
 constexpr int lease_ms = 2000;
 constexpr int margin_ms = 600;
@@ -55,7 +58,8 @@ class Instance {
                                            std::to_string(lease_ms),
                                            std::to_string(margin_ms),
                                            std::to_string(pass_ms),
-                                           std::to_string(params.tick_ms)};
+                                           std::to_string(params.tick_ms),
+                                           status_dir};
     pid_ = fork();
     if (pid_ == 0) {
       std::vector<char*> args;
@@ -189,6 +193,14 @@ std::int64_t status_of(pg::Connection& db, const Instance& instance, const std::
   return scalar(db, "SELECT " + column + " FROM status WHERE instance = $1", {instance.name()});
 }
 
+// The number of processes `instance` runs, from its status file (-1: none yet).
+int running_file(const Instance& instance) {
+  std::ifstream in(status_dir + "/" + instance.name());
+  int running = -1;
+  in >> running;
+  return running;
+}
+
 void report(const std::string& what, std::chrono::milliseconds took) {
   std::cout << what << ": " << took.count() << " ms (lease " << lease_ms << " ms, pass " << pass_ms
             << " ms)\n";
@@ -294,6 +306,56 @@ TEST_CASE("postgres restart: the server restarts mid-run", "[postgres]") {
   check_audit(after);
 }
 
+TEST_CASE("postgres outage: the server is down past the lease", "[postgres]") {
+  auto db = fresh_database();
+  const Params params{60, 200};
+  Instance a("a", params);
+  Instance b("b", params);
+  Instance c("c", params);
+  wait_steady(db, {&a, &b, &c}, params.rows);
+  server->stop();
+  // No renewal can succeed: each instance stops every process once its leases are past their
+  // safety deadline (lease - margin after the last renewal), before anyone could claim them.
+  const auto start = Clock::now();
+  while (running_file(a) + running_file(b) + running_file(c) != 0) {
+    REQUIRE(Clock::now() - start < 60s);
+    std::this_thread::sleep_for(50ms);
+  }
+  report("every process stopped during the outage",
+         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+  server->start_again();
+  pg::Connection after(server->conninfo());
+  report("steady again after the outage", wait_steady(after, {&a, &b, &c}, params.rows));
+  for (const Instance* instance : {&a, &b, &c}) {
+    CHECK(instance->alive());
+  }
+  check_audit(after);
+}
+
+TEST_CASE("postgres revoked: a lease taken away in the database stops its process", "[postgres]") {
+  auto db = fresh_database();
+  const Params params{30, 0};
+  Instance a("a", params);
+  wait_steady(db, {&a}, params.rows);
+  // An operator (or a peer with a skewed clock) takes k0000 before a's deadline: a's next renewal
+  // does not return it, and a stops its process at once.
+  db.exec(
+      "UPDATE supervisor_leases SET owner = 'intruder', fence = fence + 1, expires_at = now() + "
+      "interval '1 hour' WHERE key = 'k0000'");
+  const auto start = Clock::now();
+  while (
+      scalar(db, "SELECT count(*) FROM status WHERE instance = 'a' AND 'k0000' = ANY(running)") !=
+      0) {
+    REQUIRE(Clock::now() - start < 30s);
+    std::this_thread::sleep_for(50ms);
+  }
+  report("a revoked lease stopped its process",
+         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+  // a's 'stop' write for k0000 is rejected: the intruder's fence is newer.
+  CHECK(scalar(db, "SELECT count(*) FROM audit WHERE key = 'k0000' AND kind = 'stop'") == 0);
+  check_audit(db);
+}
+
 int main(int argc, char** argv) {
   try {
     server.emplace(pgtest::PgServer::start());
@@ -301,7 +363,15 @@ int main(int argc, char** argv) {
     std::cout << "SKIPPED: no PostgreSQL server could be started: " << why.what() << '\n';
     return 77;
   }
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "supervisor-status-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    std::cout << "SKIPPED: mkdtemp failed\n";
+    return 77;
+  }
+  status_dir = pattern;
   const int result = Catch::Session().run(argc, argv);
+  std::filesystem::remove_all(status_dir);
   server.reset();
   return result;
 }

@@ -114,8 +114,17 @@ class PgServer {
 
   // Stops the server (fast: clients are disconnected) and starts it again on the same port.
   void restart() {
-    if (pg_ctl({"stop", "-m", "fast", "-w"}) != 0 || !start_server()) {
-      throw std::runtime_error("pg_ctl restart failed:\n" + log());
+    stop();
+    start_again();
+  }
+  void stop() {
+    if (pg_ctl({"stop", "-m", "fast", "-w"}) != 0) {
+      throw std::runtime_error("pg_ctl stop failed:\n" + log());
+    }
+  }
+  void start_again() {
+    if (!start_server()) {
+      throw std::runtime_error("pg_ctl start failed:\n" + log());
     }
   }
 
