@@ -98,10 +98,12 @@ class JobsTable {
 
 void create_jobs(const std::string& conninfo) {
   pg::Connection db(conninfo);
-  db.exec("CREATE TABLE IF NOT EXISTS jobs (id text PRIMARY KEY, ticks bigint NOT NULL DEFAULT 0, "
-          "worker text, fence bigint)");
-  db.exec("INSERT INTO jobs (id) SELECT 'job-' || lpad(i::text, 2, '0') FROM generate_series(1, "
-          "12) i ON CONFLICT DO NOTHING");
+  db.exec(
+      "CREATE TABLE IF NOT EXISTS jobs (id text PRIMARY KEY, ticks bigint NOT NULL DEFAULT 0, "
+      "worker text, fence bigint)");
+  db.exec(
+      "INSERT INTO jobs (id) SELECT 'job-' || lpad(i::text, 2, '0') FROM generate_series(1, "
+      "12) i ON CONFLICT DO NOTHING");
 }
 
 int run_instance(const std::string& conninfo, std::string name) {
@@ -112,8 +114,8 @@ int run_instance(const std::string& conninfo, std::string name) {
   lease_options.instance = std::move(name);
   lease_options.lease = lease_time;
   lease_options.safety_margin = 1s;
-  const std::string instance = lease_options.instance.empty() ? pg::detail::default_instance()
-                                                               : lease_options.instance;
+  const std::string instance =
+      lease_options.instance.empty() ? pg::detail::default_instance() : lease_options.instance;
   lease_options.instance = instance;
   auto leases = std::make_shared<pg::LeaseTable<JobsTable, Job>>(
       std::make_shared<JobsTable>(conninfo, instance), lease_options);
@@ -122,14 +124,13 @@ int run_instance(const std::string& conninfo, std::string name) {
   options.prune = true;  // a key whose lease is gone has its process stopped by the same pass
   options.restart_interval = pass_time;
   options.on_error = [&](const supervisor::ErrorReport<std::string>& report) {
-    say(instance, ": ", supervisor::to_string(report.source), " error: ",
-        supervisor::describe(report.error));
+    say(instance, ": ", supervisor::to_string(report.source),
+        " error: ", supervisor::describe(report.error));
   };
   supervisor::Supervisor<std::string, pg::Leased<Job>> sup(leases, options);
   say(instance, ": running (lease ", lease_time.count(), " s)");
-  sup.run_until(signals.graceful(), 5s, [&](const std::stop_token& stopping) {
-    example::wait_for_stop(stopping);
-  });
+  sup.run_until(signals.graceful(), 5s,
+                [&](const std::stop_token& stopping) { example::wait_for_stop(stopping); });
   leases->release_all();  // the others take our jobs at their next pass
   say(instance, ": released its leases, bye");
   return 0;
@@ -191,12 +192,17 @@ int demo() {
   kill(children[1], SIGKILL);
   waitpid(children[1], nullptr, 0);
   const auto beta_jobs = count("SELECT count(*) FROM supervisor_leases WHERE owner = 'beta'");
-  ok = ok && beta_jobs > 0 && eventually([&] {
-         return count("SELECT count(*) FROM supervisor_leases WHERE owner IN ('alpha', 'gamma') "
-                      "AND expires_at > now()") == 12 &&
-                count("SELECT count(*) FROM jobs WHERE worker = 'beta'") == 0;
-       }, 30s);
-  say("postgres_workers: beta's ", beta_jobs, " jobs moved to alpha and gamma: ", ok ? "yes" : "NO");
+  ok = ok && beta_jobs > 0 &&
+       eventually(
+           [&] {
+             return count(
+                        "SELECT count(*) FROM supervisor_leases WHERE owner IN ('alpha', 'gamma') "
+                        "AND expires_at > now()") == 12 &&
+                    count("SELECT count(*) FROM jobs WHERE worker = 'beta'") == 0;
+           },
+           30s);
+  say("postgres_workers: beta's ", beta_jobs,
+      " jobs moved to alpha and gamma: ", ok ? "yes" : "NO");
   for (const pid_t child : {children[0], children[2]}) {
     kill(child, SIGTERM);
     int status = 0;

@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "pg_server.hpp"
+#include "fixture.hpp"
 #include "supervisor/postgres/connection.hpp"
 
 #if defined(SUPERVISOR_CATCH2_V2)
@@ -35,8 +35,8 @@ namespace pg = supervisor::postgres;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-std::optional<pgtest::PgServer> server;  // NOLINT: started by main before any test case
-std::string status_dir;                  // NOLINT: where the instances write their files
+using pgtest::server;
+using pgtest::status_dir;
 
 constexpr int lease_ms = 2000;
 constexpr int margin_ms = 600;
@@ -45,6 +45,8 @@ constexpr int pass_ms = 300;
 struct Params {
   int rows;
   int tick_ms;
+  int lease_ms = ::lease_ms;
+  int margin_ms = ::margin_ms;
 };
 
 // One lease_instance process.
@@ -55,8 +57,8 @@ class Instance {
                                            server->conninfo(),
                                            name_,
                                            std::to_string(params.rows),
-                                           std::to_string(lease_ms),
-                                           std::to_string(margin_ms),
+                                           std::to_string(params.lease_ms),
+                                           std::to_string(params.margin_ms),
                                            std::to_string(pass_ms),
                                            std::to_string(params.tick_ms),
                                            status_dir};
@@ -230,11 +232,16 @@ TEST_CASE("postgres balance: 1,000 rows over 3 instances, a join and a leave", "
   CHECK(scalar(db, "SELECT count(*) FROM supervisor_leases WHERE owner = 'b'") == 0);
   report("after a leave, steady", wait_steady(db, {&a, &c, &d}, params.rows));
 
-  // Every key's current holder wrote 'start' under its current lease.
-  CHECK(scalar(db,
-               "SELECT count(*) FROM supervisor_leases l WHERE NOT EXISTS (SELECT 1 FROM audit a "
-               "WHERE a.key = l.key AND a.fence = l.fence AND a.instance = l.owner AND a.kind = "
-               "'start')") == 0);
+  // Every key's current holder wrote 'start' under its current lease (a process is listed from
+  // the moment it starts, its 'start' write follows: wait for it).
+  const auto start = Clock::now();
+  while (scalar(db,
+                "SELECT count(*) FROM supervisor_leases l WHERE NOT EXISTS (SELECT 1 FROM "
+                "audit a WHERE a.key = l.key AND a.fence = l.fence AND a.instance = l.owner "
+                "AND a.kind = 'start')") != 0) {
+    REQUIRE(Clock::now() - start < 30s);
+    std::this_thread::sleep_for(50ms);
+  }
   for (Instance* instance : {&a, &c, &d}) {
     instance->signal(SIGTERM);
     CHECK(instance->wait() == 0);
@@ -298,6 +305,19 @@ TEST_CASE("postgres restart: the server restarts mid-run", "[postgres]") {
   wait_steady(db, {&a, &b, &c}, params.rows);
   server->restart();
   pg::Connection after(server->conninfo());
+  // Each instance's lease passes reach the database again (reconnected), then all are steady.
+  std::vector<std::int64_t> passes;
+  for (const Instance* instance : {&a, &b, &c}) {
+    passes.push_back(status_of(after, *instance, "passes"));
+  }
+  const auto start = Clock::now();
+  for (std::size_t i = 0; const Instance* instance : {&a, &b, &c}) {
+    while (status_of(after, *instance, "passes") < passes[i] + 3) {
+      REQUIRE(Clock::now() - start < 60s);
+      std::this_thread::sleep_for(50ms);
+    }
+    ++i;
+  }
   report("steady again after the server restart", wait_steady(after, {&a, &b, &c}, params.rows));
   for (const Instance* instance : {&a, &b, &c}) {
     CHECK(instance->alive());
@@ -334,7 +354,8 @@ TEST_CASE("postgres outage: the server is down past the lease", "[postgres]") {
 
 TEST_CASE("postgres revoked: a lease taken away in the database stops its process", "[postgres]") {
   auto db = fresh_database();
-  const Params params{30, 0};
+  // A long lease (60 s): only the renewal's answer can stop the process within the deadline.
+  const Params params{30, 0, 60000, 1000};
   Instance a("a", params);
   wait_steady(db, {&a}, params.rows);
   // An operator (or a peer with a skewed clock) takes k0000 before a's deadline: a's next renewal
