@@ -96,6 +96,10 @@ class Connection {
       throw Error(std::string("postgres: cannot connect: ") + PQerrorMessage(connection_.get()),
                   true);
     }
+    // The server's notices (NOTICE: relation ... already exists, skipping) are not errors, and
+    // libpq would print them to stderr: drop them.
+    PQsetNoticeProcessor(
+        connection_.get(), [](void*, const char*) {}, nullptr);
   }
 
   /// Runs one statement with text parameters (`$1`, `$2`...); throws `Error` unless it succeeds.
