@@ -85,6 +85,7 @@ class JobsTable {
     pg::Connection db(conninfo_);
     const auto result = db.exec("SELECT id FROM jobs ORDER BY id");
     std::vector<std::pair<std::string, Job>> rows;
+    rows.reserve(static_cast<std::size_t>(result.rows()));
     for (int row = 0; row < result.rows(); ++row) {
       rows.emplace_back(result.text(row, 0), Job{conninfo_, instance_});
     }
@@ -163,6 +164,7 @@ bool eventually(F condition, std::chrono::seconds deadline) {
 int demo() {
   std::optional<pgtest::PgServer> server;
   std::string conninfo;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread exists
   if (const char* given = std::getenv("SUPERVISOR_PG_CONNINFO")) {
     conninfo = given;
   } else {
@@ -179,6 +181,7 @@ int demo() {
   const auto count = [&](const std::string& sql) { return db.exec(sql).integer(0, 0); };
   const std::vector<std::string> names = {"alpha", "beta", "gamma"};
   std::vector<pid_t> children;
+  children.reserve(names.size());
   for (const auto& name : names) {
     children.push_back(spawn(conninfo, name));
   }
