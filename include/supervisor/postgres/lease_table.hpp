@@ -223,6 +223,7 @@ class LeaseTable {
       if (options_.create_schema) {
         store_.create_schema(*db_);
       }
+      known_.clear();  // a new connection may see another database (restored, failed over)
     }
     std::vector<std::string> fresh;
     std::unordered_set<std::string> in_table;
