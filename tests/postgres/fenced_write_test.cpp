@@ -1,20 +1,26 @@
 // fenced_write and the claim against each other, in one process and a real server: a write in
 // flight holds its lease row, so a claim skips the key instead of changing the fence under it
 // (and never waits for it); once the write is done, the claim bumps the fence and the old lease's
-// writes are rejected. The write is held in the middle by an advisory lock the test owns, and the
+// writes are rejected. And a LeaseTable whose user table fails keeps pruning working. The write is
+// held in the middle by an advisory lock the test owns, and the
 // test waits for the server to say so (pg_stat_activity): no timing is assumed.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../catch_shim.hpp"
 #include "fixture.hpp"
 #include "supervisor/postgres/detail/lease_store.hpp"
+#include "supervisor/postgres/lease_table.hpp"
 #include "supervisor/postgres/leased.hpp"
 
 namespace {
@@ -100,4 +106,70 @@ TEST_CASE("postgres fenced write: a claim skips a key whose write is in flight",
   CHECK(later[0].second == lease.fence + 1);
   CHECK_FALSE(pg::fenced_write(db, lease, "INSERT INTO fw_log VALUES (0)"));
   CHECK(count(admin, "SELECT count(*) FROM fw_log") == 1);
+}
+
+namespace {
+
+// A user table that can be made to fail.
+struct Flaky {
+  std::shared_ptr<std::atomic<bool>> failing = std::make_shared<std::atomic<bool>>(false);
+  supervisor::MapTable<std::string, int> rows{{"a", 1}, {"b", 2}};
+  [[nodiscard]] std::optional<int> get(const std::string& key) const { return rows.get(key); }
+  [[nodiscard]] auto iterate() const {
+    if (*failing) {
+      throw std::runtime_error("the user's table is down");
+    }
+    return rows.iterate();
+  }
+};
+
+// Drains a pass: the keys it yields, and whether close() threw.
+std::pair<std::vector<std::string>, bool> drain(pg::LeaseTable<Flaky, int>& table) {
+  auto cursor = table.iterate();
+  std::vector<std::string> keys;
+  while (cursor.next()) {
+    keys.push_back(cursor.get().first);
+  }
+  try {
+    cursor.close();
+  } catch (const std::runtime_error&) {
+    return {keys, true};
+  }
+  return {keys, false};
+}
+
+}  // namespace
+
+TEST_CASE("postgres table failure: the held keys stay until their deadline, then go",
+          "[postgres]") {
+  pg::Connection admin(pgtest::server->conninfo());
+  admin.exec("DROP TABLE IF EXISTS tf_leases, tf_members");
+  pg::LeaseOptions options;
+  options.conninfo = pgtest::server->conninfo();
+  options.lease_table = "tf_leases";
+  options.members_table = "tf_members";
+  options.instance = "solo";
+  options.lease = 1500ms;
+  options.safety_margin = 500ms;
+  auto user = std::make_shared<Flaky>();
+  pg::LeaseTable<Flaky, int> table(user, options);
+  const auto [held, held_failed] = drain(table);
+  CHECK(held.size() == 2);
+  CHECK_FALSE(held_failed);
+
+  // The user's table fails: iterate does not throw (a throwing pass would prune nothing); the
+  // pass reports the failure through close() and yields the keys still within their deadline.
+  *user->failing = true;
+  const auto [during, during_failed] = drain(table);
+  CHECK(during_failed);
+  CHECK(during.size() == 2);
+
+  // No renewal while the table cannot be read: the keys go at their deadline (lease - margin).
+  const auto start = std::chrono::steady_clock::now();
+  while (!drain(table).first.empty()) {
+    REQUIRE(std::chrono::steady_clock::now() - start < 30s);
+    std::this_thread::sleep_for(50ms);
+  }
+  *user->failing = false;
+  CHECK(drain(table).first.size() == 2);
 }

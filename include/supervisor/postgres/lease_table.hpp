@@ -12,10 +12,11 @@
 /// `Options::prune = true`: a key that is no longer yielded (released, lost, or past its safety
 /// deadline because renewals fail) then has its process stopped by the same pass.
 ///
-/// A database failure never throws out of `iterate`: the pass yields the keys whose leases are
-/// still safely valid, and the cursor's `close()` throws the failure, which the supervisor reports
-/// to `Options::on_error` (as `ErrorSource::close`) while the pass still counts as complete. The
-/// connection is then dropped and reopened with backoff; leases that cannot be renewed expire.
+/// A failure of the database or of the user's table never throws out of `iterate`: the pass
+/// yields the keys whose leases are still safely valid, and the cursor's `close()` throws the
+/// failure, which the supervisor reports to `Options::on_error` (as `ErrorSource::close`) while
+/// the pass still counts as complete, so pruning still works. The connection is then dropped and
+/// reopened with backoff; leases that cannot be renewed expire.
 
 #include <algorithm>
 #include <chrono>
@@ -117,12 +118,25 @@ class LeaseTable {
     return Leased<R>(std::move(*row), Lease{key, *fence, options_.lease_table});
   }
 
-  /// One pass: syncs the leases with the database, then returns the rows held. Throws only what
-  /// reading the user's table throws (the pass then prunes nothing).
+  /// One pass: syncs the leases with the database, then returns the rows held. Never throws for
+  /// a failure of the database or of the user's table: the cursor's `close()` throws it. When
+  /// the user's table cannot be read, the pass uses the rows of the last pass that could, and
+  /// does not touch the database (no renewal: a key whose deadline passes stops being yielded, so
+  /// pruning still stops it in time). Throws `std::bad_alloc` only.
   Cursor iterate() {
-    std::vector<std::pair<std::string, R>> rows = read_user_table();
     const std::lock_guard db_lock(db_mutex_);
-    std::exception_ptr error = sync(rows);
+    std::vector<std::pair<std::string, R>> rows;
+    std::exception_ptr error;
+    try {
+      rows = read_user_table();
+      last_rows_ = rows;
+    } catch (...) {
+      error = std::current_exception();
+      rows = last_rows_;
+    }
+    if (!error) {
+      error = sync(rows);
+    }
     std::vector<Row> out;
     const auto now = Clock::now();
     const std::lock_guard lock(mutex_);
@@ -290,9 +304,10 @@ class LeaseTable {
   const LeaseOptions options_;
   const detail::LeaseStore store_;
 
-  std::mutex db_mutex_;  // the connection and the sync state below
+  std::mutex db_mutex_;  // the connection and the pass state below
   std::optional<Connection> db_;
-  std::unordered_set<std::string> known_;  // keys that have a lease row
+  std::unordered_set<std::string> known_;             // keys that have a lease row
+  std::vector<std::pair<std::string, R>> last_rows_;  // of the last pass that read the table
   Clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_ = options_.reconnect_min;
   bool joined_ = false;
