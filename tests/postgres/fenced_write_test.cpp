@@ -1,9 +1,9 @@
 // fenced_write and the claim against each other, in one process and a real server: a write in
 // flight holds its lease row, so a claim skips the key instead of changing the fence under it
 // (and never waits for it); once the write is done, the claim bumps the fence and the old lease's
-// writes are rejected. And a LeaseTable whose user table fails keeps pruning working. The write is
-// held in the middle by an advisory lock the test owns, and the
-// test waits for the server to say so (pg_stat_activity): no timing is assumed.
+// writes are rejected. The write is held in the middle by an advisory lock the test owns, and the
+// test waits for the server to say so (pg_stat_activity): no timing is assumed. Also: a LeaseTable
+// whose user table fails still yields (and so still prunes) by its leases' deadlines.
 
 #include <atomic>
 #include <chrono>
