@@ -269,6 +269,41 @@ TEST_CASE("policy: errc::do_not_restart gives the key up at its first failure",
   CHECK(worker.script->lives == 1);
 }
 
+TEST_CASE("policy: a snapshot taken as the give-up or the backoff is told already shows it",
+          "[operations][policy][snapshot]") {
+  // The hook runs while the exited process's record is still in the map: the snapshot must
+  // describe the key by the exit it has just recorded, not as "stopping".
+  supervisor::RestartPolicy policy;
+  policy.initial_backoff = 10s;
+  Rig rig(policy);
+  std::vector<KeyState> seen;  // written by the hook on the exiting thread, read after `finish`
+  auto record = rig.log.hook();
+  rig.options.on_event = [&](const supervisor::Event<std::string>& event) {
+    if (event.kind == EventKind::given_up || event.kind == EventKind::restart_scheduled) {
+      for (const auto& entry : rig.sup->snapshot().keys) {
+        if (entry.key == event.key) {
+          seen.push_back(entry.state);
+        }
+      }
+    }
+    record(event);
+  };
+  Worker worker;
+  worker.script->body = [](int life, supervisor::Ready&) -> std::error_code {
+    if (life == 1) {
+      return make_error_code(std::errc::io_error);
+    }
+    return make_error_code(errc::do_not_restart);
+  };
+  rig.table->insert_or_assign("a", worker);
+  rig.start_run();  // life 1 fails: a backoff is scheduled.
+  REQUIRE(rig.wait_for("a", EventKind::restart_scheduled, 1));
+  rig.clock->advance(1h);  // past any backoff; life 2 gives up.
+  REQUIRE(rig.wait_for("a", EventKind::given_up, 1));
+  REQUIRE(rig.finish() == nullptr);
+  CHECK(seen == std::vector<KeyState>{KeyState::backing_off, KeyState::given_up});
+}
+
 // ---- escalation --------------------------------------------------------------------------------
 
 TEST_CASE("policy: more than max_failures within the period escalates: run stops everything",

@@ -159,24 +159,47 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
     listed.push_back(history.get());
     return history->view();
   };
+  // A key without a process (or whose process has exited on its own and whose exit the history
+  // already holds) is described by its history.
+  auto from_history = [&](const Key& key, const typename History::View& view) {
+    KeyStatus<Key> status{key, KeyState::waiting, view.since, 0, 0, {}, std::nullopt};
+    status.restarts = view.restarts;
+    status.consecutive_failures = view.consecutive_failures;
+    status.last_error = view.last_error;
+    if (view.given_up) {
+      status.state = KeyState::given_up;
+    } else if (view.next_start > at) {
+      status.state = KeyState::backing_off;
+      status.next_start = view.next_start;
+    }
+    return status;
+  };
   processes_.for_each_unlocked([&](const Key& key, const ManagedPtr& managed) {
     if (!managed->launched()) {
       return;
     }
+    const auto view = view_of(managed->hash(), key);
     KeyStatus<Key> status{key, KeyState::starting, {}, 0, 0, {}, std::nullopt};
-    const bool stopping =
-        managed->claimed_by() != detail::Claim::none || managed->state() == ProcessState::stopped;
-    if (stopping) {
+    const detail::Claim claim = managed->claimed_by();
+    const bool stopped_by_us = claim != detail::Claim::none && claim != detail::Claim::own_exit;
+    const auto exited = Managed::time_of(managed->exited_at);
+    if (claim == detail::Claim::own_exit && managed->state() == ProcessState::stopped && exited &&
+        view && view->since == *exited) {
+      // It exited on its own and its record has not left the map yet, but its exit (and with it
+      // a give-up or a backoff, which its events may have told already) is in the history.
+      result.keys.push_back(from_history(key, *view));
+      return;
+    }
+    if (stopped_by_us || managed->state() == ProcessState::stopped) {
       status.state = KeyState::stopping;
-      status.since = Managed::time_of(managed->stop_requested_at)
-                         .value_or(Managed::time_of(managed->exited_at).value_or(at));
+      status.since = Managed::time_of(managed->stop_requested_at).value_or(exited.value_or(at));
     } else if (managed->state() == ProcessState::running) {
       status.state = KeyState::running;
       status.since = Managed::time_of(managed->ready_at).value_or(at);
     } else {
       status.since = Managed::time_of(managed->started_at).value_or(at);
     }
-    if (const auto view = view_of(managed->hash(), key)) {
+    if (view) {
       status.restarts = view->restarts;
       status.consecutive_failures = view->consecutive_failures;
       status.last_error = view->last_error;
@@ -198,18 +221,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
     if (has_process) {
       return;
     }
-    const auto view = history->view();
-    KeyStatus<Key> status{key, KeyState::waiting, view.since, 0, 0, {}, std::nullopt};
-    status.restarts = view.restarts;
-    status.consecutive_failures = view.consecutive_failures;
-    status.last_error = view.last_error;
-    if (view.given_up) {
-      status.state = KeyState::given_up;
-    } else if (view.next_start > at) {
-      status.state = KeyState::backing_off;
-      status.next_start = view.next_start;
-    }
-    result.keys.push_back(std::move(status));
+    result.keys.push_back(from_history(key, history->view()));
   });
   for (const auto& status : result.keys) {
     ++result.counts[static_cast<std::size_t>(status.state)];
