@@ -62,6 +62,24 @@ class EventLog {
     return result;
   }
 
+  /// Waits, on the log's own signal, until `key` has had `n` events of `kind`. False only if
+  /// `patience` ran out.
+  bool wait_for(const Key& key, supervisor::EventKind kind, int n) {
+    for (;;) {
+      const std::vector<Entry> all = entries();
+      int seen = 0;
+      for (const auto& e : all) {
+        seen += e.key == key && e.kind == kind ? 1 : 0;
+      }
+      if (seen >= n) {
+        return true;
+      }
+      if (!wait(static_cast<int>(all.size()) + 1)) {
+        return false;
+      }
+    }
+  }
+
   /// The kinds of `key`'s events, in order, as one string ("starting ready ...").
   std::string kinds(const Key& key) const {
     std::string result;

@@ -10,6 +10,7 @@
 #include "supervisor/clock.hpp"
 #include "supervisor/detail/spin.hpp"
 #include "supervisor/events.hpp"
+#include "supervisor/executor.hpp"
 #include "supervisor/report.hpp"
 #include "supervisor/restart_policy.hpp"
 #include "supervisor/shutdown_report.hpp"
@@ -58,6 +59,12 @@ struct Options {
   /// in flight (launched and not ready yet) at once; a pass waits for a slot. Zero: no limit.
   /// Calls to `start` are not paced: their caller waits for them anyway.
   std::size_t max_starts_in_flight = 0;
+
+  /// Where coroutine processes (`CoroutineRunnable`) run. Empty (the default): on a
+  /// `ThreadPool` of the supervisor's own, one thread per hardware thread, started by `run` and
+  /// joined before it returns. A given executor must outlive every `run`. Unused for thread
+  /// runnables.
+  ExecutorRef executor{};
 
   // ---- Tuning: the defaults suit most services ----
 

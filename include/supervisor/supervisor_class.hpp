@@ -19,7 +19,9 @@
 #include <utility>
 #include <vector>
 
+#include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/coroutine_host.hpp"
 #include "supervisor/detail/epoch.hpp"
 #include "supervisor/detail/invoke.hpp"
 #include "supervisor/detail/key_history.hpp"
@@ -86,7 +88,7 @@ namespace supervisor {
 /// its copy of the runnable, is freed once no lookup in flight may hold it: usually before
 /// `stop` returns, else at a later write to its shard, after the next restart pass, when `run`
 /// returns, or at the latest at destruction. The table is shared with the caller.
-template <class Key, CopyableRunnable R, class Hash = std::hash<Key>,
+template <class Key, SupervisedRunnable R, class Hash = std::hash<Key>,
           class KeyEqual = std::equal_to<Key>>
 requires std::copy_constructible<Key>
 class Supervisor {
@@ -102,6 +104,7 @@ class Supervisor {
         options_(std::move(options)),
         threads_(detail::ThreadReuse{options_.reuse_threads, options_.thread_idle_timeout,
                                      options_.handoff_spin}),
+        coroutines_(options_.executor),
         pacer_(options_.max_starts_in_flight) {
     (void)exited_before_ready_error();  // made now: an exit must not allocate for it
   }
@@ -381,6 +384,11 @@ class Supervisor {
   void process_exiting(Managed& managed, detail::Claim claim, bool became_ready,
                        const std::exception_ptr& failure) noexcept;
   void process_gone() noexcept;
+  void process_settled() noexcept { coroutines_.settled(); }
+  /// A coroutine supervisor's blocking call from a thread of its executor: refused.
+  [[nodiscard]] bool would_block_executor() const noexcept {
+    return Managed::is_coroutine && coroutines_.on_executor_thread();
+  }
   void start_settled() noexcept { pacer_.release(); }
   static const std::exception_ptr& exited_before_ready_error();
   double draw_spread() noexcept;
@@ -409,6 +417,7 @@ class Supervisor {
   std::stop_token parent_;
   const detail::WorkContext* run_work_ = nullptr;
   detail::ThreadGroup threads_;
+  detail::CoroutineHost coroutines_;  // coroutine processes: their executor, their count
 
   // Operations state.
   detail::StartPacer pacer_;

@@ -164,6 +164,10 @@ class ManagedProcess final : public ProcessCore<R> {
 
   void before_ready() noexcept override { owner_.process_becoming_ready(*this); }
 
+  typename ProcessCore<R>::SettleHook settle_hook() const noexcept override {
+    return {[](void* owner) noexcept { static_cast<Owner*>(owner)->process_settled(); }, &owner_};
+  }
+
   void on_ready() noexcept override {
     finish_tracked_start();
     owner_.process_ready(*this);

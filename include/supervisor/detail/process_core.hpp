@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -16,12 +17,15 @@
 #include <stop_token>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
+#include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
 #include "supervisor/detail/spin.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
+#include "supervisor/executor.hpp"
 #include "supervisor/process_state.hpp"
 #include "supervisor/runnable.hpp"
 
@@ -40,13 +44,24 @@ using Launch = std::function<void(std::function<void()> body)>;
 /// `error()` set, but before `done` is visible, so that whoever waits for `done` sees the hook's
 /// effects).
 ///
+/// A coroutine runnable (`CoroutineRunnable`) has no thread: `begin_start(ExecutorRef)` makes its
+/// task and schedules it, and the task's own hooks stand for the thread's body: `on_start` when
+/// it is first resumed, the exit path (`on_exit`, then `done`) when it has finished, both on the
+/// executor's thread that resumed it. `co_await ready` suspends it until a stop, force or its
+/// early token wakes it (`wake_ready`), which schedules it again.
+///
 /// The runnable may be given at construction or later, with `set_runnable`, while the process is
 /// still `initial`: a supervisor registers a key's record before it asks the table for the
 /// runnable. Readers that check `state()` first (acquire) see it once the state has left
 /// `initial`.
-template <Runnable R>
-class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<ProcessCore<R>> {
+template <class R>
+requires AnyKindRunnable<R>
+class ProcessCore : public ReadyTarget,
+                    public AsyncReadyTarget,
+                    public std::enable_shared_from_this<ProcessCore<R>> {
  public:
+  static constexpr bool is_coroutine = CoroutineRunnable<R>;
+
   /// `spin` bounds the busy-wait before each blocking hand-off (see `spin_until`); zero never
   /// spins.
   ProcessCore(R runnable, std::stop_token parent,
@@ -73,27 +88,41 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   /// `initial -> starting`, then hands the runnable to `launch`. `errc::invalid_state` from any
   /// other state. If `launch` throws, the process becomes `stopped` and done, and the exception
   /// propagates.
-  std::error_code begin_start(const Launch& launch) {
-    {
-      std::lock_guard lock(mutex_);
-      if (state_ != ProcessState::initial) {
-        return errc::invalid_state;
-      }
-      set_state(ProcessState::starting);
+  std::error_code begin_start(const Launch& launch) requires(!is_coroutine) {
+    if (!enter_starting()) {
+      return errc::invalid_state;
     }
-    // Chained to the parent only now: the force signal belongs to the run that starts.
-    parent_link_.emplace(parent_, RequestStop{&force_});
     try {
       launch([self = this->shared_from_this()] { self->execute(); });
       launched_.store(true, std::memory_order_release);
     } catch (...) {
-      {
-        std::lock_guard lock(mutex_);
-        set_state(ProcessState::stopped);
-        error_ = std::current_exception();
-        done_ = true;
+      fail_launch();
+      throw;
+    }
+    return {};
+  }
+
+  /// The coroutine kind: `initial -> starting`, calls `run` on the calling thread (which makes
+  /// the task's frame and runs none of its body), and schedules the task on `executor`. If
+  /// either throws, the frame is destroyed, the process becomes `stopped` and done, and the
+  /// exception propagates.
+  std::error_code begin_start(ExecutorRef executor) requires is_coroutine {
+    if (!enter_starting()) {
+      return errc::invalid_state;
+    }
+    try {
+      executor_ = executor;
+      task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
+      task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this});
+      self_ = this->shared_from_this();  // the task keeps its record, as a thread does
+      executor.schedule_or_throw(task_);
+    } catch (...) {
+      if (task_) {
+        task_.destroy();
+        task_ = {};
       }
-      changed_.notify_all();
+      self_.reset();  // not the last owner: the caller holds one
+      fail_launch();
       throw;
     }
     return {};
@@ -156,6 +185,9 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     if (graceful_token != nullptr) {
       graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
     }
+    if (is_coroutine && !force) {
+      wake_ready();  // a coroutine parked on `co_await ready` (force wakes it by its callback)
+    }
     if (force) {
       force_.request_stop();
     }
@@ -217,6 +249,13 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
   virtual void before_ready() noexcept {}
   /// `failure` is the runnable's exception, or null.
   virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) noexcept {}
+  /// The coroutine kind: called after the process's last touch of its record (which may be
+  /// gone by then), on the executor's thread. Null: nothing to call.
+  struct SettleHook {
+    void (*call)(void* context) noexcept = nullptr;
+    void* context = nullptr;
+  };
+  [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
 
  private:
   struct RequestStop {
@@ -249,6 +288,37 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     } catch (...) {
       failure = std::current_exception();
     }
+    finish_run(failure);
+  }
+
+  /// `initial -> starting`; false from any other state. Links force to the parent.
+  bool enter_starting() {
+    {
+      std::lock_guard lock(mutex_);
+      if (state_ != ProcessState::initial) {
+        return false;
+      }
+      set_state(ProcessState::starting);
+    }
+    // Chained to the parent only now: the force signal belongs to the run that starts.
+    parent_link_.emplace(parent_, RequestStop{&force_});
+    return true;
+  }
+
+  /// A launch that failed: `stopped` and done, with the launch's exception as the error.
+  void fail_launch() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      set_state(ProcessState::stopped);
+      error_ = std::current_exception();
+      done_ = true;
+    }
+    changed_.notify_all();
+  }
+
+  /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
+  /// `on_exit`, then `done`.
+  void finish_run(const std::exception_ptr& failure) noexcept {
     bool became_ready = false;
     {
       std::lock_guard lock(mutex_);
@@ -278,7 +348,8 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     return stopping_->get_token();
   }
 
-  void signal_ready_and_wait(const std::stop_token& early) override {
+  /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
+  void mark_ready() {
     before_ready();  // before anyone can see it ready
     bool first = false;
     {
@@ -293,6 +364,10 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     if (first) {
       on_ready();
     }
+  }
+
+  void signal_ready_and_wait(const std::stop_token& early) override {
+    mark_ready();
     // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
     // a quarter of the budget, since every process pays it once whether or not a stop comes.
     const std::stop_token force = force_.get_token();
@@ -312,6 +387,80 @@ class ProcessCore : public ReadyTarget, public std::enable_shared_from_this<Proc
     std::unique_lock lock(mutex_);
     changed_.wait(lock, released);
   }
+
+  // ---- The coroutine kind --------------------------------------------------------------------
+  bool released(const std::stop_token& early) const noexcept {
+    return graceful_.load() || force_.stop_requested() || early.stop_requested();
+  }
+  bool signal_ready(const std::stop_token& early) override {
+    mark_ready();
+    return released(early);
+  }
+  void arm_ready_wait() noexcept override { ready_waiter_.store(0); }
+  bool park_ready(std::coroutine_handle<> awaiting, const std::stop_token& early) override {
+    if (!wake_on_force_) {  // only this process's coroutine parks: no race on the optional
+      wake_on_force_.emplace(force_.get_token(), WakeReady{this});
+    }
+    if (released(early)) {
+      return false;
+    }
+    // A wake-up since `arm_ready_wait` left `woken` here: then the coroutine goes on.
+    std::uintptr_t expected = 0;
+    return ready_waiter_.compare_exchange_strong(
+        expected, reinterpret_cast<std::uintptr_t>(awaiting.address()));
+  }
+  void wake_ready() noexcept override {
+    const std::uintptr_t parked = ready_waiter_.exchange(woken);
+    if (parked > woken) {
+      executor_.schedule(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(parked)));
+    }
+  }
+  struct WakeReady {
+    ProcessCore* core;
+    void operator()() const noexcept { core->wake_ready(); }
+  };
+
+  static void task_begins(void* context) noexcept {
+    auto* self = static_cast<ProcessCore*>(context);
+    self->on_start();  // first, as on a thread
+    self->launched_.store(true, std::memory_order_release);
+  }
+  static void task_ends(void* context) noexcept {
+    static_cast<ProcessCore*>(context)->finish_task();
+  }
+
+  // The task has finished: its result, its frame freed, the exit path, then the settle hook
+  // after the last touch of `*this` (the task's reference may be the last one).
+  void finish_task() noexcept {
+    std::exception_ptr failure;
+    try {
+      if constexpr (std::is_void_v<decltype(task_.promise().take())>) {
+        task_.promise().take();
+      } else {
+        if (const std::error_code ec = task_.promise().take()) {
+          throw std::system_error(ec, "runnable failed");
+        }
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    task_.destroy();
+    task_ = {};
+    finish_run(failure);
+    const SettleHook settle = settle_hook();
+    { const std::shared_ptr<ProcessCore> last = std::move(self_); }
+    if (settle.call != nullptr) {
+      settle.call(settle.context);
+    }
+  }
+
+  static constexpr std::uintptr_t woken = 1;  // `ready_waiter_`: 0 armed, 1 woken, or a handle
+  ExecutorRef executor_;
+  typename TaskHandleOf<R>::type task_;
+  std::shared_ptr<ProcessCore> self_;
+  std::atomic<std::uintptr_t> ready_waiter_{0};
+  std::optional<std::stop_callback<WakeReady>> wake_on_force_;
+  AsyncReady async_ready_{*this};
 
   // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
   std::optional<R> runnable_;

@@ -16,7 +16,7 @@
 
 namespace supervisor {
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::get(const Key& key, std::error_code& ec) const
     -> std::optional<R> {
@@ -31,7 +31,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::get(const Key& key, std::error_code& ec
   });
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 template <std::invocable<const R&> F>
 auto Supervisor<Key, R, Hash, KeyEqual>::visit(const Key& key, F&& f) const -> std::error_code {
@@ -47,7 +47,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::visit(const Key& key, F&& f) const -> s
   });
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::keys() const -> std::vector<Key> {
   std::vector<Key> result;

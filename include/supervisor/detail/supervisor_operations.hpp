@@ -20,8 +20,8 @@
 
 namespace supervisor {
 
-#define SUPERVISOR_MEMBER_                                             \
-  template <class Key, CopyableRunnable R, class Hash, class KeyEqual> \
+#define SUPERVISOR_MEMBER_                                               \
+  template <class Key, SupervisedRunnable R, class Hash, class KeyEqual> \
   requires std::copy_constructible<Key>
 
 // ---- time and events ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@
 
 namespace supervisor {
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     const std::shared_ptr<detail::PassTracker>& tracker) noexcept -> PassEnd {
@@ -78,7 +78,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
   return out_of_slots ? PassEnd::out_of_slots : PassEnd::partial;
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker,

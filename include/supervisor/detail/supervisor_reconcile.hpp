@@ -20,8 +20,8 @@
 
 namespace supervisor {
 
-#define SUPERVISOR_MEMBER_                                             \
-  template <class Key, CopyableRunnable R, class Hash, class KeyEqual> \
+#define SUPERVISOR_MEMBER_                                               \
+  template <class Key, SupervisedRunnable R, class Hash, class KeyEqual> \
   requires std::copy_constructible<Key>
 
 // ---- end of a pass: pruning, and forgetting keys that left the table ----------------------------

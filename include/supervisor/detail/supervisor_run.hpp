@@ -24,13 +24,13 @@
 
 namespace supervisor {
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 template <class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
                                              std::error_code& ec) {
   ec.clear();
-  if (detail::works_for(this)) {
+  if (detail::works_for(this) || would_block_executor()) {
     ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
     return;
   }
@@ -55,6 +55,13 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   std::stop_callback link(cancel.token(), [&parent]() noexcept { parent.request_stop(); });
 
   // The supervisor's own threads, before any process: out of threads, `run` fails here.
+  if constexpr (Managed::is_coroutine) {
+    coroutines_.open();
+  }
+  struct CloseExecutor {  // after the shutdown below: every coroutine process has settled
+    detail::CoroutineHost& host;
+    ~CloseExecutor() { host.close(); }
+  } close_executor{coroutines_};
   std::jthread deadline_timer;
   if (cancel.has_deadline()) {
     deadline_timer = detail::start_jthread(
@@ -185,7 +192,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 template <class Rep, class Period, class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
@@ -231,7 +238,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
 /// Closes the gate, stops every process that nobody else is stopping, forces what has not
 /// stopped by `Options::shutdown_timeout`, and joins every thread. Allocates nothing unless a
 /// process had to be forced (then the report's list may, and is marked incomplete if it can't).
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   pacer_.close();    // Passes waiting for a start slot give up.
@@ -277,6 +284,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
     }
   }
   threads_.join_all();
+  coroutines_.wait_settled();  // coroutine processes have no thread to join
   processes_.reclaim();  // The last runnables' copies, unless a `get` elsewhere still holds them.
   summary.took = now() - began;
   if (!options_.on_shutdown) {
@@ -302,7 +310,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::report(ErrorSource source, const Key* key,
                                                 std::exception_ptr error) noexcept {

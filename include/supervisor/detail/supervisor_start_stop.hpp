@@ -22,10 +22,14 @@ namespace supervisor {
 // step that touches the map holds a gate pass, so `run`'s shutdown either sees the record (and
 // stops it) or the start sees the gate closed (and frees the key). Every failure frees the key
 // through `Registration`, by identity, calling no user code.
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Cancel& cancel,
                                                        std::error_code& ec) -> ManagedPtr {
+  if (would_block_executor()) {
+    ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+    return nullptr;
+  }
   const std::uint64_t hash = processes_.hash_of(key);  // throws before anything is taken
   Registration registration{*this};
   {
@@ -74,10 +78,14 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
   return std::move(registration.managed);
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std::error_code& ec) {
   ec.clear();
+  if (would_block_executor()) {
+    ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+    return;
+  }
   ManagedPtr managed = processes_.visit(
       key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
   if (!managed || !managed->launched()) {
@@ -109,7 +117,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, std::error_code& ec)
     -> std::optional<R> {
@@ -128,7 +136,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, st
 
 // ---- helpers of start and stop ----------------------------------------------------------
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::abandon(Managed& managed) noexcept {
   const bool claimed = managed.claim(detail::Claim::user_stop);
@@ -142,7 +150,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::abandon(Managed& managed) noexcept {
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::report_unheard(Managed& managed,
                                                         ErrorSource source) noexcept {
@@ -156,7 +164,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::report_unheard(Managed& managed,
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool forced) noexcept {
   bool was_initial = false;
@@ -167,19 +175,33 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool for
   }
 }
 
-template <class Key, CopyableRunnable R, class Hash, class KeyEqual>
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::launch(Managed& managed) -> std::error_code {
   count_restart(managed);
   managed.set_time(managed.started_at, now());
   live_.fetch_add(1);
   std::error_code ec;
-  try {
-    ec = managed.begin_start(
-        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
-  } catch (...) {
-    process_gone();  // No thread: no events either (`starting` comes from the thread).
-    throw;
+  if constexpr (Managed::is_coroutine) {
+    coroutines_.launching();
+    try {
+      ec = managed.begin_start(coroutines_.executor());
+    } catch (...) {
+      coroutines_.settled();
+      process_gone();  // Not scheduled: no events either (`starting` comes from the task).
+      throw;
+    }
+    if (ec) {
+      coroutines_.settled();
+    }
+  } else {
+    try {
+      ec = managed.begin_start(
+          [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+    } catch (...) {
+      process_gone();  // No thread: no events either (`starting` comes from the thread).
+      throw;
+    }
   }
   if (ec) {  // `run`'s shutdown stopped it first
     process_gone();

@@ -1,0 +1,187 @@
+#pragma once
+
+/// \file
+/// Coroutine runnables: `CoroutineRunnable`, and `AsyncReady`, the signal such a runnable gives
+/// once it is up.
+///
+/// A coroutine runnable has one operation, `run(force, ready)`, a coroutine returning
+/// `supervisor::Task<>` or `supervisor::Task<std::error_code>`, resumed on the supervisor's
+/// executor (`Options::executor`), never on a thread of its own. It mirrors a thread runnable
+/// (`runnable.hpp`) step by step:
+/// 1. It initialises. Failing here means throwing (or returning a non-zero error code): the
+///    process never became ready.
+/// 2. It does `co_await ready` (or `co_await ready(token)`) once it is up. That marks the process
+///    `running` (a blocked `start` returns), then suspends the coroutine, without holding any
+///    thread, until a graceful stop is requested, until `force` is requested, or until the
+///    token it was given is requested. The coroutine is resumed on the executor.
+/// 3. After that it shuts down gracefully and returns.
+/// 4. `force` is a cancellation signal. A coroutine is never preempted: one that ignores `force`
+///    and never suspends on `ready` or on something tied to `force` runs on, and its stop waits,
+///    exactly as for a thread runnable that ignores it.
+///
+/// Blocking inside a coroutine runnable blocks a thread of the executor: use awaitable I/O, and
+/// never call a blocking member of a supervisor whose processes run on the same executor (that
+/// call fails with `std::errc::resource_deadlock_would_occur` where the executor can tell).
+
+#include <atomic>
+#include <concepts>
+#include <coroutine>
+#include <optional>
+#include <stop_token>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "supervisor/runnable.hpp"
+#include "supervisor/task.hpp"
+
+namespace supervisor {
+
+namespace detail {
+
+/// What an `AsyncReady` handle signals to: the process that runs the coroutine.
+class AsyncReadyTarget {
+ public:
+  AsyncReadyTarget(const AsyncReadyTarget&) = delete;
+  AsyncReadyTarget& operator=(const AsyncReadyTarget&) = delete;
+
+  /// Marks the process ready (the first time). Returns whether it is already released (a stop,
+  /// force, or `early`): then the awaiting coroutine goes on without suspending.
+  virtual bool signal_ready(const std::stop_token& early) = 0;
+  /// Prepares a suspension: forgets any earlier wake-up. Before the callbacks are registered.
+  virtual void arm_ready_wait() noexcept = 0;
+  /// Parks `awaiting` until a wake-up; false if one came already (then it goes on at once).
+  virtual bool park_ready(std::coroutine_handle<> awaiting, const std::stop_token& early) = 0;
+  /// Wakes the parked coroutine, if any, once: it is scheduled on the executor.
+  virtual void wake_ready() noexcept = 0;
+  /// As `ReadyTarget::stopping`.
+  virtual std::stop_token stopping() = 0;
+
+ protected:
+  AsyncReadyTarget() = default;
+  ~AsyncReadyTarget() = default;
+};
+
+}  // namespace detail
+
+/// The readiness signal handed to a coroutine runnable's `run`. A small handle; copies signal
+/// the same process. Await it on the coroutine of `run` (or one it awaits), never after `run`
+/// has returned.
+class AsyncReady {
+ public:
+  explicit AsyncReady(detail::AsyncReadyTarget& target) noexcept : target_(&target) {}
+
+  class Awaiter {
+   public:
+    Awaiter(detail::AsyncReadyTarget* target, std::stop_token early) noexcept
+        : target_(target), early_(std::move(early)) {}
+    Awaiter(Awaiter&& other) noexcept : target_(other.target_), early_(std::move(other.early_)) {}
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+    Awaiter& operator=(Awaiter&&) = delete;
+    ~Awaiter() = default;
+
+    bool await_ready() { return target_->signal_ready(early_); }
+    bool await_suspend(std::coroutine_handle<> awaiting) {
+      target_->arm_ready_wait();
+      if (early_.stop_possible()) {
+        // Runs at once if `early` is already requested: that wake-up then makes `park_ready`
+        // refuse, and the coroutine goes on; nothing is scheduled twice.
+        on_early_.emplace(early_, Wake{target_});
+      }
+      return target_->park_ready(awaiting, early_);
+    }
+    void await_resume() const noexcept {}
+
+   private:
+    struct Wake {
+      detail::AsyncReadyTarget* target;
+      void operator()() const noexcept { target->wake_ready(); }
+    };
+    detail::AsyncReadyTarget* target_;
+    std::stop_token early_;
+    std::optional<std::stop_callback<Wake>> on_early_;
+  };
+
+  /// `co_await ready`: marks the process running, then suspends until a stop or force.
+  Awaiter operator co_await() const noexcept { return Awaiter(target_, {}); }
+  /// `co_await ready(early)`: likewise, and also resumes once `early` is requested.
+  Awaiter operator()(std::stop_token early) const noexcept {
+    return Awaiter(target_, std::move(early));
+  }
+
+  /// As `Ready::stop_token`: requested once a graceful stop or force is requested.
+  [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
+
+ private:
+  detail::AsyncReadyTarget* target_;
+};
+
+namespace detail {
+
+template <class R>
+concept HasAsyncRunMember = requires(R& r, AsyncReady& ready) {
+  r.run(std::stop_token{}, ready);
+};
+template <class R>
+concept HasAsyncRunThroughPointer = !HasAsyncRunMember<R> && requires(R & r, AsyncReady& ready) {
+  (*r).run(std::stop_token{}, ready);
+};
+
+/// Calls a coroutine runnable's `run`: the task, not started.
+template <class R>
+auto call_async_run(R& runnable, std::stop_token force, AsyncReady& ready) {
+  if constexpr (HasAsyncRunMember<R>) {
+    return runnable.run(std::move(force), ready);
+  } else {
+    return (*runnable).run(std::move(force), ready);
+  }
+}
+
+template <class R>
+using AsyncRunResult =
+    decltype(call_async_run(std::declval<R&>(), std::stop_token{}, std::declval<AsyncReady&>()));
+
+template <class T>
+struct TaskResult {};
+template <class T>
+struct TaskResult<Task<T>> {
+  using type = T;
+};
+
+}  // namespace detail
+
+/// A type whose objects run as coroutine processes: `run(std::stop_token force,
+/// supervisor::AsyncReady& ready)` on the object (or through a pointer-like handle) returns
+/// `Task<>` or `Task<E>` with `E` convertible to `std::error_code` (non-zero: a failure). It must
+/// not also be a thread `Runnable` (a `run` taking `Ready&`). The library keeps its own copy, as
+/// for `Runnable`.
+template <class R>
+concept CoroutineRunnable =
+    (detail::HasAsyncRunMember<R> || detail::HasAsyncRunThroughPointer<R>)&&!HasRun<R> &&
+    detail::is_task<detail::AsyncRunResult<R>> &&
+    (std::is_void_v<typename detail::TaskResult<detail::AsyncRunResult<R>>::type> ||
+     std::convertible_to<typename detail::TaskResult<detail::AsyncRunResult<R>>::type,
+                         std::error_code>)&&StorableRunnable<R>;
+
+/// Either kind of runnable.
+template <class R>
+concept AnyKindRunnable = Runnable<R> || CoroutineRunnable<R>;
+
+/// What `Supervisor` accepts: either kind, copyable (`start` and `get` hand out copies).
+template <class R>
+concept SupervisedRunnable = AnyKindRunnable<R> && std::copy_constructible<R>;
+
+namespace detail {
+/// The coroutine handle of a coroutine runnable's task; a plain handle for a thread runnable.
+template <class R>
+struct TaskHandleOf {
+  using type = std::coroutine_handle<>;
+};
+template <CoroutineRunnable R>
+struct TaskHandleOf<R> {
+  using type = typename AsyncRunResult<R>::handle_type;
+};
+}  // namespace detail
+
+}  // namespace supervisor

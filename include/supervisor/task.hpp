@@ -1,0 +1,175 @@
+#pragma once
+
+/// \file
+/// `Task<T>`: the coroutine type of coroutine runnables (`run` returns `Task<>` or
+/// `Task<std::error_code>`), also usable for any helper coroutine they `co_await`.
+///
+/// A task is lazy: calling the coroutine function allocates its frame and runs nothing. It runs
+/// when awaited (`co_await std::move(task)`), on the thread of the awaiting coroutine, which it
+/// resumes when it finishes (symmetric transfer: no recursion, no thread of its own). An
+/// exception that leaves the body is kept and rethrown to the awaiter, intact. A task that is
+/// destroyed without having been awaited destroys its frame without running it. Move-only.
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace supervisor {
+
+template <class T = void>
+class Task;
+
+namespace detail {
+
+/// What the library attaches to a task that it runs as a process, both called on the thread
+/// that resumes it: `begin` before the body's first instruction, `end` once the body has
+/// finished (the frame is still alive; `end` may destroy it). Neither may throw.
+struct TaskHooks {
+  void (*begin)(void* context) noexcept = nullptr;
+  void (*end)(void* context) noexcept = nullptr;
+  void* context = nullptr;
+};
+
+class TaskPromiseBase {
+ public:
+  struct InitialAwaiter {
+    TaskPromiseBase* promise;
+    [[nodiscard]] bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> /*self*/) const noexcept {}
+    void await_resume() const noexcept {
+      if (promise->hooks_.begin != nullptr) {
+        promise->hooks_.begin(promise->hooks_.context);
+      }
+    }
+  };
+  struct FinalAwaiter {
+    [[nodiscard]] bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
+      TaskPromiseBase& promise = self.promise();
+      if (promise.hooks_.end != nullptr) {
+        promise.hooks_.end(promise.hooks_.context);  // may destroy the frame: touch nothing after
+        return std::noop_coroutine();
+      }
+      return promise.continuation_ ? promise.continuation_ : std::noop_coroutine();
+    }
+    void await_resume() const noexcept {}
+  };
+
+  InitialAwaiter initial_suspend() noexcept { return InitialAwaiter{this}; }
+  FinalAwaiter final_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+  void set_continuation(std::coroutine_handle<> continuation) noexcept {
+    continuation_ = continuation;
+  }
+  void set_hooks(const TaskHooks& hooks) noexcept { hooks_ = hooks; }
+  [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
+
+ private:
+  std::coroutine_handle<> continuation_;
+  TaskHooks hooks_;
+  std::exception_ptr error_;
+};
+
+template <class T>
+class TaskPromise final : public TaskPromiseBase {
+ public:
+  Task<T> get_return_object() noexcept;
+  template <class U>
+  requires std::is_constructible_v<T, U&&>
+  void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    value_.emplace(std::forward<U>(value));
+  }
+  /// The result: rethrows the body's exception, if any.
+  T take() {
+    if (error()) {
+      std::rethrow_exception(error());
+    }
+    return std::move(*value_);
+  }
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class TaskPromise<void> final : public TaskPromiseBase {
+ public:
+  Task<void> get_return_object() noexcept;
+  void return_void() noexcept {}
+  void take() const {
+    if (error()) {
+      std::rethrow_exception(error());
+    }
+  }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] Task {
+ public:
+  using promise_type = detail::TaskPromise<T>;
+  using handle_type = std::coroutine_handle<promise_type>;
+
+  Task() = default;
+  explicit Task(handle_type handle) noexcept : handle_(handle) {}
+  Task(Task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  Task& operator=(Task&& other) noexcept {
+    if (this != &other) {
+      reset();
+      handle_ = std::exchange(other.handle_, {});
+    }
+    return *this;
+  }
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+  ~Task() { reset(); }
+
+  /// Runs the task on the awaiting coroutine's thread; its result, or its exception rethrown.
+  auto operator co_await() && noexcept {
+    struct Awaiter {
+      handle_type handle;
+      [[nodiscard]] bool await_ready() const noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) const noexcept {
+        handle.promise().set_continuation(awaiting);
+        return handle;
+      }
+      T await_resume() const { return handle.promise().take(); }
+    };
+    return Awaiter{handle_};
+  }
+
+  /// The library's: takes the frame over (the task is empty afterwards).
+  handle_type release() noexcept { return std::exchange(handle_, {}); }
+
+ private:
+  void reset() noexcept {
+    if (handle_) {
+      handle_.destroy();
+      handle_ = {};
+    }
+  }
+
+  handle_type handle_;
+};
+
+namespace detail {
+template <class T>
+Task<T> TaskPromise<T>::get_return_object() noexcept {
+  return Task<T>(std::coroutine_handle<TaskPromise<T>>::from_promise(*this));
+}
+inline Task<void> TaskPromise<void>::get_return_object() noexcept {
+  return Task<void>(std::coroutine_handle<TaskPromise<void>>::from_promise(*this));
+}
+
+template <class>
+inline constexpr bool is_task = false;
+template <class T>
+inline constexpr bool is_task<Task<T>> = true;
+}  // namespace detail
+
+}  // namespace supervisor

@@ -1,0 +1,207 @@
+#pragma once
+
+/// \file
+/// `ThreadPool`: the library's own `Executor`, standard library only. A few threads resume the
+/// coroutine processes of any number of supervisors.
+///
+/// Each worker takes, in order: the handle in its own slot (the last one it scheduled itself),
+/// the shared queue (first in, first out), and the slots of other workers (stealing). A worker
+/// that finds nothing spins for a while, then sleeps; `schedule` wakes a sleeper only when no
+/// worker is spinning. A coroutine that schedules another and then suspends (a start, a stop)
+/// hands it to the same thread, which resumes it next, with no lock and no wake-up.
+///
+/// Thread-safety: every member may be called from any thread. The destructor runs what is still
+/// queued (and whatever that schedules) to the end, then joins every worker.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
+#include <deque>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "supervisor/detail/spin.hpp"
+
+namespace supervisor {
+
+class ThreadPool {
+ public:
+  /// How many threads a pool has by default: one per hardware thread, at least one.
+  static unsigned default_threads() noexcept {
+    return std::max(1U, std::thread::hardware_concurrency());
+  }
+
+  /// Starts `threads` workers (at least one). `spin` bounds how long an idle worker looks for
+  /// work before it sleeps. Throws `std::system_error` if a thread cannot be started (the others
+  /// are joined first).
+  explicit ThreadPool(unsigned threads = default_threads(),
+                      std::chrono::nanoseconds spin = std::chrono::microseconds(50))
+      : count_(std::max(1U, threads)), spin_(spin), workers_(new Worker[count_]) {
+    unsigned started = 0;
+    try {
+      for (; started < count_; ++started) {
+        workers_[started].thread = std::thread([this, started] { work(workers_[started]); });
+      }
+    } catch (...) {
+      stop_and_join();
+      throw;
+    }
+  }
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  ~ThreadPool() { stop_and_join(); }
+
+  /// Resumes `h` later on a worker. From a worker of this pool the handle goes to that worker's
+  /// slot if it is free, else to the shared queue (which may throw `std::bad_alloc`; then
+  /// nothing was scheduled).
+  void schedule(std::coroutine_handle<> h) {
+    const Current& current = current_worker();
+    if (current.pool == this) {
+      void* expected = nullptr;
+      if (current.worker->slot.compare_exchange_strong(expected, h.address())) {
+        wake_one_if_idle();
+        return;
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(h);
+      queued_.fetch_add(1);
+    }
+    wake_one_if_idle();
+  }
+
+  /// Whether the calling thread is one of this pool's workers.
+  [[nodiscard]] bool running_in_this_thread() const noexcept {
+    return current_worker().pool == this;
+  }
+
+  [[nodiscard]] unsigned size() const noexcept { return count_; }
+
+ private:
+  struct alignas(64) Worker {
+    std::atomic<void*> slot{nullptr};
+    std::thread thread;
+  };
+  struct Current {
+    const ThreadPool* pool = nullptr;
+    Worker* worker = nullptr;
+  };
+  static Current& current_worker() noexcept {
+    thread_local Current current;
+    return current;
+  }
+
+  void wake_one_if_idle() {
+    // Sequentially consistent, as the sleeper's count-then-look: one of the two sees the other.
+    if (spinning_.load() == 0 && sleeping_.load() != 0) {
+      std::lock_guard lock(mutex_);
+      wake_.notify_one();
+    }
+  }
+
+  std::coroutine_handle<> take(Worker& self) {
+    if (void* own = self.slot.exchange(nullptr)) {
+      return std::coroutine_handle<>::from_address(own);
+    }
+    if (queued_.load() != 0) {
+      std::lock_guard lock(mutex_);
+      if (!queue_.empty()) {
+        const std::coroutine_handle<> h = queue_.front();
+        queue_.pop_front();
+        queued_.fetch_sub(1);
+        return h;
+      }
+    }
+    for (unsigned i = 0; i < count_; ++i) {
+      if (workers_[i].slot.load(std::memory_order_relaxed) != nullptr) {
+        if (void* stolen = workers_[i].slot.exchange(nullptr)) {
+          return std::coroutine_handle<>::from_address(stolen);
+        }
+      }
+    }
+    return {};
+  }
+
+  bool has_work() const noexcept {
+    if (queued_.load() != 0) {
+      return true;
+    }
+    for (unsigned i = 0; i < count_; ++i) {
+      if (workers_[i].slot.load() != nullptr) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  static void resume(std::coroutine_handle<> h) noexcept {
+    try {
+      h.resume();
+    } catch (...) {  // A coroutine that lets an exception out of `resume`: report, go on.
+      try {
+        std::clog << "supervisor: a coroutine resumed by ThreadPool threw\n";
+      } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere left to report to.
+      }
+    }
+  }
+
+  void work(Worker& self) noexcept {
+    current_worker() = Current{this, &self};
+    for (;;) {
+      if (const std::coroutine_handle<> h = take(self)) {
+        resume(h);
+        continue;
+      }
+      spinning_.fetch_add(1);
+      std::coroutine_handle<> found;
+      detail::spin_until([&] { return static_cast<bool>(found = take(self)); }, spin_);
+      spinning_.fetch_sub(1);
+      if (found) {
+        resume(found);
+        continue;
+      }
+      std::unique_lock lock(mutex_);
+      sleeping_.fetch_add(1);
+      while (!stopping_ && !has_work()) {
+        wake_.wait(lock);
+      }
+      sleeping_.fetch_sub(1);
+      if (stopping_ && !has_work()) {
+        return;
+      }
+    }
+  }
+
+  void stop_and_join() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (unsigned i = 0; i < count_; ++i) {
+      if (workers_[i].thread.joinable()) {
+        workers_[i].thread.join();
+      }
+    }
+  }
+
+  const unsigned count_;
+  const std::chrono::nanoseconds spin_;
+  std::unique_ptr<Worker[]> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::coroutine_handle<>> queue_;
+  bool stopping_ = false;  // under `mutex_`
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<unsigned> spinning_{0};
+  std::atomic<unsigned> sleeping_{0};
+};
+
+}  // namespace supervisor

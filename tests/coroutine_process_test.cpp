@@ -1,0 +1,204 @@
+// Coroutine processes (`CoroutineRunnable`): the same contract as thread processes, kept by a
+// supervisor whose processes are coroutines resumed on an executor, never on threads of their
+// own. Every wait is on a signal (latches, events, the process's own transitions).
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "operations_event_log.hpp"
+#include "supervisor/supervisor.hpp"
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using supervisor::AsyncReady;
+using supervisor::Task;
+
+/// What every life of a `Session` does, shared by its copies.
+struct Script {
+  enum class Kind { steady, fail_before_ready, throw_before_ready, quit_before_ready, exit_after };
+  Kind kind = Kind::steady;
+  std::atomic<int> lives{0};
+  std::atomic<int> live{0};  // lives begun and not returned
+  std::atomic<int> graceful_ends{0};
+  test::Event ended;
+  std::function<std::error_code()> inside;  // called inside the body, before ready, if set
+  std::error_code inside_result;
+};
+
+/// A coroutine runnable whose lives follow its script.
+struct Session {
+  std::shared_ptr<Script> script = std::make_shared<Script>();
+
+  Task<std::error_code> run(std::stop_token force, AsyncReady& ready) const {
+    auto s = script;  // the frame's own reference: the record may be copied and gone
+    ++s->lives;
+    ++s->live;
+    struct Leave {
+      Script& s;
+      ~Leave() {
+        --s.live;
+        s.ended.notify();
+      }
+    } leave{*s};
+    if (s->inside) {
+      s->inside_result = s->inside();
+    }
+    switch (s->kind) {
+      case Script::Kind::fail_before_ready:
+        co_return make_error_code(std::errc::io_error);
+      case Script::Kind::throw_before_ready:
+        throw std::runtime_error("no connection");
+      case Script::Kind::quit_before_ready:
+        co_return std::error_code{};
+      case Script::Kind::exit_after:
+        co_await ready(force);  // force only: returns at once if already requested
+        co_return std::error_code{};
+      case Script::Kind::steady:
+        break;
+    }
+    co_await ready;
+    if (!force.stop_requested()) {
+      ++s->graceful_ends;
+    }
+    co_return std::error_code{};
+  }
+};
+
+static_assert(supervisor::CoroutineRunnable<Session>);
+static_assert(!supervisor::Runnable<Session>);
+static_assert(supervisor::SupervisedRunnable<Session>);
+
+using Table = supervisor::MapTable<std::string, Session>;
+using Sup = supervisor::Supervisor<std::string, Session>;
+
+/// A supervisor of sessions with `run` on a thread of its own until `finish()`.
+struct Rig {
+  std::shared_ptr<Table> table = std::make_shared<Table>();
+  test::Reports<std::string> reports;
+  test::EventLog<std::string> log;
+  supervisor::Options<std::string> options;
+  std::unique_ptr<Sup> sup;
+  std::stop_source finish_source;
+  test::Event in_callback;
+  std::unique_ptr<test::Background> runner;
+
+  Rig() {
+    options.on_error = reports.hook();
+    options.on_event = log.hook();
+  }
+  Rig(const Rig&) = delete;
+  Rig& operator=(const Rig&) = delete;
+  ~Rig() {
+    finish_source.request_stop();
+    runner.reset();
+  }
+
+  void start_run() {
+    sup = std::make_unique<Sup>(table, options);
+    runner = std::make_unique<test::Background>([this] {
+      sup->run([this](std::stop_token stopping) {
+        in_callback.notify();
+        test::wait_until_either(stopping, finish_source.get_token());
+      });
+    });
+    REQUIRE(in_callback.wait());
+  }
+  std::exception_ptr finish() {
+    finish_source.request_stop();
+    return runner->join();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("coroutine process: start waits for ready, stop resumes it for a graceful end",
+          "[coroutine]") {
+  Rig rig;
+  Session session;
+  rig.table->insert_or_assign("a", session);
+  rig.start_run();  // the initial pass starts "a"
+  REQUIRE(rig.log.wait_for("a", supervisor::EventKind::ready, 1));
+  CHECK(rig.sup->keys() == std::vector<std::string>{"a"});
+  rig.table->insert_or_assign("b", session);
+  (void)rig.sup->start("b");  // returns once b's coroutine has awaited `ready`
+  CHECK(session.script->live == 2);
+  rig.sup->stop("a");  // returns once a's coroutine has returned
+  CHECK(session.script->graceful_ends == 1);
+  CHECK(rig.log.kinds("a") == "starting ready stop_requested stopped");
+  REQUIRE(rig.finish() == nullptr);  // the shutdown stops "b" the same way
+  CHECK(session.script->live == 0);
+  CHECK(session.script->graceful_ends == 2);
+  CHECK(rig.reports.entries().empty());
+}
+
+TEST_CASE("coroutine process: a start that fails tells its caller why, with the key free again",
+          "[coroutine]") {
+  Rig rig;
+  rig.start_run();
+  Session failing;
+  failing.script->kind = Script::Kind::fail_before_ready;
+  rig.table->insert_or_assign("e", failing);
+  CHECK(test::code_of([&] { (void)rig.sup->start("e"); }) == std::errc::io_error);
+  Session throwing;
+  throwing.script->kind = Script::Kind::throw_before_ready;
+  rig.table->insert_or_assign("t", throwing);
+  CHECK_THROWS_WITH(rig.sup->start("t"), "no connection");
+  Session quitting;
+  quitting.script->kind = Script::Kind::quit_before_ready;
+  rig.table->insert_or_assign("q", quitting);
+  CHECK(test::code_of([&] { (void)rig.sup->start("q"); }) == supervisor::errc::exited_before_ready);
+  // Each key is free again at once: its record left the map before `start` returned.
+  CHECK(test::code_of([&] { (void)rig.sup->start("e"); }) == std::errc::io_error);
+  REQUIRE(rig.finish() == nullptr);
+  CHECK(failing.script->lives == 2);
+  CHECK(throwing.script->live == 0);
+}
+
+TEST_CASE("coroutine process: `co_await ready(early)` goes on when its token is requested",
+          "[coroutine]") {
+  Rig rig;
+  Session session;
+  session.script->kind = Script::Kind::exit_after;
+  rig.table->insert_or_assign("x", session);
+  rig.start_run();
+  REQUIRE(rig.log.wait_for("x", supervisor::EventKind::ready, 1));
+  rig.sup->stop("x");  // graceful: `ready(force)` is woken by the stop, not by force
+  CHECK(rig.log.kinds("x") == "starting ready stop_requested stopped");
+  REQUIRE(rig.finish() == nullptr);
+}
+
+TEST_CASE("coroutine process: a blocking call from a thread of the executor is refused",
+          "[coroutine][deadlock]") {
+  Rig rig;
+  Session caller;
+  std::error_code from_start;
+  std::error_code from_stop;
+  Sup* sup = nullptr;
+  caller.script->inside = [&] {
+    std::error_code ec;
+    (void)sup->start("other", ec);
+    from_start = ec;
+    sup->stop("other", ec);
+    from_stop = ec;
+    return std::error_code{};
+  };
+  rig.table->insert_or_assign("other", Session{});
+  rig.start_run();
+  sup = rig.sup.get();
+  rig.table->insert_or_assign("caller", caller);  // after `sup` is set: no pass starts it before
+  (void)rig.sup->start("caller");
+  CHECK(from_start == std::errc::resource_deadlock_would_occur);
+  CHECK(from_stop == std::errc::resource_deadlock_would_occur);
+  REQUIRE(rig.finish() == nullptr);
+}
