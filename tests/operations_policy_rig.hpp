@@ -116,10 +116,38 @@ struct Rig {
   /// Lets the loop's periodic pass run (one restart interval, a minute), and waits until the
   /// loop has armed its next wait.
   void restart_pass() {
+    wait_for_exits_to_leave();
     REQUIRE(loop_waits_on_clock());
     const auto arms = clock->arms();
     clock->advance(1min);
     REQUIRE(clock->wait_for_arms(arms + 1));
+  }
+
+  /// Waits until every process that has told its exit has left the map. Its last events come
+  /// just before its record leaves (so that the next process's events follow them), and a pass
+  /// that still finds the record skips the key.
+  void wait_for_exits_to_leave() {
+    using supervisor::EventKind;
+    REQUIRE(test::eventually([&] {
+      for (const auto& key : sup->keys()) {
+        const auto events = log.of(key);
+        if (events.empty()) {
+          continue;
+        }
+        switch (events.back().kind) {
+          case EventKind::exited:
+          case EventKind::failed:
+          case EventKind::restart_scheduled:
+          case EventKind::given_up:
+          case EventKind::stopped:
+          case EventKind::escalated:
+            return false;
+          default:
+            break;
+        }
+      }
+      return true;
+    }));
   }
 
   std::exception_ptr finish() {

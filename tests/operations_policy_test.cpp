@@ -298,6 +298,7 @@ TEST_CASE("policy: a snapshot taken as the give-up or the backoff is told alread
   rig.table->insert_or_assign("a", worker);
   rig.start_run();  // life 1 fails: a backoff is scheduled.
   REQUIRE(rig.wait_for("a", EventKind::restart_scheduled, 1));
+  rig.wait_for_exits_to_leave();
   rig.clock->advance(1h);  // past any backoff; life 2 gives up.
   REQUIRE(rig.wait_for("a", EventKind::given_up, 1));
   REQUIRE(rig.finish() == nullptr);
