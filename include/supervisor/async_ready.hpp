@@ -26,6 +26,7 @@
 #include <atomic>
 #include <concepts>
 #include <coroutine>
+#include <exception>
 #include <optional>
 #include <stop_token>
 #include <system_error>
@@ -173,6 +174,24 @@ template <class R>
 concept SupervisedRunnable = AnyKindRunnable<R> && std::copy_constructible<R>;
 
 namespace detail {
+/// What a finished task of a coroutine runnable failed with: its exception, or a non-zero error
+/// code as `std::system_error`; null if it succeeded.
+template <class Promise>
+std::exception_ptr task_failure(std::coroutine_handle<Promise> task) noexcept {
+  try {
+    if constexpr (std::is_void_v<decltype(task.promise().take())>) {
+      task.promise().take();
+    } else {
+      if (const std::error_code ec = task.promise().take()) {
+        throw std::system_error(ec, "runnable failed");
+      }
+    }
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+
 /// The coroutine handle of a coroutine runnable's task; a plain handle for a thread runnable.
 template <class R>
 struct TaskHandleOf {

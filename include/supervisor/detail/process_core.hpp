@@ -22,6 +22,7 @@
 
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/ready_waiter.hpp"
 #include "supervisor/detail/spin.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
@@ -88,7 +89,7 @@ class ProcessCore : public ReadyTarget,
   /// `initial -> starting`, then hands the runnable to `launch`. `errc::invalid_state` from any
   /// other state. If `launch` throws, the process becomes `stopped` and done, and the exception
   /// propagates.
-  std::error_code begin_start(const Launch& launch) requires(!is_coroutine) {
+  std::error_code begin_start(const Launch& launch) requires Runnable<R> {
     if (!enter_starting()) {
       return errc::invalid_state;
     }
@@ -106,27 +107,7 @@ class ProcessCore : public ReadyTarget,
   /// the task's frame and runs none of its body), and schedules the task on `executor`. If
   /// either throws, the frame is destroyed, the process becomes `stopped` and done, and the
   /// exception propagates.
-  std::error_code begin_start(ExecutorRef executor) requires is_coroutine {
-    if (!enter_starting()) {
-      return errc::invalid_state;
-    }
-    try {
-      executor_ = executor;
-      task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
-      task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this});
-      self_ = this->shared_from_this();  // the task keeps its record, as a thread does
-      executor.schedule_or_throw(task_);
-    } catch (...) {
-      if (task_) {
-        task_.destroy();
-        task_ = {};
-      }
-      self_.reset();  // not the last owner: the caller holds one
-      fail_launch();
-      throw;
-    }
-    return {};
-  }
+  std::error_code begin_start(ExecutorRef executor) requires CoroutineRunnable<R>;
 
   /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
   /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
@@ -396,69 +377,26 @@ class ProcessCore : public ReadyTarget,
     mark_ready();
     return released(early);
   }
-  void arm_ready_wait() noexcept override { ready_waiter_.store(0); }
+  void arm_ready_wait() noexcept override { ready_waiter_.arm(); }
   bool park_ready(std::coroutine_handle<> awaiting, const std::stop_token& early) override {
     if (!wake_on_force_) {  // only this process's coroutine parks: no race on the optional
       wake_on_force_.emplace(force_.get_token(), WakeReady{this});
     }
-    if (released(early)) {
-      return false;
-    }
-    // A wake-up since `arm_ready_wait` left `woken` here: then the coroutine goes on.
-    std::uintptr_t expected = 0;
-    return ready_waiter_.compare_exchange_strong(
-        expected, reinterpret_cast<std::uintptr_t>(awaiting.address()));
+    return !released(early) && ready_waiter_.park(awaiting);
   }
-  void wake_ready() noexcept override {
-    const std::uintptr_t parked = ready_waiter_.exchange(woken);
-    if (parked > woken) {
-      executor_.schedule(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(parked)));
-    }
-  }
+  void wake_ready() noexcept override { ready_waiter_.wake(); }
   struct WakeReady {
     ProcessCore* core;
     void operator()() const noexcept { core->wake_ready(); }
   };
 
-  static void task_begins(void* context) noexcept {
-    auto* self = static_cast<ProcessCore*>(context);
-    self->on_start();  // first, as on a thread
-    self->launched_.store(true, std::memory_order_release);
-  }
-  static void task_ends(void* context) noexcept {
-    static_cast<ProcessCore*>(context)->finish_task();
-  }
+  static void task_begins(void* context) noexcept;
+  static void task_ends(void* context) noexcept;
+  void finish_task() noexcept;
 
-  // The task has finished: its result, its frame freed, the exit path, then the settle hook
-  // after the last touch of `*this` (the task's reference may be the last one).
-  void finish_task() noexcept {
-    std::exception_ptr failure;
-    try {
-      if constexpr (std::is_void_v<decltype(task_.promise().take())>) {
-        task_.promise().take();
-      } else {
-        if (const std::error_code ec = task_.promise().take()) {
-          throw std::system_error(ec, "runnable failed");
-        }
-      }
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    task_.destroy();
-    task_ = {};
-    finish_run(failure);
-    const SettleHook settle = settle_hook();
-    { const std::shared_ptr<ProcessCore> last = std::move(self_); }
-    if (settle.call != nullptr) {
-      settle.call(settle.context);
-    }
-  }
-
-  static constexpr std::uintptr_t woken = 1;  // `ready_waiter_`: 0 armed, 1 woken, or a handle
-  ExecutorRef executor_;
   typename TaskHandleOf<R>::type task_;
   std::shared_ptr<ProcessCore> self_;
-  std::atomic<std::uintptr_t> ready_waiter_{0};
+  ReadyWaiter ready_waiter_;
   std::optional<std::stop_callback<WakeReady>> wake_on_force_;
   AsyncReady async_ready_{*this};
 
@@ -487,3 +425,5 @@ class ProcessCore : public ReadyTarget,
 };
 
 }  // namespace supervisor::detail
+
+#include "supervisor/detail/process_core_coroutine.hpp"
