@@ -83,6 +83,7 @@ Config parse_args(int argc, char** argv) {
     config.reps = 3;
     config.cycles = 2'000;
     config.processes = 1'000;
+    config.co_processes = 1'000;
     config.get_seconds = 0.2;
     config.slices = 4;
   }
@@ -93,8 +94,9 @@ Config parse_args(int argc, char** argv) {
     }
     if (arg == "--help" || arg == "-h") {
       std::printf(
-          "usage: supervisor_bench [--quick] [--only=start_stop|get|lifecycle|operations]\n"
-          "                        [--reps=N] [--cycles=N] [--processes=N]\n"
+          "usage: supervisor_bench [--quick]\n"
+          "                        [--only=start_stop|get|lifecycle|operations|coroutines]\n"
+          "                        [--reps=N] [--cycles=N] [--processes=N] [--co-processes=N]\n"
           "                        [--side=library|floor] [--spin=NS] [--reuse]\n"
           "  --quick       a few seconds: smaller counts, 3 repetitions (the CI smoke test)\n"
           "  --only=S      run one scenario\n"
@@ -106,7 +108,7 @@ Config parse_args(int argc, char** argv) {
     if (arg.substr(0, 7) == "--only=") {
       config.only = std::string(arg.substr(7));
       if (config.only != "start_stop" && config.only != "get" && config.only != "lifecycle" &&
-          config.only != "operations") {
+          config.only != "operations" && config.only != "coroutines") {
         throw BenchError("unknown scenario in " + std::string(arg));
       }
     } else if (arg == "--side=library" || arg == "--side=floor") {
@@ -122,6 +124,8 @@ Config parse_args(int argc, char** argv) {
       config.cycles = static_cast<int>(value);
     } else if (parse_count(arg, "--processes=", value)) {
       config.processes = static_cast<std::size_t>(value);
+    } else if (parse_count(arg, "--co-processes=", value)) {
+      config.co_processes = static_cast<std::size_t>(value);
     } else {
       throw BenchError("unknown argument " + std::string(arg) + " (try --help)");
     }
@@ -157,10 +161,9 @@ int run(int argc, char** argv) {
     std::function<std::vector<Row>(const Config&)> run;
   };
   const Scenario scenarios[] = {
-      {"start_stop", scenario_start_stop},
-      {"get", scenario_get},
-      {"lifecycle", scenario_lifecycle},
-      {"operations", scenario_operations},
+      {"start_stop", scenario_start_stop}, {"get", scenario_get},
+      {"lifecycle", scenario_lifecycle},   {"operations", scenario_operations},
+      {"coroutines", scenario_coroutines},
   };
 
   std::vector<Row> rows;

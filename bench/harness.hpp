@@ -23,10 +23,11 @@ enum class Side { both, library, floor };
 
 struct Config {
   bool quick = false;
-  std::string only;                // empty: every scenario
-  int reps = 5;                    // repetitions per figure
-  int cycles = 20'000;             // start+stop cycles per repetition
-  std::size_t processes = 10'000;  // restore / memory / shutdown
+  std::string only;                   // empty: every scenario
+  int reps = 5;                       // repetitions per figure
+  int cycles = 20'000;                // start+stop cycles per repetition
+  std::size_t processes = 10'000;     // restore / memory / shutdown
+  std::size_t co_processes = 10'000;  // the coroutine scenario's live processes
   std::size_t get_processes = 1'000;
   double get_seconds = 1.0;  // measuring time per get/visit/copy figure, over its repetitions
   int slices = 8;            // library/floor alternations within one repetition
@@ -100,6 +101,7 @@ std::vector<Row> scenario_start_stop(const Config& config);  // start_stop.cpp
 std::vector<Row> scenario_get(const Config& config);         // get_visit.cpp
 std::vector<Row> scenario_lifecycle(const Config& config);   // lifecycle.cpp
 std::vector<Row> scenario_operations(const Config& config);  // operations.cpp
+std::vector<Row> scenario_coroutines(const Config& config);  // coroutines.cpp
 
 // ---- output (report.cpp) -------------------------------------------------------------------
 

@@ -4,8 +4,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -201,4 +204,134 @@ TEST_CASE("coroutine process: a blocking call from a thread of the executor is r
   CHECK(from_start == std::errc::resource_deadlock_would_occur);
   CHECK(from_stop == std::errc::resource_deadlock_would_occur);
   REQUIRE(rig.finish() == nullptr);
+}
+
+namespace {
+
+/// An executor that holds what it is given until the test resumes it, on the test's thread.
+class HeldExecutor {
+ public:
+  void schedule(std::coroutine_handle<> h) {
+    const std::lock_guard lock(mutex_);
+    queue_.push_back(h);
+  }
+  [[nodiscard]] bool running_in_this_thread() const noexcept { return draining(); }
+  /// Resumes everything queued, and what that schedules, on the calling thread.
+  void drain() {
+    draining() = true;
+    for (;;) {
+      std::coroutine_handle<> next;
+      {
+        const std::lock_guard lock(mutex_);
+        if (queue_.empty()) {
+          break;
+        }
+        next = queue_.front();
+        queue_.erase(queue_.begin());
+      }
+      next.resume();
+    }
+    draining() = false;
+  }
+  [[nodiscard]] std::size_t queued() const {
+    const std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  static bool& draining() noexcept {
+    thread_local bool on = false;
+    return on;
+  }
+  mutable std::mutex mutex_;
+  std::vector<std::coroutine_handle<>> queue_;
+};
+static_assert(supervisor::Executor<HeldExecutor>);
+
+}  // namespace
+
+TEST_CASE("coroutine process: scheduled and not yet resumed, it is already there",
+          "[coroutine][executor]") {
+  HeldExecutor executor;
+  Rig rig;
+  rig.options.executor = executor;
+  rig.options.initial_wait = 0s;
+  Session session;
+  rig.table->insert_or_assign("a", session);
+  rig.start_run();  // the initial pass schedules "a"; nothing runs it yet
+  CHECK(executor.queued() == 1);
+  CHECK(session.script->lives == 0);
+  CHECK(rig.sup->keys() == std::vector<std::string>{"a"});  // taken, and found by lookups
+  std::error_code ec;
+  (void)rig.sup->start("a", ec);
+  CHECK(ec == supervisor::errc::process_exists);
+  executor.drain();  // "a" begins, and parks on `ready`
+  CHECK(session.script->live == 1);
+  CHECK(rig.log.kinds("a") == "starting ready");
+  // The supervisor's shutdown wakes it through the executor, which the test drains meanwhile.
+  rig.finish_source.request_stop();
+  REQUIRE(test::eventually([&] {
+    executor.drain();
+    return rig.runner->finished();
+  }));
+  REQUIRE(rig.runner->join() == nullptr);
+  CHECK(session.script->graceful_ends == 1);
+}
+
+TEST_CASE("coroutine process: from the executor's thread, every call that may wait is refused",
+          "[coroutine][executor][deadlock]") {
+  HeldExecutor executor;
+  Rig rig;
+  rig.options.executor = executor;
+  rig.options.initial_wait = 0s;
+  Session caller;
+  std::vector<std::error_code> said;
+  caller.script->inside = [&] {
+    std::error_code ec;
+    (void)rig.sup->start("b", ec);
+    said.push_back(ec);
+    rig.sup->stop("b", ec);
+    said.push_back(ec);
+    said.push_back(rig.sup->reconcile());
+    said.push_back(rig.sup->reconcile("b"));
+    rig.sup->run(
+        supervisor::Cancel{}, [] {}, ec);
+    said.push_back(ec);
+    return std::error_code{};
+  };
+  rig.table->insert_or_assign("a", caller);
+  rig.start_run();
+  executor.drain();
+  REQUIRE(said.size() == 5);
+  for (const auto& ec : said) {
+    CHECK(ec == std::errc::resource_deadlock_would_occur);
+  }
+  rig.finish_source.request_stop();
+  REQUIRE(test::eventually([&] {
+    executor.drain();
+    return rig.runner->finished();
+  }));
+  REQUIRE(rig.runner->join() == nullptr);
+}
+
+TEST_CASE("coroutine process: canceling run forces the parked coroutines awake",
+          "[coroutine][force]") {
+  Rig rig;
+  Session session;
+  rig.table->insert_or_assign("a", session);
+  rig.table->insert_or_assign("b", session);
+  std::stop_source cancel;
+  rig.sup = std::make_unique<Sup>(rig.table, rig.options);
+  test::Background runner([&] {
+    rig.sup->run(supervisor::Cancel(cancel.get_token()), [&](std::stop_token stopping) {
+      rig.in_callback.notify();
+      test::wait_until_either(stopping, rig.finish_source.get_token());
+    });
+  });
+  REQUIRE(rig.in_callback.wait());
+  REQUIRE(session.script->live == 2);
+  cancel.request_stop();  // force, not a graceful stop: each is woken by its force callback
+  (void)runner.join();
+  CHECK(session.script->live == 0);
+  CHECK(session.script->graceful_ends == 0);
 }

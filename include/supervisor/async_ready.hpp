@@ -22,6 +22,13 @@
 /// Blocking inside a coroutine runnable blocks a thread of the executor: use awaitable I/O, and
 /// never call a blocking member of a supervisor whose processes run on the same executor (that
 /// call fails with `std::errc::resource_deadlock_would_occur` where the executor can tell).
+///
+/// Where things run: `run` is called (the frame made) on the thread that starts the process;
+/// the body, the `starting` and `ready` events, and the completion (the watchdog: the exit's
+/// events and error reports, the key freed) on the executor's threads. `run` of the supervisor
+/// returns only after every task has finished with it. Happens-before edges are those of
+/// thread processes: before `co_await ready` → the `start` that returns; before returning → the
+/// `stop` that returns and `run`'s return.
 
 #include <atomic>
 #include <concepts>

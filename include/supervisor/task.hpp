@@ -78,7 +78,7 @@ template <class T>
 class TaskPromise final : public TaskPromiseBase {
  public:
   Task<T> get_return_object() noexcept;
-  template <class U>
+  template <class U = T>
   requires std::is_constructible_v<T, U&&>
   void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
     value_.emplace(std::forward<U>(value));

@@ -162,7 +162,12 @@ class ThreadPool {
       spinning_.fetch_add(1);
       std::coroutine_handle<> found;
       detail::spin_until([&] { return static_cast<bool>(found = take(self)); }, spin_);
-      spinning_.fetch_sub(1);
+      // The last spinner to find work wakes a sleeper if more is waiting: schedules that saw it
+      // spinning woke nobody, and it is about to be busy.
+      if (spinning_.fetch_sub(1) == 1 && found && sleeping_.load() != 0 && has_work()) {
+        std::lock_guard lock(mutex_);
+        wake_.notify_one();
+      }
       if (found) {
         resume(found);
         continue;

@@ -6,6 +6,7 @@
 /// of those that have not yet finished with the supervisor, which `run` waits for before it
 /// returns (no thread to join stands for them).
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
@@ -28,6 +29,7 @@ class CoroutineHost {
   void open() {
     if (!user_) {
       own_.emplace();
+      own_view_.store(&*own_);
     }
   }
 
@@ -35,6 +37,7 @@ class CoroutineHost {
   /// then joins the pool of its own, if any.
   void close() noexcept {
     wait_settled();
+    own_view_.store(nullptr);
     own_.reset();
   }
 
@@ -51,7 +54,8 @@ class CoroutineHost {
     if (user_) {
       return user_.running_in_this_thread();
     }
-    return own_ && own_->running_in_this_thread();
+    const ThreadPool* pool = own_view_.load();  // any thread may ask while `run` opens it
+    return pool != nullptr && pool->running_in_this_thread();
   }
 
   /// Before a coroutine process is scheduled.
@@ -77,6 +81,7 @@ class CoroutineHost {
  private:
   ExecutorRef user_;
   std::optional<ThreadPool> own_;
+  std::atomic<const ThreadPool*> own_view_{nullptr};
   std::mutex mutex_;
   std::condition_variable all_settled_;
   std::size_t unsettled_ = 0;

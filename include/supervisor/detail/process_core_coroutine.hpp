@@ -35,6 +35,11 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
     fail_launch();
     throw;
   }
+  // Visible to lookups, stops and the shutdown from here, as a thread kind once its thread is
+  // created: its first resumption may wait in the executor's queue. (The task's `starting` may
+  // come later; events from other threads wait for it, and are never sent from the executor's
+  // threads, where every call that would send one is refused.)
+  launched_.store(true, std::memory_order_release);
   return {};
 }
 
@@ -60,6 +65,7 @@ void ProcessCore<R>::finish_task() noexcept {
   task_.destroy();
   task_ = {};
   finish_run(failure);
+  wake_on_force_.reset();  // no wake-up from here on: none may reach a record being destroyed
   const SettleHook settle = settle_hook();
   { const std::shared_ptr<ProcessCore> last = std::move(self_); }
   if (settle.call != nullptr) {

@@ -90,6 +90,9 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_passes_coalesced() noexcept {
 
 SUPERVISOR_MEMBER_
 std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile() {
+  if (would_block_executor()) {  // the pass may wait for start slots held by coroutines
+    return std::make_error_code(std::errc::resource_deadlock_would_occur);
+  }
   if (!run_active_.load()) {
     return errc::not_running;
   }
@@ -99,6 +102,9 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile() {
 
 SUPERVISOR_MEMBER_
 std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
+  if (would_block_executor()) {  // a stop's event may wait for the task's first resumption
+    return std::make_error_code(std::errc::resource_deadlock_would_occur);
+  }
   if (!run_active_.load()) {
     return errc::not_running;
   }

@@ -1,0 +1,295 @@
+// Scenario 6, coroutine processes (`CoroutineRunnable`) over `--co-processes` keys (10,000 by
+// default; 1,000,000 for the figures): restore, resident memory per idle process, a
+// restart pass over the running entries, shutdown, and start+stop cycles from an outside thread.
+// Both sides run on a `ThreadPool` of the same size. The floor is the least a supervisor of
+// coroutines can do: a record per key in a sharded map (a state word, the parked handle), the
+// coroutine frame, and its completion as the watchdog; no history, no events, no table.
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace bench {
+namespace {
+
+/// The library's side: a coroutine runnable that is ready at once and idles until stopped.
+struct Session {
+  std::uint32_t tag = 0;
+  supervisor::Task<> run(std::stop_token /*force*/, supervisor::AsyncReady& ready) const {
+    co_await ready;
+  }
+};
+using CoTable = supervisor::MapTable<Key, Session>;
+using CoSup = supervisor::Supervisor<Key, Session>;
+
+// ---- the floor -------------------------------------------------------------------------------
+
+class Floor {
+ public:
+  struct Record;
+  struct Body {
+    struct promise_type {
+      Record* record = nullptr;
+      Body get_return_object() noexcept {
+        return Body{std::coroutine_handle<promise_type>::from_promise(*this)};
+      }
+      std::suspend_always initial_suspend() noexcept { return {}; }
+      struct Done {
+        [[nodiscard]] bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+          Record* record = h.promise().record;
+          h.destroy();
+          record->floor->finished(record);  // the watchdog: erase, count down
+        }
+        void await_resume() const noexcept {}
+      };
+      Done final_suspend() noexcept { return {}; }
+      void return_void() noexcept {}
+      void unhandled_exception() noexcept {}
+    };
+    std::coroutine_handle<promise_type> handle;
+  };
+  struct Record {
+    Floor* floor = nullptr;
+    Key key = 0;
+    std::atomic<std::uintptr_t> parked{0};  // 0 armed, 1 stopped, else the parked handle
+  };
+  struct Park {
+    Record* record;
+    [[nodiscard]] bool await_ready() const noexcept {
+      record->floor->ready_one();
+      return false;
+    }
+    bool await_suspend(std::coroutine_handle<> h) const noexcept {
+      std::uintptr_t expected = 0;
+      return record->parked.compare_exchange_strong(expected,
+                                                    reinterpret_cast<std::uintptr_t>(h.address()));
+    }
+    void await_resume() const noexcept {}
+  };
+
+  explicit Floor(supervisor::ThreadPool& pool) : pool_(pool) {}
+
+  void start(Key key) {
+    auto* record = new Record{this, key};
+    {
+      Shard& shard = shard_of(key);
+      const std::lock_guard lock(shard.mutex);
+      shard.records.emplace(key, record);
+    }
+    Body body = idle(record);
+    body.handle.promise().record = record;
+    live_.fetch_add(1);
+    pool_.schedule(body.handle);
+  }
+  void stop(Key key) {
+    Record* record = nullptr;
+    {
+      Shard& shard = shard_of(key);
+      const std::lock_guard lock(shard.mutex);
+      record = shard.records.at(key);
+    }
+    const std::uintptr_t parked = record->parked.exchange(1);
+    if (parked > 1) {
+      pool_.schedule(std::coroutine_handle<>::from_address(reinterpret_cast<void*>(parked)));
+    }
+  }
+  void stop_all() {
+    for (Shard& shard : shards_) {
+      std::vector<Key> keys;
+      {
+        const std::lock_guard lock(shard.mutex);
+        for (const auto& [key, record] : shard.records) {
+          keys.push_back(key);
+        }
+      }
+      for (const Key key : keys) {
+        stop(key);
+      }
+    }
+  }
+  void wait_ready(std::size_t n) {
+    for (std::size_t seen = ready_.load(); seen < n; seen = ready_.load()) {
+      ready_.wait(seen);
+    }
+  }
+  void wait_live(std::size_t target) {
+    for (std::size_t seen = live_.load(); seen != target; seen = live_.load()) {
+      live_.wait(seen);
+    }
+  }
+
+ private:
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<Key, Record*> records;
+  };
+  static Body idle(Record* record) { co_await Park{record}; }
+  Shard& shard_of(Key key) { return shards_[key % shards_.size()]; }
+  void ready_one() noexcept {
+    ready_.fetch_add(1);
+    ready_.notify_all();
+  }
+  void finished(Record* record) noexcept {
+    {
+      Shard& shard = shard_of(record->key);
+      const std::lock_guard lock(shard.mutex);
+      shard.records.erase(record->key);
+    }
+    delete record;
+    live_.fetch_sub(1);
+    live_.notify_all();
+  }
+
+  supervisor::ThreadPool& pool_;
+  std::vector<Shard> shards_ = std::vector<Shard>(64);
+  std::atomic<std::size_t> ready_{0};
+  std::atomic<std::size_t> live_{0};
+};
+
+struct Sample {
+  double restore_us = 0;
+  double rss_bytes = 0;
+  double pass_us = 0;
+  double shutdown_us = 0;
+  double cycle_us = 0;
+};
+
+Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
+  auto table = std::make_shared<CoTable>();
+  for (std::size_t i = 0; i < n; ++i) {
+    table->insert_or_assign(key_at(i), Session{});
+  }
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  ErrorSink errors;
+  auto options = bench_options(Tuning{}, clock, errors);
+  options.executor = pool;
+  CoSup sup(table, options);
+  Sample sample;
+  trim_heap();
+  const long rss_before = rss_kib();
+  Clock::time_point callback_returned;
+  const auto run_called = Clock::now();
+  sup.run([&] {
+    sample.restore_us = seconds_since(run_called) * 1e6 / static_cast<double>(n);
+    sample.rss_bytes = static_cast<double>(rss_kib() - rss_before) * 1024 / static_cast<double>(n);
+    errors.check("coroutine restore");
+    if (const auto running = sup.keys().size(); running != n) {
+      throw BenchError("coroutine restore: " + std::to_string(running) + " of " +
+                       std::to_string(n) + " running");
+    }
+    const WaitBound bound(std::chrono::seconds(600));
+    if (!clock->wait_for_sleepers(1, bound.token())) {
+      throw BenchError("coroutine pass: the restart loop never waited on the clock");
+    }
+    const auto arms = clock->arms();
+    const auto t0 = Clock::now();
+    clock->advance(options.restart_interval);
+    if (!clock->wait_for_arms(arms + 1, bound.token())) {
+      throw BenchError("coroutine pass: the restart loop never re-armed");
+    }
+    sample.pass_us = seconds_since(t0) * 1e6 / static_cast<double>(n);
+    // Start+stop cycles on keys of their own, from this (outside) thread.
+    for (int i = 0; i < cycles; ++i) {
+      table->insert_or_assign(key_at(n + static_cast<std::uint64_t>(i)), Session{});
+    }
+    const auto c0 = Clock::now();
+    for (int i = 0; i < cycles; ++i) {
+      const Key key = key_at(n + static_cast<std::uint64_t>(i));
+      (void)sup.start(key);
+      sup.stop(key);
+    }
+    sample.cycle_us = seconds_since(c0) * 1e6 / cycles;
+    callback_returned = Clock::now();
+  });
+  sample.shutdown_us = seconds_since(callback_returned) * 1e6 / static_cast<double>(n);
+  errors.check("coroutine shutdown");
+  return sample;
+}
+
+Sample floor_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
+  Sample sample;
+  trim_heap();
+  const long rss_before = rss_kib();
+  Floor floor(pool);
+  const auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    floor.start(key_at(i));
+  }
+  floor.wait_ready(n);
+  sample.restore_us = seconds_since(t0) * 1e6 / static_cast<double>(n);
+  sample.rss_bytes = static_cast<double>(rss_kib() - rss_before) * 1024 / static_cast<double>(n);
+  const auto c0 = Clock::now();
+  for (int i = 0; i < cycles; ++i) {
+    const Key key = key_at(n + static_cast<std::uint64_t>(i));
+    floor.start(key);
+    floor.wait_ready(n + static_cast<std::size_t>(i) + 1);
+    floor.stop(key);
+  }
+  floor.wait_live(n);  // the cycles' last stop has finished
+  sample.cycle_us = seconds_since(c0) * 1e6 / cycles;
+  const auto d0 = Clock::now();
+  floor.stop_all();
+  floor.wait_live(0);
+  sample.shutdown_us = seconds_since(d0) * 1e6 / static_cast<double>(n);
+  return sample;
+}
+
+}  // namespace
+
+std::vector<Row> scenario_coroutines(const Config& config) {
+  const std::size_t n = config.co_processes;
+  const int cycles = config.quick ? 2'000 : 20'000;
+  supervisor::ThreadPool pool(2);
+  Paired restore;
+  Paired memory;
+  Paired pass;
+  Paired shutdown;
+  Paired cycle;
+  for (int rep = 0; rep < config.reps; ++rep) {
+    Sample lib;
+    Sample fl;
+    if (floor_first(rep)) {
+      fl = floor_side(n, cycles, pool);
+      lib = library_side(n, cycles, pool);
+    } else {
+      lib = library_side(n, cycles, pool);
+      fl = floor_side(n, cycles, pool);
+    }
+    restore.add(lib.restore_us, fl.restore_us);
+    memory.add(lib.rss_bytes, fl.rss_bytes);
+    pass.lib.push_back(lib.pass_us);  // no floor: the lifecycle scenario has the pass's
+    shutdown.add(lib.shutdown_us, fl.shutdown_us);
+    cycle.add(lib.cycle_us, fl.cycle_us);
+  }
+  const std::string count = std::to_string(n);
+  const std::string floor_note = count +
+                                 " coroutines on the same 2-thread pool, a record each in "
+                                 "a sharded map, completion as watchdog";
+  return {
+      paired_row("co_restore", "coroutines: restore (run -> callback)", "us/entry", restore,
+                 floor_note, {TargetKind::median_at_most, 2.5}, GoReference{9, 11}),
+      paired_row("co_memory", "coroutines: resident memory, idle", "bytes/process", memory,
+                 floor_note, {TargetKind::median_at_most, 1024}, GoReference{6246, 6246}),
+      paired_row("co_restart_pass", "coroutines: restart pass, end to end", "us/entry", pass, "",
+                 {TargetKind::median_at_most, 0.2}, GoReference{0.5, 1.0}),
+      paired_row("co_shutdown", "coroutines: shutdown (callback -> return)", "us/process", shutdown,
+                 floor_note, {TargetKind::median_at_most, 1.5}, GoReference{2, 2}),
+      paired_row("co_start_stop_outside", "coroutines: start+stop, caller outside the pool",
+                 "us/cycle", cycle, "start, wait ready, stop, wait done, from an outside thread",
+                 {TargetKind::median_at_most, 2}, GoReference{4.1, 4.8}),
+  };
+}
+
+}  // namespace bench
