@@ -215,6 +215,9 @@ Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
   });
   sample.shutdown_us = seconds_since(callback_returned) * 1e6 / static_cast<double>(n);
   errors.check("coroutine shutdown");
+  if (const auto left = sup.keys().size(); left != 0) {
+    throw BenchError("coroutine shutdown: " + std::to_string(left) + " processes left");
+  }
   return sample;
 }
 

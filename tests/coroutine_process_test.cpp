@@ -335,3 +335,25 @@ TEST_CASE("coroutine process: canceling run forces the parked coroutines awake",
   CHECK(session.script->live == 0);
   CHECK(session.script->graceful_ends == 0);
 }
+
+TEST_CASE("coroutine process: ten thousand live at once, all ready, none left after run",
+          "[coroutine][many]") {
+  constexpr int count = 10'000;
+  supervisor::ThreadPool pool(2);  // before the rig: it outlives `run`
+  Rig rig;
+  rig.options.on_event = nullptr;  // the log would hold 40,000 events
+  Session session;
+  for (int i = 0; i < count; ++i) {
+    rig.table->insert_or_assign("k" + std::to_string(i), session);
+  }
+  rig.options.executor = pool;
+  rig.options.initial_wait = std::chrono::hours(1);  // ends when every start has settled
+  rig.start_run();
+  CHECK(rig.sup->keys().size() == count);
+  CHECK(session.script->live == count);
+  REQUIRE(rig.finish() == nullptr);
+  CHECK(rig.sup->keys().empty());
+  CHECK(session.script->live == 0);
+  CHECK(session.script->graceful_ends == count);
+  CHECK(rig.reports.entries().empty());
+}
