@@ -5,11 +5,13 @@
 /// map of the headers.
 
 #include "supervisor/adapters.hpp"          // nop, from_function, start_stop, leaf, AnyRunnable
+#include "supervisor/async_ready.hpp"       // CoroutineRunnable concept, AsyncReady
 #include "supervisor/cancel.hpp"            // Cancel: a stop token plus a deadline
 #include "supervisor/clock.hpp"             // Clock concept, SteadyClock, ManualClock, AnyClock
 #include "supervisor/composite.hpp"         // chain, parallel
 #include "supervisor/errors.hpp"            // errc and its error category
 #include "supervisor/events.hpp"            // EventKind, Event: Options::on_event
+#include "supervisor/executor.hpp"          // Executor concept, ExecutorRef
 #include "supervisor/options.hpp"           // Options of a Supervisor
 #include "supervisor/process.hpp"           // Process<R>: one runnable's state machine
 #include "supervisor/process_state.hpp"     // ProcessState
@@ -20,3 +22,5 @@
 #include "supervisor/snapshot.hpp"          // KeyState, KeyStatus, Snapshot
 #include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
 #include "supervisor/table.hpp"             // Table concept, MapTable
+#include "supervisor/task.hpp"              // Task<T>: what coroutine runnables return
+#include "supervisor/thread_pool.hpp"       // ThreadPool: the stdlib executor
