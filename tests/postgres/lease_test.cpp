@@ -163,6 +163,18 @@ bool steady(pg::Connection& db, const std::vector<const Instance*>& instances, i
   }
 }
 
+// Polls (real time: a real server keeps it) until `done()` holds, at a 50 ms pace; the test
+// fails past `deadline`. Returns how long it took. The condition decides, never the pace.
+template <class Done>
+std::chrono::milliseconds poll_until(Done done, std::chrono::seconds deadline = 60s) {
+  const auto start = Clock::now();
+  while (!done()) {
+    REQUIRE(Clock::now() - start < deadline);
+    std::this_thread::sleep_for(50ms);
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+}
+
 std::string server_now(pg::Connection& db) { return db.exec("SELECT now()").text(0, 0); }
 
 // Waits until `instances` are steady; returns how long that took.
@@ -170,12 +182,7 @@ std::chrono::milliseconds wait_steady(pg::Connection& db,
                                       const std::vector<const Instance*>& instances, int rows,
                                       std::chrono::seconds deadline = 90s) {
   const std::string since = server_now(db);
-  const auto start = Clock::now();
-  while (!steady(db, instances, rows, since)) {
-    REQUIRE(Clock::now() - start < deadline);
-    std::this_thread::sleep_for(50ms);  // polling pace; the condition decides
-  }
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  return poll_until([&] { return steady(db, instances, rows, since); }, deadline);
 }
 
 // The audit's invariants: one writer per (key, fence); per key, fences never go back in the order
@@ -234,14 +241,14 @@ TEST_CASE("postgres balance: 1,000 rows over 3 instances, a join and a leave", "
 
   // Every key's current holder wrote 'start' under its current lease (a process is listed from
   // the moment it starts, its 'start' write follows: wait for it).
-  const auto start = Clock::now();
-  while (scalar(db,
-                "SELECT count(*) FROM supervisor_leases l WHERE NOT EXISTS (SELECT 1 FROM "
-                "audit a WHERE a.key = l.key AND a.fence = l.fence AND a.instance = l.owner "
-                "AND a.kind = 'start')") != 0) {
-    REQUIRE(Clock::now() - start < 30s);
-    std::this_thread::sleep_for(50ms);
-  }
+  (void)poll_until(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM supervisor_leases l WHERE NOT EXISTS (SELECT 1 FROM "
+                      "audit a WHERE a.key = l.key AND a.fence = l.fence AND a.instance = l.owner "
+                      "AND a.kind = 'start')") == 0;
+      },
+      30s);
   for (Instance* instance : {&a, &c, &d}) {
     instance->signal(SIGTERM);
     CHECK(instance->wait() == 0);
@@ -289,11 +296,7 @@ TEST_CASE("postgres pause: an instance SIGSTOPped past its lease is fenced off",
   // Resumed, b writes under its old leases (ticks, and the 'stop' of each process it stops):
   // all rejected; it stops those processes and later claims a share again under new fences.
   report("all three steady after the resume", wait_steady(db, {&a, &b, &c}, params.rows));
-  const auto start = Clock::now();
-  while (status_of(db, b, "rejected") < rejected_before + held) {
-    REQUIRE(Clock::now() - start < 60s);
-    std::this_thread::sleep_for(50ms);
-  }
+  (void)poll_until([&] { return status_of(db, b, "rejected") >= rejected_before + held; });
   CHECK(b.alive());
   check_audit(db);
 }
@@ -312,12 +315,8 @@ TEST_CASE("postgres restart: the server restarts mid-run", "[postgres]") {
   for (const Instance* instance : {&a, &b, &c}) {
     passes.push_back(status_of(after, *instance, "passes"));
   }
-  const auto start = Clock::now();
   for (std::size_t i = 0; const Instance* instance : {&a, &b, &c}) {
-    while (status_of(after, *instance, "passes") < passes[i] + 3) {
-      REQUIRE(Clock::now() - start < 60s);
-      std::this_thread::sleep_for(50ms);
-    }
+    (void)poll_until([&] { return status_of(after, *instance, "passes") >= passes[i] + 3; });
     ++i;
   }
   report("steady again after the server restart", wait_steady(after, {&a, &b, &c}, params.rows));
@@ -338,13 +337,8 @@ TEST_CASE("postgres outage: the server is down past the lease", "[postgres]") {
   server->stop();
   // No renewal can succeed: each instance stops every process once its leases are past their
   // safety deadline (lease - margin after the last renewal), before anyone could claim them.
-  const auto start = Clock::now();
-  while (running_file(a) + running_file(b) + running_file(c) != 0) {
-    REQUIRE(Clock::now() - start < 60s);
-    std::this_thread::sleep_for(50ms);
-  }
   report("every process stopped during the outage",
-         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+         poll_until([&] { return running_file(a) + running_file(b) + running_file(c) == 0; }));
   server->start_again();
   pg::Connection after(server->conninfo());
   report("steady again after the outage", wait_steady(after, {&a, &b, &c}, params.rows));
@@ -365,15 +359,14 @@ TEST_CASE("postgres revoked: a lease taken away in the database stops its proces
   db.exec(
       "UPDATE supervisor_leases SET owner = 'intruder', fence = fence + 1, expires_at = now() + "
       "interval '1 hour' WHERE key = 'k0000'");
-  const auto start = Clock::now();
-  while (
-      scalar(db, "SELECT count(*) FROM status WHERE instance = 'a' AND 'k0000' = ANY(running)") !=
-      0) {
-    REQUIRE(Clock::now() - start < 30s);
-    std::this_thread::sleep_for(50ms);
-  }
   report("a revoked lease stopped its process",
-         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+         poll_until(
+             [&] {
+               return scalar(db,
+                             "SELECT count(*) FROM status WHERE instance = 'a' AND 'k0000' = "
+                             "ANY(running)") == 0;
+             },
+             30s));
   // a's 'stop' write for k0000 is rejected: the intruder's fence is newer.
   CHECK(scalar(db, "SELECT count(*) FROM audit WHERE key = 'k0000' AND kind = 'stop'") == 0);
   check_audit(db);
