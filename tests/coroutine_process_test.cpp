@@ -110,7 +110,7 @@ struct Rig {
   void start_run() {
     sup = std::make_unique<Sup>(table, options);
     runner = std::make_unique<test::Background>([this] {
-      sup->run([this](std::stop_token stopping) {
+      sup->run([this](const std::stop_token& stopping) {
         in_callback.notify();
         test::wait_until_either(stopping, finish_source.get_token());
       });
@@ -323,7 +323,7 @@ TEST_CASE("coroutine process: canceling run forces the parked coroutines awake",
   std::stop_source cancel;
   rig.sup = std::make_unique<Sup>(rig.table, rig.options);
   test::Background runner([&] {
-    rig.sup->run(supervisor::Cancel(cancel.get_token()), [&](std::stop_token stopping) {
+    rig.sup->run(supervisor::Cancel(cancel.get_token()), [&](const std::stop_token& stopping) {
       rig.in_callback.notify();
       test::wait_until_either(stopping, rig.finish_source.get_token());
     });
