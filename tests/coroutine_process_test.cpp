@@ -248,6 +248,16 @@ class HeldExecutor {
 };
 static_assert(supervisor::Executor<HeldExecutor>);
 
+/// Ends `run`, resuming on this thread what its shutdown schedules; then `run`'s exception.
+std::exception_ptr finish_draining(Rig& rig, HeldExecutor& executor) {
+  rig.finish_source.request_stop();
+  REQUIRE(test::eventually([&] {
+    executor.drain();
+    return rig.runner->finished();
+  }));
+  return rig.runner->join();
+}
+
 }  // namespace
 
 TEST_CASE("coroutine process: scheduled and not yet resumed, it is already there",
@@ -269,12 +279,7 @@ TEST_CASE("coroutine process: scheduled and not yet resumed, it is already there
   CHECK(session.script->live == 1);
   CHECK(rig.log.kinds("a") == "starting ready");
   // The supervisor's shutdown wakes it through the executor, which the test drains meanwhile.
-  rig.finish_source.request_stop();
-  REQUIRE(test::eventually([&] {
-    executor.drain();
-    return rig.runner->finished();
-  }));
-  REQUIRE(rig.runner->join() == nullptr);
+  REQUIRE(finish_draining(rig, executor) == nullptr);
   CHECK(session.script->graceful_ends == 1);
 }
 
@@ -306,12 +311,7 @@ TEST_CASE("coroutine process: from the executor's thread, every call that may wa
   for (const auto& ec : said) {
     CHECK(ec == std::errc::resource_deadlock_would_occur);
   }
-  rig.finish_source.request_stop();
-  REQUIRE(test::eventually([&] {
-    executor.drain();
-    return rig.runner->finished();
-  }));
-  REQUIRE(rig.runner->join() == nullptr);
+  REQUIRE(finish_draining(rig, executor) == nullptr);
 }
 
 TEST_CASE("coroutine process: canceling run forces the parked coroutines awake",

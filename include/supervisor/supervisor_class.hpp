@@ -59,12 +59,9 @@ namespace supervisor {
 /// Threads: each process runs its runnable on a thread of its own; a completion step on that same
 /// thread (the watchdog) removes the key when the runnable returns and reports its error. `run`
 /// adds a restart-loop thread (and a timer thread when given a deadline), both created before any
-/// process. `run` returns only after every thread it started has finished.
-///
-/// Coroutine processes (`R` a `CoroutineRunnable`): no thread each; their tasks run on
-/// `Options::executor`, and a task's completion is its watchdog (see async_ready.hpp). From the
-/// executor's threads, `start`, `stop`, `run` and `reconcile` fail at once with
-/// `std::errc::resource_deadlock_would_occur` (they may wait for its work).
+/// process. `run` returns only after every thread it started has finished. Coroutine processes
+/// (async_ready.hpp) run on `Options::executor` instead: from its threads, `start`, `stop`, `run`
+/// and `reconcile` fail at once with `resource_deadlock_would_occur`.
 ///
 /// Thread-safety: every member may be called from any thread concurrently, including from inside
 /// a runnable or a hook. The calls that would wait for the calling thread itself fail at once

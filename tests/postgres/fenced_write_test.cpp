@@ -37,7 +37,7 @@ void wait_for_count(pg::Connection& db, const std::string& sql, std::int64_t exp
   const auto start = std::chrono::steady_clock::now();
   while (count(db, sql) != expected) {
     REQUIRE(std::chrono::steady_clock::now() - start < 30s);
-    std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(10ms);  // NOLINT-sleep: polling a real server
   }
 }
 
@@ -168,7 +168,7 @@ TEST_CASE("postgres table failure: the held keys stay until their deadline, then
   const auto start = std::chrono::steady_clock::now();
   while (!drain(table).first.empty()) {
     REQUIRE(std::chrono::steady_clock::now() - start < 30s);
-    std::this_thread::sleep_for(50ms);
+    std::this_thread::sleep_for(50ms);  // NOLINT-sleep: polling a real server
   }
   *user->failing = false;
   CHECK(drain(table).first.size() == 2);

@@ -215,7 +215,8 @@ int main(int argc, char** argv) {
   if (tick.count() > 0) {
     ticker = std::jthread([&context, tick](const std::stop_token& token) {
       while (!token.stop_requested()) {
-        std::this_thread::sleep_for(tick);  // pacing only: correctness never depends on it
+        std::this_thread::sleep_for(
+            tick);  // NOLINT-sleep: pacing only, correctness never depends on it
         std::vector<pg::Lease> running;
         {
           const std::lock_guard lock(context.mutex);
@@ -235,7 +236,7 @@ int main(int argc, char** argv) {
     while (!stopping.stop_requested()) {
       write_status(status_db, conninfo, context, sup, *leases);
       write_file(status_file, sup.keys().size());
-      std::this_thread::sleep_for(100ms);  // the status's pace, not a wait for anything
+      std::this_thread::sleep_for(100ms);  // NOLINT-sleep: the status file's pace, not a wait
     }
   });
   if (ticker.joinable()) {

@@ -170,7 +170,7 @@ std::chrono::milliseconds poll_until(Done done, std::chrono::seconds deadline = 
   const auto start = Clock::now();
   while (!done()) {
     REQUIRE(Clock::now() - start < deadline);
-    std::this_thread::sleep_for(50ms);
+    std::this_thread::sleep_for(50ms);  // NOLINT-sleep: the pace of polling a real server
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
