@@ -17,113 +17,12 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "coroutine_rig.hpp"
 #include "operations_event_log.hpp"
 #include "supervisor/supervisor.hpp"
 #include "support.hpp"
 
-namespace {
-
-using namespace std::chrono_literals;
-using supervisor::AsyncReady;
-using supervisor::Task;
-
-/// What every life of a `Session` does, shared by its copies.
-struct Script {
-  enum class Kind { steady, fail_before_ready, throw_before_ready, quit_before_ready, exit_after };
-  Kind kind = Kind::steady;
-  std::atomic<int> lives{0};
-  std::atomic<int> live{0};  // lives begun and not returned
-  std::atomic<int> graceful_ends{0};
-  test::Event ended;
-  std::function<std::error_code()> inside;  // called inside the body, before ready, if set
-  std::error_code inside_result;
-};
-
-/// A coroutine runnable whose lives follow its script.
-struct Session {
-  std::shared_ptr<Script> script = std::make_shared<Script>();
-
-  Task<std::error_code> run(std::stop_token force, AsyncReady& ready) const {
-    auto s = script;  // the frame's own reference: the record may be copied and gone
-    ++s->lives;
-    ++s->live;
-    struct Leave {
-      Script& s;
-      ~Leave() {
-        --s.live;
-        s.ended.notify();
-      }
-    } leave{*s};
-    if (s->inside) {
-      s->inside_result = s->inside();
-    }
-    switch (s->kind) {
-      case Script::Kind::fail_before_ready:
-        co_return make_error_code(std::errc::io_error);
-      case Script::Kind::throw_before_ready:
-        throw std::runtime_error("no connection");
-      case Script::Kind::quit_before_ready:
-        co_return std::error_code{};
-      case Script::Kind::exit_after:
-        co_await ready(force);  // force only: returns at once if already requested
-        co_return std::error_code{};
-      case Script::Kind::steady:
-        break;
-    }
-    co_await ready;
-    if (!force.stop_requested()) {
-      ++s->graceful_ends;
-    }
-    co_return std::error_code{};
-  }
-};
-
-static_assert(supervisor::CoroutineRunnable<Session>);
-static_assert(!supervisor::Runnable<Session>);
-static_assert(supervisor::SupervisedRunnable<Session>);
-
-using Table = supervisor::MapTable<std::string, Session>;
-using Sup = supervisor::Supervisor<std::string, Session>;
-
-/// A supervisor of sessions with `run` on a thread of its own until `finish()`.
-struct Rig {
-  std::shared_ptr<Table> table = std::make_shared<Table>();
-  test::Reports<std::string> reports;
-  test::EventLog<std::string> log;
-  supervisor::Options<std::string> options;
-  std::unique_ptr<Sup> sup;
-  std::stop_source finish_source;
-  test::Event in_callback;
-  std::unique_ptr<test::Background> runner;
-
-  Rig() {
-    options.on_error = reports.hook();
-    options.on_event = log.hook();
-  }
-  Rig(const Rig&) = delete;
-  Rig& operator=(const Rig&) = delete;
-  ~Rig() {
-    finish_source.request_stop();
-    runner.reset();
-  }
-
-  void start_run() {
-    sup = std::make_unique<Sup>(table, options);
-    runner = std::make_unique<test::Background>([this] {
-      sup->run([this](const std::stop_token& stopping) {
-        in_callback.notify();
-        test::wait_until_either(stopping, finish_source.get_token());
-      });
-    });
-    REQUIRE(in_callback.wait());
-  }
-  std::exception_ptr finish() {
-    finish_source.request_stop();
-    return runner->join();
-  }
-};
-
-}  // namespace
+using namespace coroutine_test;  // NOLINT(google-build-using-namespace): the tests' own rig
 
 TEST_CASE("coroutine process: start waits for ready, stop resumes it for a graceful end",
           "[coroutine]") {

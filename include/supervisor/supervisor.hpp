@@ -20,6 +20,7 @@
 #include "supervisor/runnable.hpp"          // Runnable concept, Ready
 #include "supervisor/shutdown_report.hpp"   // ShutdownReport: Options::on_shutdown
 #include "supervisor/snapshot.hpp"          // KeyState, KeyStatus, Snapshot
+#include "supervisor/spawn.hpp"             // spawn: run a Task<> nobody awaits
 #include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
 #include "supervisor/table.hpp"             // Table concept, MapTable
 #include "supervisor/task.hpp"              // Task<T>: what coroutine runnables return

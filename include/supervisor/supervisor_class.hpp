@@ -41,6 +41,7 @@
 #include "supervisor/runnable.hpp"
 #include "supervisor/snapshot.hpp"
 #include "supervisor/table.hpp"
+#include "supervisor/task.hpp"
 
 namespace supervisor {
 
@@ -241,6 +242,22 @@ class Supervisor {
   void stop(const Key& key, std::error_code& ec) { stop(key, Cancel{}, ec); }
   void stop(const Key& key, Cancel cancel, std::error_code& ec);
 
+  /// The awaitable forms of `start` and `stop`, for callers that are coroutines (on the
+  /// executor's threads too, where the blocking forms are refused), for coroutine processes
+  /// only. Each returns a lazy `Task`: awaiting it does what the blocking form does, but suspends
+  /// the caller instead of blocking its thread, and resumes it on the executor (or goes on at
+  /// once if there is nothing to wait for). `async_start` runs `Table::get` on the awaiting
+  /// thread. The outcomes are the blocking forms' as a returned code (the runnable's exception is
+  /// rethrown by the `co_await`), with `cancel` a stop token (no deadline: request the token from
+  /// your timer): once requested, the process is forced, and the task still finishes only after
+  /// its `run` has returned, with `errc::canceled`. `async_stop` from a task of the very process
+  /// it would stop gives `std::errc::resource_deadlock_would_occur`, with no effect. The key is
+  /// copied into the task: it may go before the task is awaited.
+  Task<std::error_code> async_start(Key key,
+                                    std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+  Task<std::error_code> async_stop(Key key,
+                                   std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+
   /// The runnable of the process for `key`, copied on the calling thread. Happens-before: what
   /// the runnable did before `ready` is visible once `get` finds it running. Never blocks: takes
   /// no lock, and writes no memory
@@ -322,6 +339,12 @@ class Supervisor {
   /// Registers and launches a process for `key`, then waits for its start. Null (and `ec`) on
   /// an expected failure; throws the user's failures. Either way, on failure the key is free.
   ManagedPtr start_process(const Key& key, const Cancel& cancel, std::error_code& ec);
+  /// Its first half: registers and launches, without waiting. From a successful return on, the
+  /// watchdog frees the key when the runnable returns.
+  ManagedPtr launch_process(const Key& key, std::error_code& ec);
+  /// Claims the stop of `key`'s process and requests it; null (and `ec`) if this caller may not
+  /// (`caller_task`: the awaiting task's owner, if the caller is a task).
+  ManagedPtr claim_for_stop(const Key& key, const void* caller_task, std::error_code& ec);
 
   /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
   /// waits until its runnable has returned (and so its key is free).
@@ -443,6 +466,7 @@ class Supervisor {
 
 }  // namespace supervisor
 
+#include "supervisor/detail/supervisor_async.hpp"
 #include "supervisor/detail/supervisor_lookup.hpp"
 #include "supervisor/detail/supervisor_operations.hpp"
 #include "supervisor/detail/supervisor_pass.hpp"

@@ -65,13 +65,37 @@ class TaskPromiseBase {
   void set_continuation(std::coroutine_handle<> continuation) noexcept {
     continuation_ = continuation;
   }
-  void set_hooks(const TaskHooks& hooks) noexcept { hooks_ = hooks; }
+  /// A process's root task: its hooks, and the process as the owner of every task it awaits.
+  void set_hooks(const TaskHooks& hooks) noexcept {
+    hooks_ = hooks;
+    owner_ = hooks.context;
+  }
+  /// The process whose root task this task runs under (awaited by it, directly or through other
+  /// tasks); null outside any. Lets a call refuse to wait for the process that makes it.
+  [[nodiscard]] const void* owner() const noexcept { return owner_; }
+  void inherit_owner(const TaskPromiseBase& awaiting) noexcept { owner_ = awaiting.owner_; }
   [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
 
  private:
   std::coroutine_handle<> continuation_;
   TaskHooks hooks_;
+  const void* owner_ = nullptr;
   std::exception_ptr error_;
+};
+
+/// `co_await CurrentOwner{}` in a task: `TaskPromiseBase::owner()` of that task, without
+/// suspending.
+struct CurrentOwner {
+  const void* owner = nullptr;
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> self) noexcept {
+    if constexpr (std::is_base_of_v<TaskPromiseBase, Promise>) {
+      owner = self.promise().owner();
+    }
+    return false;  // goes on at once
+  }
+  [[nodiscard]] const void* await_resume() const noexcept { return owner; }
 };
 
 template <class T>
@@ -129,19 +153,23 @@ class [[nodiscard]] Task {
   Task& operator=(const Task&) = delete;
   ~Task() { reset(); }
 
-  /// Runs the task on the awaiting coroutine's thread; its result, or its exception rethrown.
-  auto operator co_await() && noexcept {
-    struct Awaiter {
-      handle_type handle;
-      [[nodiscard]] bool await_ready() const noexcept { return false; }
-      std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) const noexcept {
-        handle.promise().set_continuation(awaiting);
-        return handle;
+  /// What `co_await std::move(task)` waits on.
+  struct Awaiter {
+    handle_type handle;
+    [[nodiscard]] bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> awaiting) const noexcept {
+      if constexpr (std::is_base_of_v<detail::TaskPromiseBase, Promise>) {
+        handle.promise().inherit_owner(awaiting.promise());
       }
-      T await_resume() const { return handle.promise().take(); }
-    };
-    return Awaiter{handle_};
-  }
+      handle.promise().set_continuation(awaiting);
+      return handle;
+    }
+    T await_resume() const { return handle.promise().take(); }
+  };
+
+  /// Runs the task on the awaiting coroutine's thread; its result, or its exception rethrown.
+  Awaiter operator co_await() && noexcept { return Awaiter{handle_}; }
 
   /// The library's: takes the frame over (the task is empty afterwards).
   handle_type release() noexcept { return std::exchange(handle_, {}); }

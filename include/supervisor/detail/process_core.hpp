@@ -120,6 +120,12 @@ class ProcessCore : public ReadyTarget,
       wait_done_forever();
       return ec;
     }
+    return start_outcome();
+  }
+
+  /// Once ready or done: success if it became ready, else the runnable's exception rethrown,
+  /// else `errc::exited_before_ready`.
+  std::error_code start_outcome() const {
     std::lock_guard lock(mutex_);
     if (ready_) {
       return {};
@@ -130,6 +136,15 @@ class ProcessCore : public ReadyTarget,
     return errc::exited_before_ready;
   }
 
+  /// For callers that are coroutines (the coroutine kind's `async_start`, `async_stop`):
+  /// `co_await until_started(cancel)` suspends the caller until the process is ready or done,
+  /// `until_done` until it is done, or either until `cancel` is requested. The caller is resumed
+  /// on the process's executor (or goes on at once if the condition already holds); the
+  /// `co_await` gives whether the condition holds (false: canceled first). Never forces.
+  class CallerWait;
+  CallerWait until_started(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
+  CallerWait until_done(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
+
   /// Requests the stop that fits the state, without waiting: from `initial` the process is done at
   /// once; from `starting` force is requested; from `running` the graceful stop (so `ready`
   /// returns). The state is `stopped` from here on. `errc::invalid_state` if already `stopped`.
@@ -138,6 +153,7 @@ class ProcessCore : public ReadyTarget,
   std::error_code request_stop(bool forced = false, bool* was_initial = nullptr) {
     bool force = forced;
     std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
+    CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
       if (was_initial != nullptr) {
@@ -146,6 +162,7 @@ class ProcessCore : public ReadyTarget,
       switch (state_) {
         case ProcessState::initial:
           done_ = true;
+          woken = take_callers(true);
           break;
         case ProcessState::starting:
           force = true;
@@ -163,6 +180,7 @@ class ProcessCore : public ReadyTarget,
       set_state(ProcessState::stopped);
     }
     changed_.notify_all();  // After unlocking: the woken thread need not block on the mutex.
+    resume_callers(woken);
     if (graceful_token != nullptr) {
       graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
     }
@@ -216,6 +234,12 @@ class ProcessCore : public ReadyTarget,
   /// the runnable started through the library (a `leaf` body), or a process of a supervisor
   /// nested in it. Waiting there for `run` to return would wait for itself.
   [[nodiscard]] bool runs_on_this_thread() const noexcept { return works_for(this); }
+
+  /// Whether `owner`, a task's `TaskPromiseBase::owner()`, is this process: that task is part of
+  /// this process's coroutine.
+  [[nodiscard]] bool is_task_owner(const void* owner) const noexcept {
+    return owner == static_cast<const void*>(this);
+  }
 
   /// Precondition: the process has its runnable (given at construction, or the state has left
   /// `initial`).
@@ -288,13 +312,16 @@ class ProcessCore : public ReadyTarget,
 
   /// A launch that failed: `stopped` and done, with the launch's exception as the error.
   void fail_launch() noexcept {
+    CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
       set_state(ProcessState::stopped);
       error_ = std::current_exception();
       done_ = true;
+      woken = take_callers(true);
     }
     changed_.notify_all();
+    resume_callers(woken);
   }
 
   /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
@@ -309,11 +336,14 @@ class ProcessCore : public ReadyTarget,
     }
     force_.request_stop();  // Releases anything still tied to the force signal.
     on_exit(became_ready, failure);
+    CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
       done_ = true;
+      woken = take_callers(true);
     }
     changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
+    resume_callers(woken);
   }
 
   std::stop_token stopping() override {
@@ -333,6 +363,7 @@ class ProcessCore : public ReadyTarget,
   void mark_ready() {
     before_ready();  // before anyone can see it ready
     bool first = false;
+    CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
       first = !ready_;
@@ -340,8 +371,10 @@ class ProcessCore : public ReadyTarget,
       if (state_ == ProcessState::starting) {
         set_state(ProcessState::running);
       }
+      woken = take_callers(false);
     }
     changed_.notify_all();
+    resume_callers(woken);
     if (first) {
       on_ready();
     }
@@ -390,6 +423,20 @@ class ProcessCore : public ReadyTarget,
     void operator()() const noexcept { core->wake_ready(); }
   };
 
+  // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
+  struct CallerNode {
+    CallerNode* next = nullptr;
+    std::coroutine_handle<> handle;
+    bool until_done = false;
+  };
+  bool caller_satisfied(bool until_done) const noexcept {
+    return done_.load() || (!until_done && ready_.load());
+  }
+  /// Under `mutex_`: unlinks the callers whose condition holds now (`done`: all of them, else
+  /// those waiting for the start), to be resumed once it is released.
+  CallerNode* take_callers(bool done) noexcept;
+  void resume_callers(CallerNode* woken) noexcept;
+
   static void task_begins(void* context) noexcept;
   static void task_ends(void* context) noexcept;
   void finish_task() noexcept;
@@ -420,6 +467,7 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
+  CallerNode* callers_ = nullptr;
   std::atomic<bool> launched_{false};
   WorkContext work_;
 };

@@ -4,7 +4,11 @@
 /// The coroutine kind of `ProcessCore` (see process_core.hpp): its launch, and the task's hooks
 /// that stand for a thread's body.
 
+#include <coroutine>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
 #include <system_error>
 
 #include "supervisor/detail/process_core.hpp"
@@ -70,6 +74,115 @@ void ProcessCore<R>::finish_task() noexcept {
   { const std::shared_ptr<ProcessCore> last = std::move(self_); }
   if (settle.call != nullptr) {
     settle.call(settle.context);
+  }
+}
+
+// ---- Callers that are coroutines -----------------------------------------------------------
+
+/// The awaiter of `until_started` / `until_done`. Lives in the caller's frame while it waits:
+/// linked into the process's list under its mutex, unlinked by whoever resumes it (the
+/// transition, or `cancel`'s callback), so exactly one of them schedules it.
+SUPERVISOR_PROCESS_CORE_
+class ProcessCore<R>::CallerWait {
+ public:
+  CallerWait(ProcessCore& core, bool until_done, std::stop_token cancel) noexcept
+      : core_(&core), cancel_(std::move(cancel)) {
+    node_.until_done = until_done;
+  }
+  CallerWait(const CallerWait&) = delete;
+  CallerWait& operator=(const CallerWait&) = delete;
+  ~CallerWait() = default;
+
+  [[nodiscard]] bool await_ready() const noexcept {
+    return core_->caller_satisfied(node_.until_done);
+  }
+  bool await_suspend(std::coroutine_handle<> awaiting) noexcept {
+    node_.handle = awaiting;
+    if (cancel_.stop_possible()) {
+      // Runs at once if already requested: it then only marks the wait canceled.
+      on_cancel_.emplace(cancel_, OnCancel{this});
+    }
+    std::lock_guard lock(core_->mutex_);
+    if (canceled_ || core_->caller_satisfied(node_.until_done)) {
+      return false;
+    }
+    node_.next = core_->callers_;
+    core_->callers_ = &node_;
+    linked_ = true;
+    return true;  // from here the caller may be resumed elsewhere: touch nothing more
+  }
+  [[nodiscard]] bool await_resume() const noexcept {
+    return core_->caller_satisfied(node_.until_done);
+  }
+
+ private:
+  struct OnCancel {
+    CallerWait* wait;
+    void operator()() const noexcept { wait->cancel(); }
+  };
+  void cancel() noexcept {
+    std::coroutine_handle<> resume;
+    {
+      std::lock_guard lock(core_->mutex_);
+      canceled_ = true;
+      if (linked_) {
+        for (CallerNode** link = &core_->callers_; *link != nullptr; link = &(*link)->next) {
+          if (*link == &node_) {
+            *link = node_.next;
+            resume = node_.handle;
+            break;
+          }
+        }
+      }
+    }
+    if (resume) {
+      core_->ready_waiter_.executor().schedule(resume);
+    }
+  }
+
+  ProcessCore* core_;
+  std::stop_token cancel_;
+  CallerNode node_;
+  bool canceled_ = false;  // under the process's mutex
+  bool linked_ = false;    // under the process's mutex
+  std::optional<std::stop_callback<OnCancel>> on_cancel_;
+};
+
+SUPERVISOR_PROCESS_CORE_
+auto ProcessCore<R>::until_started(std::stop_token cancel) noexcept
+    -> CallerWait requires CoroutineRunnable<R> {
+  return CallerWait(*this, false, std::move(cancel));
+}
+
+SUPERVISOR_PROCESS_CORE_
+auto ProcessCore<R>::until_done(std::stop_token cancel) noexcept
+    -> CallerWait requires CoroutineRunnable<R> {
+  return CallerWait(*this, true, std::move(cancel));
+}
+
+SUPERVISOR_PROCESS_CORE_
+auto ProcessCore<R>::take_callers(bool done) noexcept -> CallerNode* {
+  CallerNode* woken = nullptr;
+  CallerNode** link = &callers_;
+  while (*link != nullptr) {
+    CallerNode* node = *link;
+    if (done || !node->until_done) {
+      *link = node->next;
+      node->next = woken;
+      woken = node;
+    } else {
+      link = &node->next;
+    }
+  }
+  return woken;
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R>::resume_callers(CallerNode* woken) noexcept {
+  while (woken != nullptr) {
+    CallerNode* const node = woken;
+    woken = node->next;  // before the schedule: the node goes with its caller's frame
+    ready_waiter_.executor().schedule(node->handle);
   }
 }
 

@@ -19,6 +19,7 @@ namespace supervisor::detail {
 class ReadyWaiter {
  public:
   void set_executor(ExecutorRef executor) noexcept { executor_ = executor; }
+  [[nodiscard]] ExecutorRef executor() const noexcept { return executor_; }
 
   /// Forgets the wake-ups before this suspension. Before its wake-up callbacks are registered.
   void arm() noexcept { word_.store(nullptr); }

@@ -30,6 +30,23 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
     ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
     return nullptr;
   }
+  ManagedPtr managed = launch_process(key, ec);
+  if (!managed) {
+    return nullptr;
+  }
+  // Outside the gate: a slow startup must not hold up `run`'s shutdown, which stops it.
+  if ((ec = managed->await_start(cancel))) {
+    // Canceled: the caller hears that, so the runnable's own error goes to the hook.
+    report_unheard(*managed, ErrorSource::start);
+    return nullptr;
+  }
+  return managed;
+}
+
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::error_code& ec)
+    -> ManagedPtr {
   const std::uint64_t hash = processes_.hash_of(key);  // throws before anything is taken
   Registration registration{*this};
   {
@@ -69,12 +86,6 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
     }
     registration.keep = true;  // From here the watchdog frees the key when the runnable returns.
   }
-  // Outside the gate: a slow startup must not hold up `run`'s shutdown, which stops it.
-  if ((ec = registration.managed->await_start(cancel))) {
-    // Canceled: the caller hears that, so the runnable's own error goes to the hook.
-    report_unheard(*registration.managed, ErrorSource::start);
-    return nullptr;
-  }
   return std::move(registration.managed);
 }
 
@@ -86,22 +97,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop(const Key& key, Cancel cancel, std
     ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
     return;
   }
-  ManagedPtr managed = processes_.visit(
-      key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
-  if (!managed || !managed->launched()) {
-    ec = errc::process_not_found;
+  ManagedPtr managed = claim_for_stop(key, nullptr, ec);
+  if (!managed) {
     return;
   }
-  if (managed->runs_on_this_thread()) {
-    ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
-    return;
-  }
-  if (!managed->claim(detail::Claim::user_stop)) {
-    ec = errc::process_not_found;
-    return;
-  }
-  mark_stop_requested(*managed);
-  stop_claimed(*managed, false);
   if (options_.on_event && !managed->wait_done(cancel)) {
     // The caller's deadline passed: tell the hook before forcing (the process's last event
     // must come after this one).
@@ -135,6 +134,32 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, st
 }
 
 // ---- helpers of start and stop ----------------------------------------------------------
+
+// Finds the key's launched process, refuses a caller that is part of it, claims its stop and
+// requests it (graceful). Null (and `ec`) if there is nothing this caller may stop.
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key, const void* caller_task,
+                                                        std::error_code& ec) -> ManagedPtr {
+  ManagedPtr managed = processes_.visit(
+      key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (!managed || !managed->launched()) {
+    ec = errc::process_not_found;
+    return nullptr;
+  }
+  if (managed->runs_on_this_thread() ||
+      (caller_task != nullptr && managed->is_task_owner(caller_task))) {
+    ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+    return nullptr;
+  }
+  if (!managed->claim(detail::Claim::user_stop)) {
+    ec = errc::process_not_found;
+    return nullptr;
+  }
+  mark_stop_requested(*managed);
+  stop_claimed(*managed, false);
+  return managed;
+}
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>

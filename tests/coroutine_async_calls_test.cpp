@@ -1,0 +1,181 @@
+// `Supervisor::async_start` and `async_stop`: `start` and `stop` for callers that are coroutines
+// on the executor's own threads, where the blocking forms are refused. Every wait is on a signal
+// (latches, the process's own transitions, the event log).
+
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "coroutine_rig.hpp"
+#include "supervisor/supervisor.hpp"
+#include "support.hpp"
+
+namespace {
+
+using coroutine_test::Rig;
+using coroutine_test::Script;
+using coroutine_test::Session;
+using supervisor::Task;
+
+/// A rig whose processes run on a pool the test owns, with `drive` running a coroutine there.
+struct PoolRig {
+  supervisor::ThreadPool pool{2};
+  Rig rig;
+
+  PoolRig() { rig.options.executor = supervisor::ExecutorRef(pool); }
+
+  /// Runs `body` as a coroutine on the pool, and waits until it has finished; its exception.
+  template <class Body>
+  std::exception_ptr drive(Body body) {
+    test::Event finished;
+    std::exception_ptr failure;
+    supervisor::spawn(supervisor::ExecutorRef(pool), body(), [&](std::exception_ptr e) {
+      failure = std::move(e);
+      finished.notify();
+    });
+    REQUIRE(finished.wait());
+    return failure;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("async calls: a coroutine on the pool starts and stops processes without blocking it",
+          "[coroutine][async]") {
+  PoolRig p;
+  Session session;
+  p.rig.table->insert_or_assign("a", session);
+  p.rig.start_run();
+  std::vector<std::error_code> codes;
+  bool live_after_start = false;
+  REQUIRE(p.drive([&]() -> Task<> {
+    auto& sup = *p.rig.sup;
+    codes.push_back(co_await sup.async_start("a"));        // the initial pass started it
+    codes.push_back(co_await sup.async_stop("a"));         // graceful
+    codes.push_back(co_await sup.async_stop("a"));         // gone
+    codes.push_back(co_await sup.async_start("missing"));  // not in the table
+    codes.push_back(co_await sup.async_start("a"));        // free again, and ready
+    live_after_start = session.script->live == 1;
+  }) == nullptr);
+  CHECK(codes == std::vector<std::error_code>{supervisor::errc::process_exists, std::error_code{},
+                                              supervisor::errc::process_not_found,
+                                              supervisor::errc::not_in_table, std::error_code{}});
+  CHECK(live_after_start);
+  CHECK(session.script->graceful_ends == 1);
+  CHECK(p.rig.log.kinds("a") == "starting ready stop_requested stopped starting ready");
+  REQUIRE(p.rig.finish() == nullptr);
+  CHECK(session.script->live == 0);
+  CHECK(p.rig.reports.entries().empty());
+}
+
+TEST_CASE("async calls: a start that fails tells its awaiting caller why, with the key free",
+          "[coroutine][async]") {
+  PoolRig p;
+  p.rig.start_run();
+  Session failing;
+  failing.script->kind = Script::Kind::fail_before_ready;
+  p.rig.table->insert_or_assign("e", failing);
+  Session throwing;
+  throwing.script->kind = Script::Kind::throw_before_ready;
+  p.rig.table->insert_or_assign("t", throwing);
+  Session quitting;
+  quitting.script->kind = Script::Kind::quit_before_ready;
+  p.rig.table->insert_or_assign("q", quitting);
+  std::vector<std::error_code> codes;
+  std::vector<std::string> thrown;
+  REQUIRE(p.drive([&]() -> Task<> {
+    auto& sup = *p.rig.sup;
+    for (const char* key : {"e", "t", "q", "e"}) {
+      try {
+        codes.push_back(co_await sup.async_start(key));
+      } catch (const std::exception& e) {
+        thrown.emplace_back(e.what());
+      }
+    }
+  }) == nullptr);
+  CHECK(codes == std::vector<std::error_code>{supervisor::errc::exited_before_ready});
+  REQUIRE(thrown.size() == 3);
+  CHECK(thrown[1] == "no connection");
+  CHECK(failing.script->lives == 2);  // the key was free again at once
+  REQUIRE(p.rig.finish() == nullptr);
+  CHECK(p.rig.reports.entries().empty());  // each failure went to its caller
+}
+
+TEST_CASE("async calls: a canceled start forces the process and finishes once it has returned",
+          "[coroutine][async]") {
+  PoolRig p;
+  p.rig.start_run();
+  Session slow;
+  slow.script->kind = Script::Kind::never_ready;
+  slow.script->executor = supervisor::ExecutorRef(p.pool);
+  std::stop_source cancel;
+  slow.script->inside = [&] {
+    cancel.request_stop();  // the caller is waiting for the start by now, or about to
+    return std::error_code{};
+  };
+  p.rig.table->insert_or_assign("slow", slow);
+  std::error_code code;
+  int live_when_done = -1;
+  REQUIRE(p.drive([&]() -> Task<> {
+    code = co_await p.rig.sup->async_start("slow", cancel.get_token());
+    live_when_done = slow.script->live;
+  }) == nullptr);
+  CHECK(code == supervisor::errc::canceled);
+  CHECK(live_when_done == 0);
+  CHECK(slow.script->forced_ends == 1);
+  CHECK(p.rig.sup->keys().empty());
+  REQUIRE(p.rig.finish() == nullptr);
+}
+
+TEST_CASE("async calls: a canceled stop forces the process, tells the hook, and waits for it",
+          "[coroutine][async]") {
+  PoolRig p;
+  Session stubborn;
+  stubborn.script->kind = Script::Kind::stubborn;
+  stubborn.script->executor = supervisor::ExecutorRef(p.pool);
+  std::stop_source cancel;
+  stubborn.script->after_graceful = [&] { cancel.request_stop(); };
+  p.rig.table->insert_or_assign("s", stubborn);
+  p.rig.start_run();
+  REQUIRE(p.rig.log.wait_for("s", supervisor::EventKind::ready, 1));
+  std::error_code code;
+  REQUIRE(p.drive([&]() -> Task<> {
+    code = co_await p.rig.sup->async_stop("s", cancel.get_token());
+  }) == nullptr);
+  CHECK(code == supervisor::errc::canceled);
+  CHECK(stubborn.script->live == 0);
+  CHECK(stubborn.script->forced_ends == 1);
+  CHECK(p.rig.log.kinds("s") == "starting ready stop_requested forced stopped");
+  REQUIRE(p.rig.finish() == nullptr);
+}
+
+TEST_CASE("async calls: a process may start and stop others, and is refused its own stop",
+          "[coroutine][async][deadlock]") {
+  PoolRig p;
+  Session other;
+  p.rig.table->insert_or_assign("other", other);
+  p.rig.start_run();
+  REQUIRE(p.rig.log.wait_for("other", supervisor::EventKind::ready, 1));
+  Session caller;
+  std::vector<std::error_code> codes;
+  caller.script->inside_async = [&]() -> Task<std::error_code> {
+    auto& sup = *p.rig.sup;
+    codes.push_back(co_await sup.async_stop("caller"));  // itself: would wait for itself
+    codes.push_back(co_await sup.async_stop("other"));
+    codes.push_back(co_await sup.async_start("other"));
+    co_return std::error_code{};
+  };
+  p.rig.table->insert_or_assign("caller", caller);
+  REQUIRE(p.drive([&]() -> Task<> { (void)co_await p.rig.sup->async_start("caller"); }) == nullptr);
+  CHECK(codes ==
+        std::vector<std::error_code>{std::make_error_code(std::errc::resource_deadlock_would_occur),
+                                     std::error_code{}, std::error_code{}});
+  CHECK(other.script->lives == 2);
+  CHECK(other.script->graceful_ends == 1);
+  REQUIRE(p.rig.finish() == nullptr);
+}

@@ -1,0 +1,184 @@
+#pragma once
+
+// The coroutine tests' shared parts: `Session`, a coroutine runnable that follows a `Script`,
+// and `Rig`, a supervisor of sessions with `run` on a thread of its own.
+
+#include <atomic>
+#include <coroutine>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+
+#include "catch_shim.hpp"
+#include "operations_event_log.hpp"
+#include "supervisor/supervisor.hpp"
+#include "support.hpp"
+
+namespace coroutine_test {
+
+using namespace std::chrono_literals;
+using supervisor::AsyncReady;
+using supervisor::Task;
+
+/// What every life of a `Session` does, shared by its copies.
+struct Script {
+  enum class Kind {
+    steady,
+    fail_before_ready,
+    throw_before_ready,
+    quit_before_ready,
+    exit_after,
+    never_ready,  // waits for force, then returns
+    stubborn,     // ready; woken by a graceful stop, calls `after_graceful`, then waits for force
+  };
+  Kind kind = Kind::steady;
+  std::atomic<int> lives{0};
+  std::atomic<int> live{0};  // lives begun and not returned
+  std::atomic<int> graceful_ends{0};
+  test::Event ended;
+  std::function<std::error_code()> inside;  // called inside the body, before ready, if set
+  std::error_code inside_result;
+  std::function<Task<std::error_code>()> inside_async;  // awaited inside the body, if set
+  std::error_code inside_async_result;
+  std::function<void()> after_graceful;
+  supervisor::ExecutorRef executor;  // where `UntilForce` resumes the session
+  std::atomic<int> forced_ends{0};
+};
+
+/// `co_await UntilForce{force, executor}`: suspends until `force` is requested, then resumes on
+/// `executor`. The callback and the suspension race for one word, so the coroutine is resumed
+/// once, and never while it is still suspending.
+struct UntilForce {
+  UntilForce(std::stop_token token, supervisor::ExecutorRef resume_on)
+      : force(std::move(token)), executor(resume_on) {}
+  UntilForce(const UntilForce&) = delete;
+  UntilForce& operator=(const UntilForce&) = delete;
+  ~UntilForce() = default;
+
+  std::stop_token force;
+  supervisor::ExecutorRef executor;
+  std::coroutine_handle<> handle;
+  std::atomic<int> state{0};  // 1: the callback came; 2: suspended
+  struct Resume {
+    UntilForce* self;
+    void operator()() const noexcept {
+      if (self->state.exchange(1) == 2) {
+        self->executor.schedule(self->handle);
+      }
+    }
+  };
+  std::optional<std::stop_callback<Resume>> on_force;
+
+  [[nodiscard]] bool await_ready() const noexcept { return force.stop_requested(); }
+  bool await_suspend(std::coroutine_handle<> awaiting) {
+    handle = awaiting;
+    on_force.emplace(force, Resume{this});
+    return state.exchange(2) != 1;
+  }
+  void await_resume() const noexcept {}
+};
+
+/// A coroutine runnable whose lives follow its script.
+struct Session {
+  std::shared_ptr<Script> script = std::make_shared<Script>();
+
+  Task<std::error_code> run(std::stop_token force, AsyncReady& ready) const {
+    auto s = script;  // the frame's own reference: the record may be copied and gone
+    ++s->lives;
+    ++s->live;
+    struct Leave {
+      Script& s;
+      ~Leave() {
+        --s.live;
+        s.ended.notify();
+      }
+    } leave{*s};
+    if (s->inside) {
+      s->inside_result = s->inside();
+    }
+    if (s->inside_async) {
+      s->inside_async_result = co_await s->inside_async();
+    }
+    switch (s->kind) {
+      case Script::Kind::fail_before_ready:
+        co_return make_error_code(std::errc::io_error);
+      case Script::Kind::throw_before_ready:
+        throw std::runtime_error("no connection");
+      case Script::Kind::quit_before_ready:
+        co_return std::error_code{};
+      case Script::Kind::exit_after:
+        co_await ready(force);  // force only: returns at once if already requested
+        co_return std::error_code{};
+      case Script::Kind::never_ready:
+        co_await UntilForce{force, s->executor};
+        ++s->forced_ends;
+        co_return std::error_code{};
+      case Script::Kind::stubborn:
+        co_await ready;
+        if (!force.stop_requested()) {
+          s->after_graceful();
+          co_await UntilForce{force, s->executor};
+        }
+        ++s->forced_ends;
+        co_return std::error_code{};
+      case Script::Kind::steady:
+        break;
+    }
+    co_await ready;
+    if (!force.stop_requested()) {
+      ++s->graceful_ends;
+    }
+    co_return std::error_code{};
+  }
+};
+
+static_assert(supervisor::CoroutineRunnable<Session>);
+static_assert(!supervisor::Runnable<Session>);
+static_assert(supervisor::SupervisedRunnable<Session>);
+
+using Table = supervisor::MapTable<std::string, Session>;
+using Sup = supervisor::Supervisor<std::string, Session>;
+
+/// A supervisor of sessions with `run` on a thread of its own until `finish()`.
+struct Rig {
+  std::shared_ptr<Table> table = std::make_shared<Table>();
+  test::Reports<std::string> reports;
+  test::EventLog<std::string> log;
+  supervisor::Options<std::string> options;
+  std::unique_ptr<Sup> sup;
+  std::stop_source finish_source;
+  test::Event in_callback;
+  std::unique_ptr<test::Background> runner;
+
+  Rig() {
+    options.on_error = reports.hook();
+    options.on_event = log.hook();
+  }
+  Rig(const Rig&) = delete;
+  Rig& operator=(const Rig&) = delete;
+  ~Rig() {
+    finish_source.request_stop();
+    runner.reset();
+  }
+
+  void start_run() {
+    sup = std::make_unique<Sup>(table, options);
+    runner = std::make_unique<test::Background>([this] {
+      sup->run([this](const std::stop_token& stopping) {
+        in_callback.notify();
+        test::wait_until_either(stopping, finish_source.get_token());
+      });
+    });
+    REQUIRE(in_callback.wait());
+  }
+  std::exception_ptr finish() {
+    finish_source.request_stop();
+    return runner->join();
+  }
+};
+
+}  // namespace coroutine_test
