@@ -1,6 +1,7 @@
 // Scenario 6, coroutine processes (`CoroutineRunnable`) over `--co-processes` keys (10,000 by
 // default; 1,000,000 for the figures): restore, resident memory per idle process, a
-// restart pass over the running entries, shutdown, and start+stop cycles from an outside thread.
+// restart pass over the running entries, shutdown, and start+stop cycles from an outside thread
+// and from a coroutine on the pool.
 // Both sides run on a `ThreadPool` of the same size. The floor is the least a supervisor of
 // coroutines can do: a record per key in a sharded map (a state word, the parked handle), the
 // coroutine frame, and its completion as the watchdog; no history, no events, no table.
@@ -10,6 +11,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -34,6 +36,33 @@ using CoTable = supervisor::MapTable<Key, Session>;
 using CoSup = supervisor::Supervisor<Key, Session>;
 
 // ---- the floor -------------------------------------------------------------------------------
+
+/// The floor's one-shot wake-up of a caller that is a coroutine: null (armed), the fired mark,
+/// or the parked caller, which the one who fires it schedules.
+class Signal {
+ public:
+  explicit Signal(supervisor::ThreadPool& pool) : pool_(&pool) {}
+  void fire() noexcept {
+    void* const parked = word_.exchange(fired());
+    if (parked != nullptr && parked != fired()) {
+      pool_->schedule(std::coroutine_handle<>::from_address(parked));
+    }
+  }
+  [[nodiscard]] bool await_ready() const noexcept { return word_.load() == fired(); }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    void* expected = nullptr;
+    return word_.compare_exchange_strong(expected, h.address());
+  }
+  void await_resume() const noexcept {}
+
+ private:
+  static void* fired() noexcept {
+    static char mark;
+    return &mark;
+  }
+  supervisor::ThreadPool* pool_;
+  std::atomic<void*> word_{nullptr};
+};
 
 class Floor {
  public:
@@ -64,11 +93,16 @@ class Floor {
     Floor* floor = nullptr;
     Key key = 0;
     std::atomic<std::uintptr_t> parked{0};  // 0 armed, 1 stopped, else the parked handle
+    Signal* on_ready = nullptr;             // a caller that is a coroutine, waiting
+    Signal* on_done = nullptr;
   };
   struct Park {
     Record* record;
     [[nodiscard]] bool await_ready() const noexcept {
       record->floor->ready_one();
+      if (record->on_ready != nullptr) {
+        record->on_ready->fire();
+      }
       return false;
     }
     bool await_suspend(std::coroutine_handle<> h) const noexcept {
@@ -81,8 +115,10 @@ class Floor {
 
   explicit Floor(supervisor::ThreadPool& pool) : pool_(pool) {}
 
-  void start(Key key) {
+  void start(Key key, Signal* on_ready = nullptr, Signal* on_done = nullptr) {
     auto* record = new Record{this, key};
+    record->on_ready = on_ready;
+    record->on_done = on_done;
     {
       Shard& shard = shard_of(key);
       const std::lock_guard lock(shard.mutex);
@@ -147,9 +183,13 @@ class Floor {
       const std::lock_guard lock(shard.mutex);
       shard.records.erase(record->key);
     }
+    Signal* const on_done = record->on_done;
     delete record;
     live_.fetch_sub(1);
     live_.notify_all();
+    if (on_done != nullptr) {
+      on_done->fire();
+    }
   }
 
   supervisor::ThreadPool& pool_;
@@ -164,16 +204,32 @@ struct Sample {
   double pass_us = 0;
   double shutdown_us = 0;
   double cycle_us = 0;
+  double pool_cycle_us = 0;
 };
 
-Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
+/// Runs `driver` on the pool, as a coroutine nobody awaits, and waits here until it has finished.
+void drive_on(supervisor::ThreadPool& pool, supervisor::Task<> driver) {
+  std::atomic<bool> finished{false};
+  std::exception_ptr failure;
+  supervisor::spawn(pool, std::move(driver), [&](std::exception_ptr e) {
+    failure = std::move(e);
+    finished.store(true);
+    finished.notify_all();
+  });
+  finished.wait(false);
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+}
+
+Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool, const Tuning& tuning) {
   auto table = std::make_shared<CoTable>();
   for (std::size_t i = 0; i < n; ++i) {
     table->insert_or_assign(key_at(i), Session{});
   }
   auto clock = std::make_shared<supervisor::ManualClock>();
   ErrorSink errors;
-  auto options = bench_options(Tuning{}, clock, errors);
+  auto options = bench_options(tuning, clock, errors);
   options.executor = pool;
   CoSup sup(table, options);
   Sample sample;
@@ -211,6 +267,24 @@ Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
       sup.stop(key);
     }
     sample.cycle_us = seconds_since(c0) * 1e6 / cycles;
+    // The same from a coroutine on the pool, with the awaitable forms.
+    const auto base = n + static_cast<std::uint64_t>(cycles);
+    for (int i = 0; i < cycles; ++i) {
+      table->insert_or_assign(key_at(base + static_cast<std::uint64_t>(i)), Session{});
+    }
+    const auto p0 = Clock::now();
+    drive_on(pool, [](CoSup& s, std::uint64_t first, int count) -> supervisor::Task<> {
+      for (int i = 0; i < count; ++i) {
+        const Key key = key_at(first + static_cast<std::uint64_t>(i));
+        if (const std::error_code ec = co_await s.async_start(key)) {
+          throw BenchError("coroutine async_start: " + ec.message());
+        }
+        if (const std::error_code ec = co_await s.async_stop(key)) {
+          throw BenchError("coroutine async_stop: " + ec.message());
+        }
+      }
+    }(sup, base, cycles));
+    sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
     callback_returned = Clock::now();
   });
   sample.shutdown_us = seconds_since(callback_returned) * 1e6 / static_cast<double>(n);
@@ -242,6 +316,22 @@ Sample floor_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
   }
   floor.wait_live(n);  // the cycles' last stop has finished
   sample.cycle_us = seconds_since(c0) * 1e6 / cycles;
+  const auto base = n + static_cast<std::uint64_t>(cycles);
+  const auto p0 = Clock::now();
+  drive_on(pool,
+           [](Floor& f, supervisor::ThreadPool& on, std::uint64_t first,
+              int count) -> supervisor::Task<> {
+             for (int i = 0; i < count; ++i) {
+               Signal ready(on);
+               Signal done(on);
+               const Key key = key_at(first + static_cast<std::uint64_t>(i));
+               f.start(key, &ready, &done);
+               co_await ready;
+               f.stop(key);
+               co_await done;
+             }
+           }(floor, pool, base, cycles));
+  sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
   const auto d0 = Clock::now();
   floor.stop_all();
   floor.wait_live(0);
@@ -260,14 +350,15 @@ std::vector<Row> scenario_coroutines(const Config& config) {
   Paired pass;
   Paired shutdown;
   Paired cycle;
+  Paired pool_cycle;
   for (int rep = 0; rep < config.reps; ++rep) {
     Sample lib;
     Sample fl;
     if (floor_first(rep)) {
       fl = floor_side(n, cycles, pool);
-      lib = library_side(n, cycles, pool);
+      lib = library_side(n, cycles, pool, config.tuning);
     } else {
-      lib = library_side(n, cycles, pool);
+      lib = library_side(n, cycles, pool, config.tuning);
       fl = floor_side(n, cycles, pool);
     }
     restore.add(lib.restore_us, fl.restore_us);
@@ -275,6 +366,7 @@ std::vector<Row> scenario_coroutines(const Config& config) {
     pass.lib.push_back(lib.pass_us);  // no floor: the lifecycle scenario has the pass's
     shutdown.add(lib.shutdown_us, fl.shutdown_us);
     cycle.add(lib.cycle_us, fl.cycle_us);
+    pool_cycle.add(lib.pool_cycle_us, fl.pool_cycle_us);
   }
   const std::string count = std::to_string(n);
   const std::string floor_note = count +
@@ -292,6 +384,10 @@ std::vector<Row> scenario_coroutines(const Config& config) {
       paired_row("co_start_stop_outside", "coroutines: start+stop, caller outside the pool",
                  "us/cycle", cycle, "start, wait ready, stop, wait done, from an outside thread",
                  {TargetKind::median_at_most, 2}, GoReference{4.1, 4.8}),
+      paired_row("co_start_stop_pool", "coroutines: start+stop, caller a coroutine on the pool",
+                 "us/cycle", pool_cycle,
+                 "start, await ready, stop, await done, from a coroutine on the pool",
+                 {TargetKind::median_at_most, 0.5}, GoReference{4.1, 4.8}),
   };
 }
 
