@@ -256,3 +256,25 @@ TEST_CASE("coroutine process: ten thousand live at once, all ready, none left af
   CHECK(session.script->graceful_ends == count);
   CHECK(rig.reports.entries().empty());
 }
+
+TEST_CASE("coroutine process: `ready.signal()` marks it running without suspending it",
+          "[coroutine]") {
+  Rig rig;
+  Session worker;
+  worker.script->kind = Script::Kind::signal_then_work;
+  test::Event seen_running;
+  bool signaled_before_it_parked = false;
+  worker.script->after_signal = [&] {
+    // Blocks a pool thread on purpose, until the test has seen the `ready` event: only the
+    // signal can have sent it, since the coroutine has not awaited `ready` yet.
+    signaled_before_it_parked = seen_running.wait();
+  };
+  rig.table->insert_or_assign("w", worker);
+  rig.start_run();
+  REQUIRE(rig.log.wait_for("w", supervisor::EventKind::ready, 1));
+  seen_running.notify();
+  REQUIRE(rig.finish() == nullptr);
+  CHECK(signaled_before_it_parked);
+  CHECK(worker.script->graceful_ends == 1);
+  CHECK(rig.log.kinds("w") == "starting ready stop_requested stopped");  // one `ready` only
+}

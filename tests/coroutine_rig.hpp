@@ -34,6 +34,7 @@ struct Script {
     exit_after,
     never_ready,  // waits for force, then returns
     stubborn,     // ready; woken by a graceful stop, calls `after_graceful`, then waits for force
+    signal_then_work,  // `ready.signal()`, calls `after_signal`, then `co_await ready`
   };
   Kind kind = Kind::steady;
   std::atomic<int> lives{0};
@@ -45,6 +46,7 @@ struct Script {
   std::function<Task<std::error_code>()> inside_async;  // awaited inside the body, if set
   std::error_code inside_async_result;
   std::function<void()> after_graceful;
+  std::function<void()> after_signal;
   supervisor::ExecutorRef executor;  // where `UntilForce` resumes the session
   std::atomic<int> forced_ends{0};
 };
@@ -125,6 +127,10 @@ struct Session {
         }
         ++s->forced_ends;
         co_return std::error_code{};
+      case Script::Kind::signal_then_work:
+        ready.signal();
+        s->after_signal();
+        break;
       case Script::Kind::steady:
         break;
     }

@@ -16,6 +16,7 @@ need_command clang++ clang
 need_package catch2
 need_package libsqlite3-dev   # for examples/sqlite_table.cpp, which the build skips without it
 need_package libpq-dev        # for supervisor::postgres, which the build skips without it
+need_package libasio-dev      # for examples/asio_sessions.cpp, which the build skips without it
 need_package postgresql       # initdb + pg_ctl: the postgres tests start a throwaway server
 need_package libclang-rt-dev  # clang's sanitizer runtimes: only a Recommends of clang on Debian 12
 install_missing tools/test.sh

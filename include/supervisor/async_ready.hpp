@@ -118,6 +118,13 @@ class AsyncReady {
     return Awaiter(target_, std::move(early));
   }
 
+  /// Marks the process running (a blocked `start` returns) without suspending: for a coroutine
+  /// that goes on working once it is up (a session's loop), watching `stop_token()` for a
+  /// graceful stop and `force` for force, instead of parking on `co_await ready`. Calling it
+  /// again, or awaiting `ready` afterwards, does not signal twice. Throws only
+  /// `std::system_error` if a lock fails.
+  void signal() const { (void)target_->signal_ready({}); }
+
   /// As `Ready::stop_token`: requested once a graceful stop or force is requested.
   [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
 
