@@ -116,7 +116,7 @@ class ProcessCore : public ReadyTarget,
     spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
                spin_);
     if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
-      force_.request_stop();
+      force_now();
       wait_done_forever();
       return ec;
     }
@@ -172,7 +172,7 @@ class ProcessCore : public ReadyTarget,
             break;  // Force alone: a graceful flag seen first would start a graceful path.
           }
           graceful_ = true;
-          graceful_token = stopping_ ? &*stopping_ : nullptr;
+          graceful_token = stopping_ ? &stopping_->source : nullptr;
           break;
         case ProcessState::stopped:
           return errc::invalid_state;
@@ -185,10 +185,10 @@ class ProcessCore : public ReadyTarget,
       graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
     }
     if (is_coroutine && !force) {
-      wake_ready();  // a coroutine parked on `co_await ready` (force wakes it by its callback)
+      wake_ready();  // a coroutine parked on `co_await ready` (`force_now` wakes it for force)
     }
     if (force) {
-      force_.request_stop();
+      force_now();
     }
     return {};
   }
@@ -199,7 +199,7 @@ class ProcessCore : public ReadyTarget,
     spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
     std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
     if (ec) {
-      force_.request_stop();
+      force_now();
       wait_done_forever();
     }
     return ec;
@@ -211,7 +211,7 @@ class ProcessCore : public ReadyTarget,
     return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
   }
 
-  void request_force() noexcept { force_.request_stop(); }
+  void request_force() noexcept { force_now(); }
 
   [[nodiscard]] ProcessState state() const noexcept {
     return state_view_.load(std::memory_order_acquire);
@@ -263,10 +263,20 @@ class ProcessCore : public ReadyTarget,
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
 
  private:
-  struct RequestStop {
-    std::stop_source* source;
-    void operator()() const noexcept { source->request_stop(); }
+  struct RequestForce {
+    ProcessCore* core;
+    void operator()() const noexcept { core->force_now(); }
   };
+
+  /// Requests force. The coroutine kind also wakes its coroutine if it is parked on `ready`
+  /// (what it awaits may be tied to force too; that is the user's own callback). Every request
+  /// of force goes through here, so no callback per process is needed for the wake-up.
+  void force_now() noexcept {
+    force_.request_stop();
+    if constexpr (is_coroutine) {
+      wake_ready();
+    }
+  }
 
   void set_state(ProcessState next) {
     state_ = next;
@@ -306,7 +316,7 @@ class ProcessCore : public ReadyTarget,
       set_state(ProcessState::starting);
     }
     // Chained to the parent only now: the force signal belongs to the run that starts.
-    parent_link_.emplace(parent_, RequestStop{&force_});
+    parent_link_.emplace(parent_, RequestForce{this});
     return true;
   }
 
@@ -349,14 +359,14 @@ class ProcessCore : public ReadyTarget,
   std::stop_token stopping() override {
     std::lock_guard lock(mutex_);
     if (!stopping_) {
-      stopping_.emplace();
+      stopping_ = std::make_unique<Stopping>();
       if (graceful_ || force_.stop_requested()) {
-        stopping_->request_stop();
+        stopping_->source.request_stop();
       } else {
-        stopping_on_force_.emplace(force_.get_token(), RequestStopOf{&*stopping_});
+        stopping_->on_force.emplace(force_.get_token(), RequestStopOf{&stopping_->source});
       }
     }
-    return stopping_->get_token();
+    return stopping_->source.get_token();
   }
 
   /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
@@ -412,16 +422,9 @@ class ProcessCore : public ReadyTarget,
   }
   void arm_ready_wait() noexcept override { ready_waiter_.arm(); }
   bool park_ready(std::coroutine_handle<> awaiting, const std::stop_token& early) override {
-    if (!wake_on_force_) {  // only this process's coroutine parks: no race on the optional
-      wake_on_force_.emplace(force_.get_token(), WakeReady{this});
-    }
     return !released(early) && ready_waiter_.park(awaiting);
   }
   void wake_ready() noexcept override { ready_waiter_.wake(); }
-  struct WakeReady {
-    ProcessCore* core;
-    void operator()() const noexcept { core->wake_ready(); }
-  };
 
   // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
   struct CallerNode {
@@ -444,7 +447,6 @@ class ProcessCore : public ReadyTarget,
   typename TaskHandleOf<R>::type task_;
   std::shared_ptr<ProcessCore> self_;
   ReadyWaiter ready_waiter_;
-  std::optional<std::stop_callback<WakeReady>> wake_on_force_;
   AsyncReady async_ready_{*this};
 
   // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
@@ -453,11 +455,14 @@ class ProcessCore : public ReadyTarget,
   std::stop_token parent_;
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
-  std::optional<std::stop_callback<RequestStop>> parent_link_;
-  // `Ready::stop_token`: made on first request (most runnables never ask), requested by a
-  // graceful stop or by force.
-  std::optional<std::stop_source> stopping_;
-  std::optional<std::stop_callback<RequestStopOf>> stopping_on_force_;
+  std::optional<std::stop_callback<RequestForce>> parent_link_;
+  // `Ready::stop_token`: made on first request (most runnables never ask, so it is a block of
+  // its own, not room in every record), requested by a graceful stop or by force.
+  struct Stopping {
+    std::stop_source source;
+    std::optional<std::stop_callback<RequestStopOf>> on_force;
+  };
+  std::unique_ptr<Stopping> stopping_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;

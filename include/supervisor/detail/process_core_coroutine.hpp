@@ -69,7 +69,6 @@ void ProcessCore<R>::finish_task() noexcept {
   task_.destroy();
   task_ = {};
   finish_run(failure);
-  wake_on_force_.reset();  // no wake-up from here on: none may reach a record being destroyed
   const SettleHook settle = settle_hook();
   { const std::shared_ptr<ProcessCore> last = std::move(self_); }
   if (settle.call != nullptr) {
