@@ -112,16 +112,7 @@ class ProcessCore : public ReadyTarget,
   /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
   /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
   /// call waits until `run` has returned, then `errc::canceled` / `errc::deadline_exceeded`).
-  std::error_code await_start(const Cancel& cancel) {
-    spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
-               spin_);
-    if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
-      force_now();
-      wait_done_forever();
-      return ec;
-    }
-    return start_outcome();
-  }
+  std::error_code await_start(const Cancel& cancel);
 
   /// Once ready or done: success if it became ready, else the runnable's exception rethrown,
   /// else `errc::exited_before_ready`.
@@ -195,21 +186,10 @@ class ProcessCore : public ReadyTarget,
 
   /// Blocks until `run` has returned. If `cancel` fires first, requests force, still waits until
   /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
-  std::error_code await_done(const Cancel& cancel) {
-    spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
-    std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
-    if (ec) {
-      force_now();
-      wait_done_forever();
-    }
-    return ec;
-  }
+  std::error_code await_done(const Cancel& cancel);
 
   /// Waits for `run` to return, or for `cancel`; never forces. Returns whether it returned.
-  bool wait_done(const Cancel& cancel) {
-    spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
-    return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
-  }
+  bool wait_done(const Cancel& cancel);
 
   void request_force() noexcept { force_now(); }
 
@@ -283,10 +263,7 @@ class ProcessCore : public ReadyTarget,
     state_view_.store(next, std::memory_order_release);
   }
 
-  void wait_done_forever() {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return done_.load(); });
-  }
+  void wait_done_forever();
 
   /// The body of the runnable's thread.
   void execute() noexcept {
@@ -390,27 +367,7 @@ class ProcessCore : public ReadyTarget,
     }
   }
 
-  void signal_ready_and_wait(const std::stop_token& early) override {
-    mark_ready();
-    // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
-    // a quarter of the budget, since every process pays it once whether or not a stop comes.
-    const std::stop_token force = force_.get_token();
-    auto released = [&] {
-      return graceful_.load() || force.stop_requested() || early.stop_requested();
-    };
-    if (spin_until(released, spin_ / 4)) {
-      return;
-    }
-    // Registered before taking the lock: a callback on an already-requested token runs at once.
-    auto notify = [this] {
-      std::lock_guard lock(mutex_);
-      changed_.notify_all();
-    };
-    std::stop_callback wake_on_force(force, notify);
-    std::stop_callback wake_on_early(early, notify);
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, released);
-  }
+  void signal_ready_and_wait(const std::stop_token& early) override;
 
   // ---- The coroutine kind --------------------------------------------------------------------
   bool released(const std::stop_token& early) const noexcept {
@@ -480,3 +437,4 @@ class ProcessCore : public ReadyTarget,
 }  // namespace supervisor::detail
 
 #include "supervisor/detail/process_core_coroutine.hpp"
+#include "supervisor/detail/process_core_waits.hpp"

@@ -1,0 +1,81 @@
+#pragma once
+
+/// \file
+/// The blocking waits of `ProcessCore` (see process_core.hpp): a caller's wait for the start or
+/// the end of a process, and a thread runnable's `ready`. Each spins for at most the hand-off
+/// budget, then sleeps on the process's condition variable.
+
+#include <stop_token>
+#include <system_error>
+
+#include "supervisor/cancel.hpp"
+#include "supervisor/detail/process_core.hpp"
+#include "supervisor/detail/spin.hpp"
+
+namespace supervisor::detail {
+
+#define SUPERVISOR_PROCESS_CORE_ \
+  template <class R>             \
+  requires AnyKindRunnable<R>
+
+SUPERVISOR_PROCESS_CORE_
+std::error_code ProcessCore<R>::await_start(const Cancel& cancel) {
+  spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
+             spin_);
+  if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
+    force_now();
+    wait_done_forever();
+    return ec;
+  }
+  return start_outcome();
+}
+
+SUPERVISOR_PROCESS_CORE_
+std::error_code ProcessCore<R>::await_done(const Cancel& cancel) {
+  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
+  std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
+  if (ec) {
+    force_now();
+    wait_done_forever();
+  }
+  return ec;
+}
+
+SUPERVISOR_PROCESS_CORE_
+bool ProcessCore<R>::wait_done(const Cancel& cancel) {
+  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
+  return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R>::wait_done_forever() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return done_.load(); });
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R>::signal_ready_and_wait(const std::stop_token& early) {
+  mark_ready();
+  // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
+  // a quarter of the budget, since every process pays it once whether or not a stop comes.
+  const std::stop_token force = force_.get_token();
+  auto released = [&] {
+    return graceful_.load() || force.stop_requested() || early.stop_requested();
+  };
+  if (spin_until(released, spin_ / 4)) {
+    return;
+  }
+  // Registered before taking the lock: a callback on an already-requested token runs at once.
+  auto notify = [this] {
+    std::lock_guard lock(mutex_);
+    changed_.notify_all();
+  };
+  std::stop_callback wake_on_force(force, notify);
+  std::stop_callback wake_on_early(early, notify);
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, released);
+}
+
+#undef SUPERVISOR_PROCESS_CORE_
+
+}  // namespace supervisor::detail
