@@ -47,41 +47,8 @@ struct Script {
   std::error_code inside_async_result;
   std::function<void()> after_graceful;
   std::function<void()> after_signal;
-  supervisor::ExecutorRef executor;  // where `UntilForce` resumes the session
+  supervisor::ExecutorRef executor;  // where `until_stopped` resumes the session
   std::atomic<int> forced_ends{0};
-};
-
-/// `co_await UntilForce{force, executor}`: suspends until `force` is requested, then resumes on
-/// `executor`. The callback and the suspension race for one word, so the coroutine is resumed
-/// once, and never while it is still suspending.
-struct UntilForce {
-  UntilForce(std::stop_token token, supervisor::ExecutorRef resume_on)
-      : force(std::move(token)), executor(resume_on) {}
-  UntilForce(const UntilForce&) = delete;
-  UntilForce& operator=(const UntilForce&) = delete;
-  ~UntilForce() = default;
-
-  std::stop_token force;
-  supervisor::ExecutorRef executor;
-  std::coroutine_handle<> handle;
-  std::atomic<int> state{0};  // 1: the callback came; 2: suspended
-  struct Resume {
-    UntilForce* self;
-    void operator()() const noexcept {
-      if (self->state.exchange(1) == 2) {
-        self->executor.schedule(self->handle);
-      }
-    }
-  };
-  std::optional<std::stop_callback<Resume>> on_force;
-
-  [[nodiscard]] bool await_ready() const noexcept { return force.stop_requested(); }
-  bool await_suspend(std::coroutine_handle<> awaiting) {
-    handle = awaiting;
-    on_force.emplace(force, Resume{this});
-    return state.exchange(2) != 1;
-  }
-  void await_resume() const noexcept {}
 };
 
 /// A coroutine runnable whose lives follow its script.
@@ -116,14 +83,14 @@ struct Session {
         co_await ready(force);  // force only: returns at once if already requested
         co_return std::error_code{};
       case Script::Kind::never_ready:
-        co_await UntilForce{force, s->executor};
+        co_await supervisor::until_stopped(force, s->executor);
         ++s->forced_ends;
         co_return std::error_code{};
       case Script::Kind::stubborn:
         co_await ready;
         if (!force.stop_requested()) {
           s->after_graceful();
-          co_await UntilForce{force, s->executor};
+          co_await supervisor::until_stopped(force, s->executor);
         }
         ++s->forced_ends;
         co_return std::error_code{};

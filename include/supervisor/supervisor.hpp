@@ -25,3 +25,4 @@
 #include "supervisor/table.hpp"             // Table concept, MapTable
 #include "supervisor/task.hpp"              // Task<T>: what coroutine runnables return
 #include "supervisor/thread_pool.hpp"       // ThreadPool: the stdlib executor
+#include "supervisor/until_stopped.hpp"     // until_stopped: await a stop token (force alone)
