@@ -7,12 +7,14 @@
 /// A task is lazy: calling the coroutine function allocates its frame and runs nothing. It runs
 /// when awaited (`co_await std::move(task)`), on the thread of the awaiting coroutine, which it
 /// resumes when it finishes (symmetric transfer: no recursion, no thread of its own). An
-/// exception that leaves the body is kept and rethrown to the awaiter, intact. A task that is
+/// exception that leaves the body is kept and rethrown to the awaiter, intact. A task is awaited
+/// once; awaiting it again (or an empty one) throws `std::logic_error`. A task that is
 /// destroyed without having been awaited destroys its frame without running it. Move-only.
 
 #include <coroutine>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
@@ -153,23 +155,46 @@ class [[nodiscard]] Task {
   Task& operator=(const Task&) = delete;
   ~Task() { reset(); }
 
-  /// What `co_await std::move(task)` waits on.
-  struct Awaiter {
-    handle_type handle;
-    [[nodiscard]] bool await_ready() const noexcept { return false; }
+  /// What `co_await std::move(task)` waits on. It takes the frame over from the task, and
+  /// frees it once the result has been taken.
+  class Awaiter {
+   public:
+    explicit Awaiter(handle_type handle) noexcept : handle_(handle) {}
+    Awaiter(Awaiter&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+    Awaiter& operator=(Awaiter&&) = delete;
+    ~Awaiter() {
+      if (handle_) {
+        handle_.destroy();
+      }
+    }
+
+    /// An empty task (awaited already, moved from, or default-made) does not suspend: its
+    /// `co_await` throws `std::logic_error`.
+    [[nodiscard]] bool await_ready() const noexcept { return !handle_; }
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> awaiting) const noexcept {
       if constexpr (std::is_base_of_v<detail::TaskPromiseBase, Promise>) {
-        handle.promise().inherit_owner(awaiting.promise());
+        handle_.promise().inherit_owner(awaiting.promise());
       }
-      handle.promise().set_continuation(awaiting);
-      return handle;
+      handle_.promise().set_continuation(awaiting);
+      return handle_;
     }
-    T await_resume() const { return handle.promise().take(); }
+    T await_resume() const {
+      if (!handle_) {
+        throw std::logic_error("supervisor::Task: awaited twice, or empty");
+      }
+      return handle_.promise().take();
+    }
+
+   private:
+    handle_type handle_;
   };
 
   /// Runs the task on the awaiting coroutine's thread; its result, or its exception rethrown.
-  Awaiter operator co_await() && noexcept { return Awaiter{handle_}; }
+  /// A task is awaited once: the `co_await` empties it.
+  Awaiter operator co_await() && noexcept { return Awaiter(std::exchange(handle_, {})); }
 
   /// The library's: takes the frame over (the task is empty afterwards).
   handle_type release() noexcept { return std::exchange(handle_, {}); }
