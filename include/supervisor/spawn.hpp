@@ -37,6 +37,7 @@ template <class Done>
 Spawned run_spawned(Task<> task, Done done) {
   std::exception_ptr failure;
   try {
+    // NOLINTNEXTLINE(bugprone-use-after-move): clang-tidy 14 sees the frame's parameter copy.
     co_await std::move(task);
   } catch (...) {
     failure = std::current_exception();
