@@ -251,8 +251,10 @@ class Supervisor {
   /// rethrown by the `co_await`), with `cancel` a stop token (no deadline: request the token from
   /// your timer): once requested, the process is forced, and the task still finishes only after
   /// its `run` has returned, with `errc::canceled`. `async_stop` from a task of the very process
-  /// it would stop gives `std::errc::resource_deadlock_would_occur`, with no effect. The key is
-  /// copied into the task: it may go before the task is awaited.
+  /// it would stop gives `std::errc::resource_deadlock_would_occur`, with no effect; a process
+  /// awaiting another's stop should pass its own `force` as `cancel`, so that two processes
+  /// stopping each other cannot wait forever. The key is copied into the task: it may go before
+  /// the task is awaited. A table whose `get` blocks blocks the executor's thread.
   Task<std::error_code> async_start(Key key,
                                     std::stop_token cancel = {}) requires CoroutineRunnable<R>;
   Task<std::error_code> async_stop(Key key,
