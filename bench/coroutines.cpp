@@ -209,14 +209,15 @@ struct Sample {
 
 /// Runs `driver` on the pool, as a coroutine nobody awaits, and waits here until it has finished.
 void drive_on(supervisor::ThreadPool& pool, supervisor::Task<> driver) {
-  std::atomic<bool> finished{false};
+  // Shared: the pool's thread may still be inside `notify_all` when the wait here returns.
+  const auto finished = std::make_shared<std::atomic<bool>>(false);
   std::exception_ptr failure;
-  supervisor::spawn(pool, std::move(driver), [&](std::exception_ptr e) {
+  supervisor::spawn(pool, std::move(driver), [&failure, finished](std::exception_ptr e) {
     failure = std::move(e);
-    finished.store(true);
-    finished.notify_all();
+    finished->store(true);
+    finished->notify_all();
   });
-  finished.wait(false);
+  finished->wait(false);
   if (failure) {
     std::rethrow_exception(failure);
   }

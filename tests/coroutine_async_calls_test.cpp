@@ -2,12 +2,17 @@
 // on the executor's own threads, where the blocking forms are refused. Every wait is on a signal
 // (latches, the process's own transitions, the event log).
 
+#include <condition_variable>
+#include <coroutine>
+#include <deque>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "catch_shim.hpp"
@@ -24,24 +29,91 @@ using supervisor::Task;
 
 /// A rig whose processes run on a pool the test owns, with `drive` running a coroutine there.
 struct PoolRig {
-  supervisor::ThreadPool pool{2};
+  supervisor::ThreadPool pool;
   Rig rig;
 
-  PoolRig() { rig.options.executor = supervisor::ExecutorRef(pool); }
+  explicit PoolRig(unsigned threads = 2) : pool(threads) {
+    rig.options.executor = supervisor::ExecutorRef(pool);
+  }
 
   /// Runs `body` as a coroutine on the pool, and waits until it has finished; its exception.
   template <class Body>
   std::exception_ptr drive(Body body) {
-    test::Event finished;
+    // Shared: `notify` may still be running on the pool when `wait` returns here.
+    const auto finished = std::make_shared<test::Event>();
     std::exception_ptr failure;
-    supervisor::spawn(supervisor::ExecutorRef(pool), body(), [&](std::exception_ptr e) {
-      failure = std::move(e);
-      finished.notify();
-    });
-    REQUIRE(finished.wait());
+    supervisor::spawn(supervisor::ExecutorRef(pool), body(),
+                      [&failure, finished](std::exception_ptr e) {
+                        failure = std::move(e);
+                        finished->notify();
+                      });
+    REQUIRE(finished->wait());
     return failure;
   }
 };
+
+/// One thread, first in first out, like one io_context thread.
+class FifoLoop {
+ public:
+  FifoLoop() : thread_([this] { work(); }) {}
+  FifoLoop(const FifoLoop&) = delete;
+  FifoLoop& operator=(const FifoLoop&) = delete;
+  ~FifoLoop() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  void schedule(std::coroutine_handle<> h) {
+    {
+      const std::lock_guard lock(mutex_);
+      queue_.push_back(h);
+    }
+    wake_.notify_all();
+  }
+  [[nodiscard]] bool running_in_this_thread() const noexcept {
+    return std::this_thread::get_id() == thread_.get_id();
+  }
+  /// Runs what is queued on the calling thread: unblocks a test that failed.
+  void drain_here() {
+    for (;;) {
+      std::coroutine_handle<> h;
+      {
+        const std::lock_guard lock(mutex_);
+        if (queue_.empty()) {
+          return;
+        }
+        h = queue_.front();
+        queue_.pop_front();
+      }
+      h.resume();
+    }
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;
+      }
+      const std::coroutine_handle<> h = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      h.resume();
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::coroutine_handle<>> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+static_assert(supervisor::Executor<FifoLoop>);
 
 }  // namespace
 
@@ -178,4 +250,56 @@ TEST_CASE("async calls: a process may start and stop others, and is refused its 
   CHECK(other.script->lives == 2);
   CHECK(other.script->graceful_ends == 1);
   REQUIRE(p.rig.finish() == nullptr);
+}
+
+TEST_CASE("async calls: a stop's caller is not released by the process calling ready again",
+          "[coroutine][async]") {
+  PoolRig p(1);  // one worker, which takes its own slot first: the order below is fixed
+  Session twice;
+  twice.script->kind = Script::Kind::ready_twice;
+  twice.script->executor = supervisor::ExecutorRef(p.pool);
+  p.rig.table->insert_or_assign("r", twice);
+  p.rig.start_run();
+  REQUIRE(p.rig.log.wait_for("r", supervisor::EventKind::ready, 1));
+  std::error_code code;
+  int live_when_done = -1;
+  REQUIRE(p.drive([&]() -> Task<> {
+    code = co_await p.rig.sup->async_stop("r");
+    live_when_done = twice.script->live;
+  }) == nullptr);
+  CHECK(code == std::error_code{});
+  CHECK(live_when_done == 0);
+  CHECK(p.rig.log.kinds("r") == "starting ready stop_requested stopped");
+  REQUIRE(p.rig.finish() == nullptr);
+}
+
+TEST_CASE("async calls: a stop of a process still queued on a one-thread executor goes through",
+          "[coroutine][async][deadlock]") {
+  FifoLoop loop;
+  Rig rig;
+  rig.options.executor = supervisor::ExecutorRef(loop);
+  Session session;
+  rig.table->insert_or_assign("a", session);
+  rig.start_run();
+  REQUIRE(rig.log.wait_for("a", supervisor::EventKind::ready, 1));
+  std::error_code stopped{supervisor::errc::invalid_state};
+  const auto both = std::make_shared<test::Event>();  // outlives a late `notify`
+  // Named, not temporaries: the tasks' frames refer to the lambdas' captures.
+  const auto second = [&]() -> Task<> { stopped = co_await rig.sup->async_stop("a"); };
+  const auto first = [&]() -> Task<> {
+    (void)co_await rig.sup->async_stop("a");
+    supervisor::spawn(supervisor::ExecutorRef(loop), second(),
+                      [both](const std::exception_ptr&) { both->notify(); });
+    (void)co_await rig.sup->async_start("a");  // its task is queued behind `second`
+  };
+  supervisor::spawn(supervisor::ExecutorRef(loop), first(),
+                    [both](const std::exception_ptr&) { both->notify(); });
+  const bool went_through = both->wait(2);
+  CHECK(went_through);
+  if (!went_through) {
+    loop.drain_here();
+    REQUIRE(both->wait(2));
+  }
+  CHECK(stopped == std::error_code{});
+  REQUIRE(rig.finish() == nullptr);
 }

@@ -35,6 +35,7 @@ struct Script {
     never_ready,  // waits for force, then returns
     stubborn,     // ready; woken by a graceful stop, calls `after_graceful`, then waits for force
     signal_then_work,  // `ready.signal()`, calls `after_signal`, then `co_await ready`
+    ready_twice,       // ready; once woken, ready again, then yields to the executor and returns
   };
   Kind kind = Kind::steady;
   std::atomic<int> lives{0};
@@ -49,6 +50,14 @@ struct Script {
   std::function<void()> after_signal;
   supervisor::ExecutorRef executor;  // where `until_stopped` resumes the session
   std::atomic<int> forced_ends{0};
+};
+
+/// `co_await Yield{executor}`: schedules the coroutine again and suspends it.
+struct Yield {
+  supervisor::ExecutorRef executor;
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> self) const noexcept { executor.schedule(self); }
+  void await_resume() const noexcept {}
 };
 
 /// A coroutine runnable whose lives follow its script.
@@ -93,6 +102,11 @@ struct Session {
           co_await supervisor::until_stopped(force, s->executor);
         }
         ++s->forced_ends;
+        co_return std::error_code{};
+      case Script::Kind::ready_twice:
+        co_await ready;
+        co_await ready;  // woken already: goes on at once, having marked the process ready again
+        co_await Yield{s->executor};
         co_return std::error_code{};
       case Script::Kind::signal_then_work:
         ready.signal();

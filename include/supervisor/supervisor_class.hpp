@@ -347,6 +347,8 @@ class Supervisor {
   /// Claims the stop of `key`'s process and requests it; null (and `ec`) if this caller may not
   /// (`caller_task`: the awaiting task's owner, if the caller is a task).
   ManagedPtr claim_for_stop(const Key& key, const void* caller_task, std::error_code& ec);
+  ManagedPtr find_launched(const Key& key, const void* caller_task, std::error_code& ec);
+  bool claim_stop(Managed& managed, std::error_code& ec);
 
   /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
   /// waits until its runnable has returned (and so its key is free).

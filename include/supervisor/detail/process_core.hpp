@@ -135,6 +135,8 @@ class ProcessCore : public ReadyTarget,
   class CallerWait;
   CallerWait until_started(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
   CallerWait until_done(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
+  /// Until the task has begun on the executor (its first events delivered), or is done.
+  CallerWait until_begun() noexcept requires CoroutineRunnable<R>;
 
   /// Requests the stop that fits the state, without waiting: from `initial` the process is done at
   /// once; from `starting` force is requested; from `running` the graceful stop (so `ready`
@@ -153,7 +155,7 @@ class ProcessCore : public ReadyTarget,
       switch (state_) {
         case ProcessState::initial:
           done_ = true;
-          woken = take_callers(true);
+          woken = take_callers(Until::done);
           break;
         case ProcessState::starting:
           force = true;
@@ -305,7 +307,7 @@ class ProcessCore : public ReadyTarget,
       set_state(ProcessState::stopped);
       error_ = std::current_exception();
       done_ = true;
-      woken = take_callers(true);
+      woken = take_callers(Until::done);
     }
     changed_.notify_all();
     resume_callers(woken);
@@ -327,7 +329,7 @@ class ProcessCore : public ReadyTarget,
     {
       std::lock_guard lock(mutex_);
       done_ = true;
-      woken = take_callers(true);
+      woken = take_callers(Until::done);
     }
     changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
     resume_callers(woken);
@@ -358,7 +360,7 @@ class ProcessCore : public ReadyTarget,
       if (state_ == ProcessState::starting) {
         set_state(ProcessState::running);
       }
-      woken = take_callers(false);
+      woken = take_callers(Until::started);
     }
     changed_.notify_all();
     resume_callers(woken);
@@ -384,17 +386,19 @@ class ProcessCore : public ReadyTarget,
   void wake_ready() noexcept override { ready_waiter_.wake(); }
 
   // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
+  enum class Until : unsigned char { begun, started, done };
   struct CallerNode {
     CallerNode* next = nullptr;
     std::coroutine_handle<> handle;
-    bool until_done = false;
+    Until until = Until::done;
   };
-  bool caller_satisfied(bool until_done) const noexcept {
-    return done_.load() || (!until_done && ready_.load());
+  bool caller_satisfied(Until until) const noexcept {
+    return done_.load() || (until == Until::started && ready_.load()) ||
+           (until == Until::begun && begun_.load());
   }
-  /// Under `mutex_`: unlinks the callers whose condition holds now (`done`: all of them, else
-  /// those waiting for the start), to be resumed once it is released.
-  CallerNode* take_callers(bool done) noexcept;
+  /// Under `mutex_`: unlinks the callers whose condition holds now that `reached` has (`done`:
+  /// all of them), to be resumed once it is released.
+  CallerNode* take_callers(Until reached) noexcept;
   void resume_callers(CallerNode* woken) noexcept;
 
   static void task_begins(void* context) noexcept;
@@ -430,6 +434,10 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
   CallerNode* callers_ = nullptr;
+  // Callers a cancel has unlinked and is scheduling, outside the lock: the task's end waits for
+  // them, so that none is scheduled after the supervisor may have let its executor go.
+  unsigned cancels_in_flight_ = 0;
+  std::atomic<bool> begun_{false};
   std::atomic<bool> launched_{false};
   WorkContext work_;
 };

@@ -53,6 +53,13 @@ void ProcessCore<R>::task_begins(void* context) noexcept {
   auto* self = static_cast<ProcessCore*>(context);
   self->on_start();
   self->launched_.store(true, std::memory_order_release);
+  CallerNode* woken = nullptr;
+  {
+    std::lock_guard lock(self->mutex_);
+    self->begun_.store(true);
+    woken = self->take_callers(Until::begun);
+  }
+  self->resume_callers(woken);
 }
 
 SUPERVISOR_PROCESS_CORE_
@@ -69,6 +76,12 @@ void ProcessCore<R>::finish_task() noexcept {
   task_.destroy();
   task_ = {};
   finish_run(failure);
+  {
+    // A cancel that unlinked its caller before the end is still scheduling it: wait, so that
+    // nothing is scheduled once the settle hook has let `run` go on (and its pool go).
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return cancels_in_flight_ == 0; });
+  }
   const SettleHook settle = settle_hook();
   { const std::shared_ptr<ProcessCore> last = std::move(self_); }
   if (settle.call != nullptr) {
@@ -84,17 +97,15 @@ void ProcessCore<R>::finish_task() noexcept {
 SUPERVISOR_PROCESS_CORE_
 class ProcessCore<R>::CallerWait {
  public:
-  CallerWait(ProcessCore& core, bool until_done, std::stop_token cancel) noexcept
+  CallerWait(ProcessCore& core, Until until, std::stop_token cancel) noexcept
       : core_(&core), cancel_(std::move(cancel)) {
-    node_.until_done = until_done;
+    node_.until = until;
   }
   CallerWait(const CallerWait&) = delete;
   CallerWait& operator=(const CallerWait&) = delete;
   ~CallerWait() = default;
 
-  [[nodiscard]] bool await_ready() const noexcept {
-    return core_->caller_satisfied(node_.until_done);
-  }
+  [[nodiscard]] bool await_ready() const noexcept { return core_->caller_satisfied(node_.until); }
   bool await_suspend(std::coroutine_handle<> awaiting) noexcept {
     node_.handle = awaiting;
     if (cancel_.stop_possible()) {
@@ -102,7 +113,7 @@ class ProcessCore<R>::CallerWait {
       on_cancel_.emplace(cancel_, OnCancel{this});
     }
     std::lock_guard lock(core_->mutex_);
-    if (canceled_ || core_->caller_satisfied(node_.until_done)) {
+    if (canceled_ || core_->caller_satisfied(node_.until)) {
       return false;
     }
     node_.next = core_->callers_;
@@ -110,9 +121,7 @@ class ProcessCore<R>::CallerWait {
     linked_ = true;
     return true;  // from here the caller may be resumed elsewhere: touch nothing more
   }
-  [[nodiscard]] bool await_resume() const noexcept {
-    return core_->caller_satisfied(node_.until_done);
-  }
+  [[nodiscard]] bool await_resume() const noexcept { return core_->caller_satisfied(node_.until); }
 
  private:
   struct OnCancel {
@@ -129,13 +138,20 @@ class ProcessCore<R>::CallerWait {
           if (*link == &node_) {
             *link = node_.next;
             resume = node_.handle;
+            ++core_->cancels_in_flight_;
             break;
           }
         }
       }
     }
     if (resume) {
+      // Outside the lock (the executor is user code). The process is not done yet (done takes
+      // every linked caller first), and its task waits in `finish_task` until this is over.
       core_->ready_waiter_.executor().schedule(resume);
+      std::lock_guard lock(core_->mutex_);
+      if (--core_->cancels_in_flight_ == 0) {
+        core_->changed_.notify_all();  // under the lock: the task may free the record next
+      }
     }
   }
 
@@ -150,22 +166,28 @@ class ProcessCore<R>::CallerWait {
 SUPERVISOR_PROCESS_CORE_
 auto ProcessCore<R>::until_started(std::stop_token cancel) noexcept
     -> CallerWait requires CoroutineRunnable<R> {
-  return CallerWait(*this, false, std::move(cancel));
+  return CallerWait(*this, Until::started, std::move(cancel));
 }
 
 SUPERVISOR_PROCESS_CORE_
 auto ProcessCore<R>::until_done(std::stop_token cancel) noexcept
     -> CallerWait requires CoroutineRunnable<R> {
-  return CallerWait(*this, true, std::move(cancel));
+  return CallerWait(*this, Until::done, std::move(cancel));
 }
 
 SUPERVISOR_PROCESS_CORE_
-auto ProcessCore<R>::take_callers(bool done) noexcept -> CallerNode* {
+auto ProcessCore<R>::until_begun() noexcept -> CallerWait requires CoroutineRunnable<R> {
+  return CallerWait(*this, Until::begun, {});
+}
+
+SUPERVISOR_PROCESS_CORE_
+auto ProcessCore<R>::take_callers(Until reached) noexcept -> CallerNode* {
   CallerNode* woken = nullptr;
   CallerNode** link = &callers_;
   while (*link != nullptr) {
     CallerNode* node = *link;
-    if (done || !node->until_done) {
+    if (reached == Until::done || node->until == reached ||
+        (reached == Until::started && node->until == Until::begun)) {
       *link = node->next;
       node->next = woken;
       woken = node;

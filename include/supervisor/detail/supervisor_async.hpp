@@ -44,8 +44,17 @@ auto Supervisor<Key, R, Hash, KeyEqual>::async_stop(Key key, std::stop_token can
 requires CoroutineRunnable<R> {
   std::error_code ec;
   const void* const caller = co_await detail::CurrentOwner{};
-  const ManagedPtr managed = claim_for_stop(key, caller, ec);
+  const ManagedPtr managed = find_launched(key, caller, ec);
   if (!managed) {
+    co_return ec;
+  }
+  if (options_.on_event) {
+    // `stop_requested` must follow the process's `starting`, which its task sends when the
+    // executor first runs it: wait for that here, suspended, not blocked (on a one-thread
+    // executor the blocking wait would hold the very thread the task needs).
+    (void)co_await managed->until_begun();
+  }
+  if (!claim_stop(*managed, ec)) {
     co_return ec;
   }
   if (!co_await managed->until_done(std::move(cancel))) {

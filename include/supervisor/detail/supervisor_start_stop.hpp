@@ -141,6 +141,17 @@ template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key, const void* caller_task,
                                                         std::error_code& ec) -> ManagedPtr {
+  ManagedPtr managed = find_launched(key, caller_task, ec);
+  if (managed && !claim_stop(*managed, ec)) {
+    return nullptr;
+  }
+  return managed;
+}
+
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+auto Supervisor<Key, R, Hash, KeyEqual>::find_launched(const Key& key, const void* caller_task,
+                                                       std::error_code& ec) -> ManagedPtr {
   ManagedPtr managed = processes_.visit(
       key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });
   if (!managed || !managed->launched()) {
@@ -152,13 +163,19 @@ auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key, const vo
     ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
     return nullptr;
   }
-  if (!managed->claim(detail::Claim::user_stop)) {
-    ec = errc::process_not_found;
-    return nullptr;
-  }
-  mark_stop_requested(*managed);
-  stop_claimed(*managed, false);
   return managed;
+}
+
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+bool Supervisor<Key, R, Hash, KeyEqual>::claim_stop(Managed& managed, std::error_code& ec) {
+  if (!managed.claim(detail::Claim::user_stop)) {
+    ec = errc::process_not_found;
+    return false;
+  }
+  mark_stop_requested(managed);
+  stop_claimed(managed, false);
+  return true;
 }
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
