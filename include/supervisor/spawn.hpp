@@ -8,6 +8,7 @@
 #include <concepts>
 #include <coroutine>
 #include <exception>
+#include <stdexcept>
 #include <utility>
 
 #include "supervisor/executor.hpp"
@@ -50,12 +51,17 @@ Spawned run_spawned(Task<> task, Done done) {
 /// Schedules `task` on `executor` and returns at once; the task runs on the executor's
 /// threads. When it has finished, `done(std::exception_ptr)` is called on the thread that
 /// finished it, with the task's exception or null; an exception thrown by `done` is dropped.
-/// Throws what the executor's `schedule` throws (then nothing runs, and `done` is not called),
-/// or `std::bad_alloc`. The caller keeps whatever the task refers to alive until `done` is
-/// called.
+/// Throws `std::invalid_argument` for an empty `executor`, what its `schedule` throws (then
+/// nothing runs, and `done` is not called), or `std::bad_alloc`. The caller keeps whatever the
+/// task refers to alive until `done` is called: a task made by a lambda refers to the lambda's
+/// captures, so name the lambda (`spawn(ex, [&]() -> Task<> {...}(), ...)` with a temporary
+/// lambda leaves the frame pointing at a dead one).
 template <class Done>
 requires std::invocable<Done&, std::exception_ptr>
 void spawn(ExecutorRef executor, Task<> task, Done done) {
+  if (!executor) {
+    throw std::invalid_argument("supervisor::spawn: no executor");
+  }
   const detail::Spawned spawned = detail::run_spawned(std::move(task), std::move(done));
   try {
     executor.schedule_or_throw(spawned.handle);

@@ -254,7 +254,11 @@ class Supervisor {
   /// it would stop gives `std::errc::resource_deadlock_would_occur`, with no effect; a process
   /// awaiting another's stop should pass its own `force` as `cancel`, so that two processes
   /// stopping each other cannot wait forever. The key is copied into the task: it may go before
-  /// the task is awaited. A table whose `get` blocks blocks the executor's thread.
+  /// the task is awaited. A table whose `get` blocks blocks the executor's thread. The caller is
+  /// resumed on the supervisor's executor, not its own: with `Options::executor` empty that is
+  /// the supervisor's private pool, so give callers an executor of your own to come back to.
+  /// The supervisor must outlive every such task. Its own process is recognized through
+  /// `Task` awaits only (not through other coroutine types in between).
   Task<std::error_code> async_start(Key key,
                                     std::stop_token cancel = {}) requires CoroutineRunnable<R>;
   Task<std::error_code> async_stop(Key key,
