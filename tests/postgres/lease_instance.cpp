@@ -215,8 +215,8 @@ int main(int argc, char** argv) {
   if (tick.count() > 0) {
     ticker = std::jthread([&context, tick](const std::stop_token& token) {
       while (!token.stop_requested()) {
-        std::this_thread::sleep_for(
-            tick);  // NOLINT-sleep: pacing only, correctness never depends on it
+        // The pace of the real-time ticker; correctness never depends on it.
+        std::this_thread::sleep_for(tick);  // NOLINT-sleep: pacing only
         std::vector<pg::Lease> running;
         {
           const std::lock_guard lock(context.mutex);
