@@ -5,6 +5,7 @@
 /// map of the headers.
 
 #include "supervisor/adapters.hpp"          // nop, from_function, start_stop, leaf, AnyRunnable
+#include "supervisor/async_calls.hpp"       // AsyncCalls: async_start, async_stop, async_run
 #include "supervisor/async_ready.hpp"       // CoroutineRunnable concept, AsyncReady
 #include "supervisor/cancel.hpp"            // Cancel: a stop token plus a deadline
 #include "supervisor/clock.hpp"             // Clock concept, SteadyClock, ManualClock, AnyClock

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "supervisor/async_calls.hpp"
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
 #include "supervisor/detail/coroutine_host.hpp"
@@ -31,6 +32,7 @@
 #include "supervisor/detail/sharded_map.hpp"
 #include "supervisor/detail/start_gate.hpp"
 #include "supervisor/detail/start_pacer.hpp"
+#include "supervisor/detail/start_registration.hpp"
 #include "supervisor/detail/thread_group.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
@@ -62,7 +64,8 @@ namespace supervisor {
 /// adds a restart-loop thread (and a timer thread when given a deadline), both created before any
 /// process. `run` returns only after every thread it started has finished. Coroutine processes
 /// (async_ready.hpp) run on `Options::executor` instead: from its threads, `start`, `stop`, `run`
-/// and `reconcile` fail at once with `resource_deadlock_would_occur`.
+/// and `reconcile` fail at once with `resource_deadlock_would_occur`; coroutines await the forms
+/// of `AsyncCalls` (async_calls.hpp) instead.
 ///
 /// Thread-safety: every member may be called from any thread concurrently, including from inside
 /// a runnable or a hook. The calls that would wait for the calling thread itself fail at once
@@ -94,7 +97,7 @@ namespace supervisor {
 template <class Key, SupervisedRunnable R, class Hash = std::hash<Key>,
           class KeyEqual = std::equal_to<Key>>
 requires std::copy_constructible<Key>
-class Supervisor {
+class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R> {
  public:
   using key_type = Key;
   using runnable_type = R;
@@ -181,12 +184,7 @@ class Supervisor {
 
   template <class Rep, class Period>
   void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace) {
-    run_until(std::move(stop), grace, [](const std::stop_token& stopping) {
-      std::mutex mutex;
-      std::condition_variable_any wake;
-      std::unique_lock lock(mutex);
-      wake.wait(lock, stopping, [] { return false; });
-    });
+    run_until(std::move(stop), grace, &Supervisor::wait_for_stop);
   }
 
   /// Starts the process for `key`, with the runnable that `Table::get(key)` returns, and blocks
@@ -241,28 +239,6 @@ class Supervisor {
   }
   void stop(const Key& key, std::error_code& ec) { stop(key, Cancel{}, ec); }
   void stop(const Key& key, Cancel cancel, std::error_code& ec);
-
-  /// The awaitable forms of `start` and `stop`, for callers that are coroutines (on the
-  /// executor's threads too, where the blocking forms are refused), for coroutine processes
-  /// only. Each returns a lazy `Task`: awaiting it does what the blocking form does, but suspends
-  /// the caller instead of blocking its thread, and resumes it on the executor (or goes on at
-  /// once if there is nothing to wait for). `async_start` runs `Table::get` on the awaiting
-  /// thread. The outcomes are the blocking forms' as a returned code (the runnable's exception is
-  /// rethrown by the `co_await`), with `cancel` a stop token (no deadline: request the token from
-  /// your timer): once requested, the process is forced, and the task still finishes only after
-  /// its `run` has returned, with `errc::canceled`. `async_stop` from a task of the very process
-  /// it would stop gives `std::errc::resource_deadlock_would_occur`, with no effect; a process
-  /// awaiting another's stop should pass its own `force` as `cancel`, so that two processes
-  /// stopping each other cannot wait forever. The key is copied into the task: it may go before
-  /// the task is awaited. A table whose `get` blocks blocks the executor's thread. The caller is
-  /// resumed on the supervisor's executor, not its own: with `Options::executor` empty that is
-  /// the supervisor's private pool, so give callers an executor of your own to come back to.
-  /// The supervisor must outlive every such task. Its own process is recognized through
-  /// `Task` awaits only (not through other coroutine types in between).
-  Task<std::error_code> async_start(Key key,
-                                    std::stop_token cancel = {}) requires CoroutineRunnable<R>;
-  Task<std::error_code> async_stop(Key key,
-                                   std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 
   /// The runnable of the process for `key`, copied on the calling thread. Happens-before: what
   /// the runnable did before `ready` is visible once `get` finds it running. Never blocks: takes
@@ -333,6 +309,14 @@ class Supervisor {
   using Managed = detail::ManagedProcess<Supervisor, Key, R>;
   using ManagedPtr = std::shared_ptr<Managed>;
   friend Managed;
+  friend class AsyncCalls<Supervisor, Key, R>;
+
+  /// `run_until`, with its expected outcomes in `ec`.
+  template <class Rep, class Period, class Callback>
+  void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace,
+                 Callback&& callback, std::error_code& ec);
+  /// `run_until`'s callback when there is none: waits for its token.
+  static void wait_for_stop(const std::stop_token& stopping);
 
   /// Removes the entry of `managed` if it is still there. Calls no user code; never throws.
   void forget(const Managed& managed) noexcept {
@@ -350,8 +334,10 @@ class Supervisor {
   ManagedPtr launch_process(const Key& key, std::error_code& ec);
   /// Claims the stop of `key`'s process and requests it; null (and `ec`) if this caller may not
   /// (`caller_task`: the awaiting task's owner, if the caller is a task).
-  ManagedPtr claim_for_stop(const Key& key, const void* caller_task, std::error_code& ec);
-  ManagedPtr find_launched(const Key& key, const void* caller_task, std::error_code& ec);
+  ManagedPtr claim_for_stop(const Key& key, const detail::WorkContext* caller_task,
+                            std::error_code& ec);
+  ManagedPtr find_launched(const Key& key, const detail::WorkContext* caller_task,
+                           std::error_code& ec);
   bool claim_stop(Managed& managed, std::error_code& ec);
 
   /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
@@ -366,24 +352,9 @@ class Supervisor {
   /// runnable has returned (the watchdog erases it), or at once if it never started.
   void stop_claimed(Managed& managed, bool forced) noexcept;
 
-  /// A key taken by a start in flight. Declared before the gate pass, so that its destructor,
-  /// which frees the key unless the process launched, runs after the pass is released (freeing
-  /// may destroy runnables, and no user destructor runs inside the gate).
-  struct Registration {
-    Supervisor& owner;
-    ManagedPtr managed;
-    bool keep = false;
-
-    explicit Registration(Supervisor& o) noexcept : owner(o) {}
-    Registration(const Registration&) = delete;
-    Registration& operator=(const Registration&) = delete;
-    ~Registration() {
-      if (managed && !keep) {
-        managed->forget_start();
-        owner.forget(*managed);
-      }
-    }
-  };
+  /// A key taken by a start in flight (start_registration.hpp).
+  using Registration = detail::StartRegistration<Supervisor, ManagedPtr>;
+  friend Registration;
 
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
   /// shutdown stopped it first; throws if no thread can be made.

@@ -18,6 +18,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/detail/work_context.hpp"
+
 namespace supervisor {
 
 template <class T = void>
@@ -27,11 +29,13 @@ namespace detail {
 
 /// What the library attaches to a task that it runs as a process, both called on the thread
 /// that resumes it: `begin` before the body's first instruction, `end` once the body has
-/// finished (the frame is still alive; `end` may destroy it). Neither may throw.
+/// finished (the frame is still alive; `end` may destroy it). Neither may throw. `owner` is
+/// the process's link in the chain of work (work_context.hpp).
 struct TaskHooks {
   void (*begin)(void* context) noexcept = nullptr;
   void (*end)(void* context) noexcept = nullptr;
   void* context = nullptr;
+  const WorkContext* owner = nullptr;
 };
 
 class TaskPromiseBase {
@@ -70,25 +74,26 @@ class TaskPromiseBase {
   /// A process's root task: its hooks, and the process as the owner of every task it awaits.
   void set_hooks(const TaskHooks& hooks) noexcept {
     hooks_ = hooks;
-    owner_ = hooks.context;
+    owner_ = hooks.owner;
   }
-  /// The process whose root task this task runs under (awaited by it, directly or through other
-  /// tasks); null outside any. Lets a call refuse to wait for the process that makes it.
-  [[nodiscard]] const void* owner() const noexcept { return owner_; }
+  /// The work link of the process whose root task this task runs under (awaited by it, directly
+  /// or through other tasks); null outside any. Lets a call refuse to wait for the process that
+  /// makes it, or for the `run` that process is part of.
+  [[nodiscard]] const WorkContext* owner() const noexcept { return owner_; }
   void inherit_owner(const TaskPromiseBase& awaiting) noexcept { owner_ = awaiting.owner_; }
   [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
 
  private:
   std::coroutine_handle<> continuation_;
   TaskHooks hooks_;
-  const void* owner_ = nullptr;
+  const WorkContext* owner_ = nullptr;
   std::exception_ptr error_;
 };
 
 /// `co_await CurrentOwner{}` in a task: `TaskPromiseBase::owner()` of that task, without
 /// suspending.
 struct CurrentOwner {
-  const void* owner = nullptr;
+  const WorkContext* owner = nullptr;
   [[nodiscard]] bool await_ready() const noexcept { return false; }
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> self) noexcept {
@@ -97,7 +102,7 @@ struct CurrentOwner {
     }
     return false;  // goes on at once
   }
-  [[nodiscard]] const void* await_resume() const noexcept { return owner; }
+  [[nodiscard]] const WorkContext* await_resume() const noexcept { return owner; }
 };
 
 template <class T>

@@ -27,7 +27,7 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
   try {
     ready_waiter_.set_executor(executor);
     task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
-    task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this});
+    task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this, &work_});
     self_ = this->shared_from_this();  // the task keeps its record, as a thread does
     executor.schedule_or_throw(task_);
   } catch (...) {

@@ -198,6 +198,26 @@ template <class Rep, class Period, class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
                                                    std::chrono::duration<Rep, Period> grace,
                                                    Callback&& callback) {
+  std::error_code ec;
+  run_until(std::move(stop), grace, std::forward<Callback>(callback), ec);
+  detail::throw_if(ec, "supervisor::Supervisor::run_until");
+}
+
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::wait_for_stop(const std::stop_token& stopping) {
+  std::mutex mutex;
+  std::condition_variable_any wake;
+  std::unique_lock lock(mutex);
+  wake.wait(lock, stopping, [] { return false; });
+}
+
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+template <class Rep, class Period, class Callback>
+void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
+                                                   std::chrono::duration<Rep, Period> grace,
+                                                   Callback&& callback, std::error_code& ec) {
   std::stop_source force;
   std::stop_source shutting_down;  // requested when the callback returns, or `run_until` ends
   // Counts the grace period once the shutdown begins. Made before `run` starts anything.
@@ -223,16 +243,19 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
           force.request_stop();
         }
       });
-  run(Cancel(force.get_token()), [&](const std::stop_token& forced) -> decltype(auto) {
-    std::stop_source either;
-    std::stop_callback on_stop(stop, [&either]() noexcept { either.request_stop(); });
-    std::stop_callback on_force(forced, [&either]() noexcept { either.request_stop(); });
-    struct BeginShutdown {
-      std::stop_source& source;
-      ~BeginShutdown() { source.request_stop(); }
-    } begin_shutdown{shutting_down};
-    return detail::invoke_maybe_with_token(callback, either.get_token());
-  });
+  run(
+      Cancel(force.get_token()),
+      [&](const std::stop_token& forced) -> decltype(auto) {
+        std::stop_source either;
+        std::stop_callback on_stop(stop, [&either]() noexcept { either.request_stop(); });
+        std::stop_callback on_force(forced, [&either]() noexcept { either.request_stop(); });
+        struct BeginShutdown {
+          std::stop_source& source;
+          ~BeginShutdown() { source.request_stop(); }
+        } begin_shutdown{shutting_down};
+        return detail::invoke_maybe_with_token(callback, either.get_token());
+      },
+      ec);
 }
 
 /// Closes the gate, stops every process that nobody else is stopping, forces what has not

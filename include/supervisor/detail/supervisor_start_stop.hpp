@@ -139,7 +139,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start(const Key& key, Cancel cancel, st
 // requests it (graceful). Null (and `ec`) if there is nothing this caller may stop.
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key, const void* caller_task,
+auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key,
+                                                        const detail::WorkContext* caller_task,
                                                         std::error_code& ec) -> ManagedPtr {
   ManagedPtr managed = find_launched(key, caller_task, ec);
   if (managed && !claim_stop(*managed, ec)) {
@@ -150,7 +151,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::claim_for_stop(const Key& key, const vo
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-auto Supervisor<Key, R, Hash, KeyEqual>::find_launched(const Key& key, const void* caller_task,
+auto Supervisor<Key, R, Hash, KeyEqual>::find_launched(const Key& key,
+                                                       const detail::WorkContext* caller_task,
                                                        std::error_code& ec) -> ManagedPtr {
   ManagedPtr managed = processes_.visit(
       key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });

@@ -25,15 +25,18 @@ inline const WorkContext*& current_work() noexcept {
   return current;
 }
 
-/// Whether the calling thread works, directly or through nested work, for `owner`.
-inline bool works_for(const void* owner) noexcept {
-  for (const WorkContext* link = current_work(); link != nullptr; link = link->outer) {
+/// Whether the work that `link` describes is, directly or through nested work, for `owner`.
+inline bool chain_works_for(const WorkContext* link, const void* owner) noexcept {
+  for (; link != nullptr; link = link->outer) {
     if (link->owner == owner) {
       return true;
     }
   }
   return false;
 }
+
+/// Whether the calling thread works, directly or through nested work, for `owner`.
+inline bool works_for(const void* owner) noexcept { return chain_works_for(current_work(), owner); }
 
 /// Makes `link` the calling thread's innermost work until destroyed.
 class WorkScope {

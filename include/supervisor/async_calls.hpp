@@ -1,0 +1,71 @@
+#pragma once
+
+/// \file
+/// `AsyncCalls`: the awaitable forms of `Supervisor`'s `start`, `stop` and `run_until`, for
+/// callers that are coroutines. `Supervisor` derives from it; use them through a supervisor.
+
+#include <chrono>
+#include <stop_token>
+#include <system_error>
+
+#include "supervisor/async_ready.hpp"
+#include "supervisor/executor.hpp"
+#include "supervisor/task.hpp"
+
+namespace supervisor {
+
+/// The members of `Supervisor<Key, R>` (its `Derived`) that a coroutine awaits. Each returns a
+/// lazy `Task`: awaiting it does what the blocking form does, but suspends the caller instead of
+/// blocking its thread, and resumes it on an executor (or goes on at once if there is nothing
+/// to wait for). They work on the executor's own threads too, where the blocking forms are
+/// refused. The outcomes are the blocking forms' as a returned code; exceptions (the
+/// runnable's, the table's) are rethrown by the `co_await`. The supervisor must outlive every
+/// such task. A process is recognized as the caller through `Task` awaits only (not through
+/// other coroutine types in between).
+template <class Derived, class Key, class R>
+class AsyncCalls {
+ public:
+  /// `start`, awaited; for coroutine processes only. Runs `Table::get` on the awaiting thread
+  /// (a table whose `get` blocks blocks that executor thread). `cancel` is a stop token (no
+  /// deadline: request the token from your timer): once it is requested, the process is forced,
+  /// and the task still finishes only after the process's `run` has returned, with
+  /// `errc::canceled`. The caller is resumed on the supervisor's executor, not its own: with
+  /// `Options::executor` empty that is the supervisor's private pool, so give callers an
+  /// executor of your own to come back to. The key is copied into the task: it may go before
+  /// the task is awaited.
+  Task<std::error_code> async_start(Key key,
+                                    std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+
+  /// `stop`, awaited; for coroutine processes only; resumed as `async_start` is. From a task of
+  /// the very process it would stop: `std::errc::resource_deadlock_would_occur`, with no effect.
+  /// A process awaiting another's stop should pass its own `force` as `cancel`, so that two
+  /// processes stopping each other cannot wait forever.
+  Task<std::error_code> async_stop(Key key,
+                                   std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+
+  /// `run_until(stop, grace)`, awaited, for a service whose main is a coroutine (the processes
+  /// may be of either kind): restores the table, runs until `stop` is requested, then shuts
+  /// down gracefully and forces what still runs `grace` later. The blocking `run_until` runs on
+  /// a thread that this call starts (one per call, like the restart loop's), and the caller is
+  /// resumed on `resume_on`, or on `Options::executor` if that is empty, once everything the
+  /// supervisor started has stopped: all the waits of the shutdown are that thread's, none is
+  /// an executor thread's. The thread is joined when the task is destroyed (at once, on the
+  /// resumed caller's thread: it only has to leave). Happens-before: as when `run_until`
+  /// returns.
+  ///
+  /// Outcomes: `run_until`'s, as a code (`errc::escalated`; a second concurrent `run` waits for
+  /// the first); `std::errc::resource_deadlock_would_occur`, at once and with no effect,
+  /// from a process of this supervisor (it would wait for itself); `std::invalid_argument`,
+  /// thrown, if there is no executor to resume on; `std::system_error`, thrown, if no thread can
+  /// be made.
+  template <class Rep, class Period>
+  Task<std::error_code> async_run(std::stop_token stop, std::chrono::duration<Rep, Period> grace,
+                                  ExecutorRef resume_on = {});
+
+ private:
+  friend Derived;
+  AsyncCalls() = default;
+  Derived& self() noexcept { return static_cast<Derived&>(*this); }
+};
+
+}  // namespace supervisor
