@@ -3,8 +3,10 @@
 // signal (the event log, the runnables' own events, the spawned coroutine's end).
 
 #include <chrono>
+#include <coroutine>
 #include <exception>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -165,4 +167,153 @@ TEST_CASE("async_run: thread processes too; the caller needs an executor to come
   CHECK(out.code == std::error_code{});
   CHECK(out.resumed_on_pool);
   CHECK(probe.state->live == 0);
+}
+
+namespace {
+
+/// Fails at once, asking for the whole supervisor to stop.
+struct Escalator {
+  Task<std::error_code> run(std::stop_token /*force*/, supervisor::AsyncReady& /*ready*/) const {
+    throw std::system_error(make_error_code(supervisor::errc::escalate));
+    co_return std::error_code{};
+  }
+};
+
+/// Resumes what it is given at once, on the scheduling thread.
+struct InlineExecutor {
+  void schedule(std::coroutine_handle<> h) { h.resume(); }
+};
+
+/// Refuses everything: `ExecutorRef` then resumes inline.
+struct RefusingExecutor {
+  void schedule(std::coroutine_handle<> /*h*/) { throw std::bad_alloc(); }
+};
+
+using ThreadSup = supervisor::Supervisor<std::string, test::Probe>;
+using ThreadTable = supervisor::MapTable<std::string, test::Probe>;
+
+}  // namespace
+
+TEST_CASE("async_run: the run's outcome is the awaited code", "[coroutine][async]") {
+  supervisor::ThreadPool pool(2);
+  auto table = std::make_shared<supervisor::MapTable<std::string, Escalator>>();
+  table->insert_or_assign("e", Escalator{});
+  test::Reports<std::string> reports;
+  supervisor::Options<std::string> options;
+  options.executor = pool;
+  options.on_error = reports.hook();
+  supervisor::Supervisor<std::string, Escalator> sup(table, options);
+  std::stop_source never;
+  Main out;
+  Spawned main(pool, main_coroutine(sup, never.get_token(), 1h, pool, {}, out));
+  REQUIRE(main.wait());
+  CHECK(main.failure == nullptr);
+  CHECK(out.code == supervisor::errc::escalated);
+  CHECK(reports.count(supervisor::ErrorSource::start) == 1);
+}
+
+TEST_CASE("async_run: resume_on wins over Options::executor, and one thread is enough",
+          "[coroutine][async]") {
+  supervisor::ThreadPool processes(1);  // also the caller's: the run must not hold its thread
+  supervisor::ThreadPool other(1);
+  Session session;
+  auto table = std::make_shared<coroutine_test::Table>();
+  table->insert_or_assign("s", session);
+  test::EventLog<std::string> log;
+  supervisor::Options<std::string> options;
+  options.executor = processes;
+  options.on_event = log.hook();
+  coroutine_test::Sup sup(table, options);
+  std::stop_source stop;
+  Main out;
+  Spawned main(processes, main_coroutine(sup, stop.get_token(), 1h, other, other, out));
+  REQUIRE(log.wait_for("s", EventKind::ready, 1));
+  stop.request_stop();
+  REQUIRE(main.wait());
+  CHECK(out.resumed_on_pool);  // on `other`
+  CHECK(session.script->graceful_ends == 1);
+}
+
+TEST_CASE("async_run: refused on a thread process of the supervisor too", "[coroutine][async]") {
+  supervisor::ThreadPool pool(1);
+  auto table = std::make_shared<ThreadTable>();
+  test::Probe probe;
+  InlineExecutor inline_executor;
+  std::unique_ptr<ThreadSup> sup;
+  std::stop_source never;
+  Main out;
+  std::unique_ptr<Spawned> inner;
+  probe.state->on_enter = [&] {  // on the process's own thread, before ready
+    inner = std::make_unique<Spawned>(inline_executor,
+                                      main_coroutine(*sup, never.get_token(), 1h, pool, pool, out));
+  };
+  table->insert_or_assign("t", probe);
+  sup = std::make_unique<ThreadSup>(table);
+  std::stop_source stop;
+  test::Background runner([&] { sup->run_until(stop.get_token(), 1h); });
+  REQUIRE(probe.state->readied.wait());
+  REQUIRE(inner->wait());
+  CHECK(out.code == std::make_error_code(std::errc::resource_deadlock_would_occur));
+  stop.request_stop();
+  CHECK(runner.join() == nullptr);
+}
+
+// A coroutine process P1 of S1 awaits S2.async_run; a thread process P2 of S2 calls S1.run. P2
+// would wait for S1's run, which waits for P1, which waits for S2's run, which waits for P2: as
+// with a blocking `run_until` nested in P1, the call is refused at once.
+TEST_CASE("async_run: the run works for its caller, so a cycle through it is refused",
+          "[coroutine][async]") {
+  supervisor::ThreadPool pool(2);
+  Rig rig;  // S1
+  rig.options.executor = pool;
+  auto inner_table = std::make_shared<ThreadTable>();
+  test::Probe p2;
+  std::error_code from_p2;
+  test::Event p2_called;
+  p2.state->on_enter = [&] {
+    // Bounded, so that a broken refusal fails the test instead of hanging it.
+    const supervisor::Cancel bounded(std::chrono::seconds(30));
+    rig.sup->run(
+        bounded, [] {}, from_p2);
+    p2_called.notify();
+  };
+  inner_table->insert_or_assign("p2", p2);
+  ThreadSup s2(inner_table);
+  std::stop_source s2_stop;
+  Session p1;
+  p1.script->inside_async = [&]() -> Task<std::error_code> {
+    return s2.async_run(s2_stop.get_token(), 1h, pool);
+  };
+  rig.table->insert_or_assign("p1", p1);
+  rig.start_run();
+  REQUIRE(p2_called.wait());
+  CHECK(from_p2 == std::make_error_code(std::errc::resource_deadlock_would_occur));
+  s2_stop.request_stop();
+  REQUIRE(rig.log.wait_for("p1", EventKind::ready, 1));
+  CHECK(p1.script->inside_async_result == std::error_code{});
+  CHECK(rig.finish() == nullptr);
+}
+
+TEST_CASE("async_run: an executor that refuses the caller: it goes on, inline, on the run's thread",
+          "[coroutine][async]") {
+  supervisor::ThreadPool pool(2);
+  Session session;
+  auto table = std::make_shared<coroutine_test::Table>();
+  table->insert_or_assign("s", session);
+  test::EventLog<std::string> log;
+  supervisor::Options<std::string> options;
+  options.executor = pool;
+  options.on_event = log.hook();
+  auto sup = std::make_unique<coroutine_test::Sup>(table, options);
+  RefusingExecutor refusing;
+  std::stop_source stop;
+  Main out;
+  Spawned main(pool, main_coroutine(*sup, stop.get_token(), 1h, pool, refusing, out));
+  REQUIRE(log.wait_for("s", EventKind::ready, 1));
+  stop.request_stop();
+  REQUIRE(main.wait());
+  CHECK(out.code == std::error_code{});
+  CHECK_FALSE(out.resumed_on_pool);
+  CHECK(session.script->live == 0);
+  sup.reset();
 }

@@ -49,15 +49,18 @@ class AsyncCalls {
   /// a thread that this call starts (one per call, like the restart loop's), and the caller is
   /// resumed on `resume_on`, or on `Options::executor` if that is empty, once everything the
   /// supervisor started has stopped: all the waits of the shutdown are that thread's, none is
-  /// an executor thread's. The thread is joined when the task is destroyed (at once, on the
-  /// resumed caller's thread: it only has to leave). Happens-before: as when `run_until`
-  /// returns.
+  /// an executor thread's. The thread is joined as the awaited task finishes, on the resumed
+  /// caller's thread (it only has to leave by then). If the executor's `schedule` throws, the
+  /// caller goes on, inline, on that thread instead, and the thread is detached, to end with the
+  /// caller's code. The run works for the caller: a process of it that calls back into what the
+  /// caller is part of (the caller's own process, or the supervisor running that) is refused, as
+  /// in a blocking `run_until` nested there. Happens-before: as when `run_until` returns.
   ///
   /// Outcomes: `run_until`'s, as a code (`errc::escalated`; a second concurrent `run` waits for
   /// the first); `std::errc::resource_deadlock_would_occur`, at once and with no effect,
   /// from a process of this supervisor (it would wait for itself); `std::invalid_argument`,
   /// thrown, if there is no executor to resume on; `std::system_error`, thrown, if no thread can
-  /// be made.
+  /// be made (for this call, or by `run_until` for its own).
   template <class Rep, class Period>
   Task<std::error_code> async_run(std::stop_token stop, std::chrono::duration<Rep, Period> grace,
                                   ExecutorRef resume_on = {});

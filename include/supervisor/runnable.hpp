@@ -11,6 +11,8 @@
 /// 3. After `ready` returns it shuts down gracefully (flush, persist, close) and returns. A
 ///    graceful stop is not a cancellation: it may still use external resources here.
 /// 4. `force` is a cancellation signal: once requested, the runnable winds down as fast as it can.
+///    A `std::stop_callback` on it (or on `ready`'s token) must not block until the process has
+///    ended: its end waits for a request of force in flight, so the two would wait for each other.
 ///
 /// A runnable that returns without calling `ready` failed to start, even if it threw nothing.
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -109,4 +110,56 @@ TEST_CASE("out of threads before run starts anything: run fails and starts nothi
   // With threads back, the same supervisor runs.
   sup.run([&] { CHECK(sup.keys().size() == 1); });
   CHECK(probe.state->returned.count() == 1);
+}
+
+TEST_CASE("out of threads: async_run throws what no thread gives, for every N, and leaves nothing",
+          "[thread_limit]") {
+  // The pool's threads first, outside the limit.
+  supervisor::ThreadPool pool(1);
+  // Creations in order: async_run's thread, run_until's grace timer, the restart loop, the
+  // process. With N allowed, the (N+1)th fails; from N = 3 on, only the process's start fails,
+  // which `run` reports and survives.
+  for (int allowed = 0; allowed <= 4; ++allowed) {
+    CAPTURE(allowed);
+    auto table = std::make_shared<Table>();
+    auto probe = Probe::with(Startup::ready);
+    table->insert_or_assign("a", probe);
+    test::Reports<std::string> reports;
+    supervisor::Options<std::string> options;
+    options.clock = std::make_shared<supervisor::ManualClock>();
+    options.on_error = reports.hook();
+    Sup sup(table, options);
+    std::stop_source stop;
+    stop.request_stop();  // restore, then shut down at once
+    std::error_code code;
+    std::exception_ptr failure;
+    const auto finished = std::make_shared<test::Event>();
+    {
+      const ThreadLimit limit(allowed);
+      supervisor::spawn(
+          pool,
+          [](Sup& s, std::stop_token token, supervisor::ExecutorRef on,
+             std::error_code& out) -> supervisor::Task<> {
+            out = co_await s.async_run(std::move(token), 1h, on);
+          }(sup, stop.get_token(), pool, code),
+          [&failure, finished](std::exception_ptr e) {
+            failure = std::move(e);
+            finished->notify();
+          });
+      REQUIRE(finished->wait());
+    }
+    if (allowed < 3) {
+      REQUIRE(failure != nullptr);
+      CHECK(test::code_of([&] { std::rethrow_exception(failure); }) ==
+            std::errc::resource_unavailable_try_again);
+      CHECK(probe.state->entered.count() == 0);
+    } else {
+      CHECK(failure == nullptr);
+      CHECK(code == std::error_code{});
+      CHECK(reports.count(ErrorSource::start) == (allowed == 3 ? 1 : 0));
+      CHECK(probe.state->entered.count() == (allowed == 3 ? 0 : 1));
+    }
+    CHECK(probe.state->live == 0);
+    CHECK(sup.keys().empty());
+  }
 }

@@ -301,6 +301,7 @@ class ProcessCore : public ReadyTarget,
 
   /// A launch that failed: `stopped` and done, with the launch's exception as the error.
   void fail_launch() noexcept {
+    parent_link_.reset();  // as in `finish_run`: no force request inside the record as it goes
     CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);

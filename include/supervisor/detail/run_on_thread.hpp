@@ -12,18 +12,23 @@
 #include <thread>
 #include <utility>
 
+#include "supervisor/detail/fault_injection.hpp"
+#include "supervisor/detail/work_context.hpp"
 #include "supervisor/executor.hpp"
 
 namespace supervisor::detail {
 
-/// `co_await RunOnThread(executor, body)` runs `body(std::error_code&)` on a new thread and
-/// gives its code (rethrows its exception). The thread belongs to the awaiter, which joins it on
-/// destruction: by then the thread has scheduled the caller, its last touch of the awaiter, and
-/// only has to leave.
+/// `co_await RunOnThread(executor, work, body)` runs `body(std::error_code&)` on a new thread, as
+/// part of the caller's chain of `work` (so that what the body starts can tell that it works for
+/// the caller), and gives its code (rethrows its exception). The thread belongs to the awaiter,
+/// which joins it on destruction: by then the thread has scheduled the caller, its last touch of
+/// the awaiter, and only has to leave. The links of `work` stay valid: the caller, suspended
+/// meanwhile, is what they describe.
 template <class Body>
 class RunOnThread {
  public:
-  RunOnThread(ExecutorRef resume_on, Body body) : resume_on_(resume_on), body_(std::move(body)) {}
+  RunOnThread(ExecutorRef resume_on, const WorkContext* work, Body body)
+      : resume_on_(resume_on), work_(work), body_(std::move(body)) {}
   RunOnThread(const RunOnThread&) = delete;
   RunOnThread& operator=(const RunOnThread&) = delete;
   ~RunOnThread() {
@@ -47,9 +52,11 @@ class RunOnThread {
     // The thread waits for this before it touches the awaiter: until `thread_` is assigned, the
     // caller must not be resumed (it would destroy the awaiter, and join, meanwhile).
     const auto assigned = std::make_shared<std::atomic<bool>>(false);
+    fault_point(FaultPoint::thread_create);
     thread_ = std::thread([this, caller, assigned]() noexcept {
       assigned->wait(false);
       try {
+        const WorkScope working(work_);
         body_(code_);
       } catch (...) {
         error_ = std::current_exception();
@@ -70,6 +77,7 @@ class RunOnThread {
 
  private:
   ExecutorRef resume_on_;
+  const WorkContext* work_;
   Body body_;
   std::error_code code_;
   std::exception_ptr error_;

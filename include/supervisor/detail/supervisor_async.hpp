@@ -82,7 +82,8 @@ template <class Rep, class Period>
 Task<std::error_code> AsyncCalls<Derived, Key, R>::async_run(
     std::stop_token stop, std::chrono::duration<Rep, Period> grace, ExecutorRef resume_on) {
   Derived& sup = self();
-  // A process of this supervisor (its task, or code on its thread) would wait for itself.
+  // A process of this supervisor (its task, or code on its thread) would wait for itself. (The
+  // run, which works for the caller, would refuse it too: this refuses before making a thread.)
   const detail::WorkContext* const caller = co_await detail::CurrentOwner{};
   if (detail::chain_works_for(caller, &sup) || detail::works_for(&sup)) {
     co_return std::make_error_code(std::errc::resource_deadlock_would_occur);
@@ -92,7 +93,10 @@ Task<std::error_code> AsyncCalls<Derived, Key, R>::async_run(
     throw std::invalid_argument(
         "supervisor::Supervisor::async_run: no executor to resume the caller on");
   }
-  co_return co_await detail::RunOnThread(executor, [&sup, &stop, grace](std::error_code& ec) {
+  // The run works for the caller, as a blocking `run_until` on the caller's thread would: a
+  // process of the run that calls back into what the caller is part of is refused, not hung.
+  const detail::WorkContext* const work = caller != nullptr ? caller : detail::current_work();
+  co_return co_await detail::RunOnThread(executor, work, [&sup, &stop, grace](std::error_code& ec) {
     sup.run_until(stop, grace, &Derived::wait_for_stop, ec);
   });
 }
