@@ -5,6 +5,7 @@
 #include <chrono>
 #include <coroutine>
 #include <exception>
+#include <initializer_list>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -56,67 +57,79 @@ Task<> main_coroutine(Sup& sup, std::stop_token stop, std::chrono::milliseconds 
   out.resumed_on_pool = pool.running_in_this_thread();
 }
 
+/// Sessions supervised on an executor, with an event log, and a coroutine main that awaits the
+/// supervisor's `async_run`.
+struct CoRun {
+  std::shared_ptr<coroutine_test::Table> table = std::make_shared<coroutine_test::Table>();
+  test::EventLog<std::string> log;
+  supervisor::Options<std::string> options;
+  std::unique_ptr<coroutine_test::Sup> sup;
+  std::stop_source stop;
+  Main out;
+  std::unique_ptr<Spawned> main;
+
+  explicit CoRun(supervisor::ExecutorRef executor) {
+    options.executor = executor;
+    options.on_event = log.hook();
+  }
+  /// Spawns the main on `on` (resumed on `resume_on`; `where` is the pool it checks it is
+  /// resumed on), and waits until each of `keys` has been ready.
+  void begin(supervisor::ExecutorRef on, std::chrono::milliseconds grace,
+             supervisor::ThreadPool& where, supervisor::ExecutorRef resume_on,
+             std::initializer_list<std::string> keys) {
+    sup = std::make_unique<coroutine_test::Sup>(table, options);
+    main = std::make_unique<Spawned>(
+        on, main_coroutine(*sup, stop.get_token(), grace, where, resume_on, out));
+    for (const std::string& key : keys) {
+      REQUIRE(log.wait_for(key, EventKind::ready, 1));
+    }
+  }
+  /// Requests the stop, and waits until the main has finished, without an exception.
+  void end() {
+    stop.request_stop();
+    REQUIRE(main->wait());
+    CHECK(main->failure == nullptr);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("async_run: a coroutine main restores the table, runs until stop, and shuts down",
           "[coroutine][async]") {
   supervisor::ThreadPool pool(2);
-  auto table = std::make_shared<coroutine_test::Table>();
+  CoRun run(pool);
   Session a;
   Session b;
-  table->insert_or_assign("a", a);
-  table->insert_or_assign("b", b);
-  test::EventLog<std::string> log;
-  supervisor::Options<std::string> options;
-  options.executor = pool;
-  options.on_event = log.hook();
-  coroutine_test::Sup sup(table, options);
-
-  std::stop_source stop;
-  Main out;
-  Spawned main(pool, main_coroutine(sup, stop.get_token(), 1h, pool, {}, out));
-  REQUIRE(log.wait_for("a", EventKind::ready, 1));
-  REQUIRE(log.wait_for("b", EventKind::ready, 1));
-  CHECK(sup.keys().size() == 2);
-  stop.request_stop();
-  REQUIRE(main.wait());
-  CHECK(main.failure == nullptr);
-  CHECK(out.code == std::error_code{});
-  CHECK(out.resumed_on_pool);  // on `Options::executor`, the executor given by default
+  run.table->insert_or_assign("a", a);
+  run.table->insert_or_assign("b", b);
+  run.begin(pool, 1h, pool, {}, {"a", "b"});
+  CHECK(run.sup->keys().size() == 2);
+  run.end();
+  CHECK(run.out.code == std::error_code{});
+  CHECK(run.out.resumed_on_pool);  // on `Options::executor`, the executor given by default
   // Everything stopped before the caller was resumed, gracefully.
   CHECK(a.script->live == 0);
   CHECK(b.script->live == 0);
   CHECK(a.script->graceful_ends == 1);
   CHECK(b.script->graceful_ends == 1);
-  CHECK(sup.keys().empty());
+  CHECK(run.sup->keys().empty());
   std::error_code ec;
-  (void)sup.start("a", ec);
+  (void)run.sup->start("a", ec);
   CHECK(ec == supervisor::errc::not_running);
 }
 
 TEST_CASE("async_run: what outlasts the grace period is forced", "[coroutine][async]") {
   supervisor::ThreadPool pool(2);
-  auto table = std::make_shared<coroutine_test::Table>();
+  CoRun run(pool);
   Session stubborn;
   stubborn.script->kind = Script::Kind::stubborn;
   stubborn.script->executor = pool;
   // Asked to stop gracefully, it waits for force (with no grace, force may come first).
   stubborn.script->after_graceful = [] {};
-  table->insert_or_assign("s", stubborn);
-  test::EventLog<std::string> log;
-  supervisor::Options<std::string> options;
-  options.executor = pool;
-  options.on_event = log.hook();
-  coroutine_test::Sup sup(table, options);
-
-  std::stop_source stop;
-  Main out;
-  Spawned main(pool, main_coroutine(sup, stop.get_token(), 0ms, pool, {}, out));
-  REQUIRE(log.wait_for("s", EventKind::ready, 1));
-  stop.request_stop();
-  REQUIRE(main.wait());
-  CHECK(main.failure == nullptr);
-  CHECK(out.code == std::error_code{});
+  run.table->insert_or_assign("s", stubborn);
+  run.begin(pool, 0ms, pool, {}, {"s"});
+  run.end();
+  CHECK(run.out.code == std::error_code{});
   CHECK(stubborn.script->forced_ends == 1);
   CHECK(stubborn.script->live == 0);
 }
@@ -216,21 +229,12 @@ TEST_CASE("async_run: resume_on wins over Options::executor, and one thread is e
           "[coroutine][async]") {
   supervisor::ThreadPool processes(1);  // also the caller's: the run must not hold its thread
   supervisor::ThreadPool other(1);
+  CoRun run(processes);
   Session session;
-  auto table = std::make_shared<coroutine_test::Table>();
-  table->insert_or_assign("s", session);
-  test::EventLog<std::string> log;
-  supervisor::Options<std::string> options;
-  options.executor = processes;
-  options.on_event = log.hook();
-  coroutine_test::Sup sup(table, options);
-  std::stop_source stop;
-  Main out;
-  Spawned main(processes, main_coroutine(sup, stop.get_token(), 1h, other, other, out));
-  REQUIRE(log.wait_for("s", EventKind::ready, 1));
-  stop.request_stop();
-  REQUIRE(main.wait());
-  CHECK(out.resumed_on_pool);  // on `other`
+  run.table->insert_or_assign("s", session);
+  run.begin(processes, 1h, other, other, {"s"});
+  run.end();
+  CHECK(run.out.resumed_on_pool);  // on `other`
   CHECK(session.script->graceful_ends == 1);
 }
 
@@ -297,23 +301,13 @@ TEST_CASE("async_run: the run works for its caller, so a cycle through it is ref
 TEST_CASE("async_run: an executor that refuses the caller: it goes on, inline, on the run's thread",
           "[coroutine][async]") {
   supervisor::ThreadPool pool(2);
+  CoRun run(pool);
   Session session;
-  auto table = std::make_shared<coroutine_test::Table>();
-  table->insert_or_assign("s", session);
-  test::EventLog<std::string> log;
-  supervisor::Options<std::string> options;
-  options.executor = pool;
-  options.on_event = log.hook();
-  auto sup = std::make_unique<coroutine_test::Sup>(table, options);
+  run.table->insert_or_assign("s", session);
   RefusingExecutor refusing;
-  std::stop_source stop;
-  Main out;
-  Spawned main(pool, main_coroutine(*sup, stop.get_token(), 1h, pool, refusing, out));
-  REQUIRE(log.wait_for("s", EventKind::ready, 1));
-  stop.request_stop();
-  REQUIRE(main.wait());
-  CHECK(out.code == std::error_code{});
-  CHECK_FALSE(out.resumed_on_pool);
+  run.begin(pool, 1h, pool, refusing, {"s"});
+  run.end();
+  CHECK(run.out.code == std::error_code{});
+  CHECK_FALSE(run.out.resumed_on_pool);
   CHECK(session.script->live == 0);
-  sup.reset();
 }
