@@ -7,7 +7,6 @@
 #include <cassert>
 #include <chrono>
 #include <concepts>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -184,7 +183,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
 
   template <class Rep, class Period>
   void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace) {
-    run_until(std::move(stop), grace, &Supervisor::wait_for_stop);
+    run_until(std::move(stop), grace, &detail::wait_for_stop);
   }
 
   /// Starts the process for `key`, with the runnable that `Table::get(key)` returns, and blocks
@@ -315,8 +314,6 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   template <class Rep, class Period, class Callback>
   void run_until(std::stop_token stop, std::chrono::duration<Rep, Period> grace,
                  Callback&& callback, std::error_code& ec);
-  /// `run_until`'s callback when there is none: waits for its token.
-  static void wait_for_stop(const std::stop_token& stopping);
 
   /// Removes the entry of `managed` if it is still there. Calls no user code; never throws.
   void forget(const Managed& managed) noexcept {
@@ -352,8 +349,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// runnable has returned (the watchdog erases it), or at once if it never started.
   void stop_claimed(Managed& managed, bool forced) noexcept;
 
-  /// A key taken by a start in flight (start_registration.hpp).
-  using Registration = detail::StartRegistration<Supervisor, ManagedPtr>;
+  using Registration = detail::StartRegistration<Supervisor, ManagedPtr>;  // a key taken
   friend Registration;
 
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s

@@ -217,8 +217,7 @@ class ProcessCore : public ReadyTarget,
   /// nested in it. Waiting there for `run` to return would wait for itself.
   [[nodiscard]] bool runs_on_this_thread() const noexcept { return works_for(this); }
 
-  /// Whether `owner`, a task's `TaskPromiseBase::owner()`, works for this process: that task is
-  /// part of this process's coroutine.
+  /// Whether `owner`, a task's `TaskPromiseBase::owner()`, works for this process.
   [[nodiscard]] bool is_task_owner(const WorkContext* owner) const noexcept {
     return chain_works_for(owner, this);
   }
@@ -317,9 +316,7 @@ class ProcessCore : public ReadyTarget,
   /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
   /// `on_exit`, then `done`.
   void finish_run(const std::exception_ptr& failure) noexcept {
-    // The parent's force has nothing left to reach. Unlinked first, and outside every lock: a
-    // request in flight on another thread finishes before this returns, so none is inside the
-    // record (a virtual call of `force_now`) when the record may go.
+    // First, outside every lock: a parent's force request in flight ends before the record may go.
     parent_link_.reset();
     bool became_ready = false;
     {

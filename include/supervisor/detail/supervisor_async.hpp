@@ -97,7 +97,7 @@ Task<std::error_code> AsyncCalls<Derived, Key, R>::async_run(
   // process of the run that calls back into what the caller is part of is refused, not hung.
   const detail::WorkContext* const work = caller != nullptr ? caller : detail::current_work();
   co_return co_await detail::RunOnThread(executor, work, [&sup, &stop, grace](std::error_code& ec) {
-    sup.run_until(stop, grace, &Derived::wait_for_stop, ec);
+    sup.run_until(stop, grace, &detail::wait_for_stop, ec);
   });
 }
 

@@ -205,15 +205,6 @@ void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-void Supervisor<Key, R, Hash, KeyEqual>::wait_for_stop(const std::stop_token& stopping) {
-  std::mutex mutex;
-  std::condition_variable_any wake;
-  std::unique_lock lock(mutex);
-  wake.wait(lock, stopping, [] { return false; });
-}
-
-template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
-requires std::copy_constructible<Key>
 template <class Rep, class Period, class Callback>
 void Supervisor<Key, R, Hash, KeyEqual>::run_until(std::stop_token stop,
                                                    std::chrono::duration<Rep, Period> grace,
