@@ -15,6 +15,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <stop_token>
@@ -166,9 +167,9 @@ class ErrorSink {
 };
 
 /// The library's tuning knobs under test (`--spin=NS`, `--reuse`); the library's defaults
-/// otherwise.
+/// otherwise (an empty spin: the default of each scenario's kind of runnable).
 struct Tuning {
-  std::chrono::nanoseconds handoff_spin = supervisor::Options<Key>{}.handoff_spin;
+  std::optional<std::chrono::nanoseconds> handoff_spin = supervisor::Options<Key>{}.handoff_spin;
   bool reuse_threads = supervisor::Options<Key>{}.reuse_threads;
 };
 

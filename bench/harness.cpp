@@ -147,8 +147,10 @@ int run(int argc, char** argv) {
               config.quick ? "--quick" : "full", config.reps);
   std::printf("machine: %s\ndate: %s\nlimits:%s\n", machine_description().c_str(),
               utc_now().c_str(), limits_hint().c_str());
-  std::printf("library options: handoff_spin=%lld ns, reuse_threads=%s\n",
-              static_cast<long long>(config.tuning.handoff_spin.count()),
+  const std::string spin = config.tuning.handoff_spin
+                               ? std::to_string(config.tuning.handoff_spin->count()) + " ns"
+                               : "the default of the kind (threads 0, coroutines 20000 ns)";
+  std::printf("library options: handoff_spin=%s, reuse_threads=%s\n", spin.c_str(),
               config.tuning.reuse_threads ? "on" : "off");
   std::printf(
       "sizes: %d start+stop cycles; get and visit over %zu processes, %.2f s per figure; "

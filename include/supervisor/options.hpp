@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 
 #include "supervisor/clock.hpp"
 #include "supervisor/detail/spin.hpp"
@@ -71,13 +72,17 @@ struct Options {
   /// How long a thread busy-waits on a hand-off that usually completes within microseconds
   /// (`start` waiting for `ready`, `stop` waiting for `run` to return, a freshly ready process
   /// waiting for a stop, a parked thread waiting for work) before it sleeps. Saves a futex
-  /// wake-up (tens of microseconds on a virtual machine) per hand-off. Zero (the default) never
-  /// spins: spinning pays off only together with `reuse_threads`, where the other side of each
-  /// hand-off is a thread already running; `bench/` measures both. Coroutine processes always
-  /// run on threads already running (the executor's), so a caller of `start`/`stop` from
-  /// outside the executor gains from a spin too (bench, 10,000 processes: a start+stop cycle
-  /// 41 µs without, 14 µs with 20 µs).
-  std::chrono::nanoseconds handoff_spin = detail::default_handoff_spin;
+  /// wake-up (tens of microseconds on a virtual machine) per hand-off. Zero never spins.
+  /// Empty (the default) takes the default of the kind of runnable:
+  /// - thread runnables: zero. Spinning pays off only together with `reuse_threads`, where the
+  ///   other side of each hand-off is a thread already running; `bench/` measures both.
+  /// - coroutine runnables: `detail::coroutine_handoff_spin` (20 µs). Their other side always
+  ///   runs on a thread already running (the executor's), so a caller of `start`/`stop` from
+  ///   outside the executor gains (bench, 1,000 processes on a 2-thread pool: a start+stop cycle
+  ///   24 µs without, 8.4 µs with). A caller that is a coroutine on the executor never waits
+  ///   this way (it awaits), so the spin costs it nothing.
+  /// `Supervisor::handoff_spin()` tells the value in effect.
+  std::optional<std::chrono::nanoseconds> handoff_spin = std::nullopt;
   /// Reuse the thread of a process that has returned for the next process to start, instead of
   /// creating a new thread. For services that start and stop processes at a high rate: with
   /// `handoff_spin = 20us` a start+stop cycle costs a few microseconds of hand-off instead of a

@@ -58,13 +58,13 @@ namespace supervisor {
 /// `run` restores the table, calls your callback, and on its return stops everything. A
 /// `Supervisor` is itself `Runnable` (through a pointer-like handle), so supervisors nest.
 ///
-/// Threads: each process runs its runnable on a thread of its own; a completion step on that same
+/// Threads: each process runs its runnable on a thread of its own; a completion step on that
 /// thread (the watchdog) removes the key when the runnable returns and reports its error. `run`
 /// adds a restart-loop thread (and a timer thread when given a deadline), both created before any
-/// process. `run` returns only after every thread it started has finished. Coroutine processes
+/// process, and returns only after every thread it started has finished. Coroutine processes
 /// (async_ready.hpp) run on `Options::executor` instead: from its threads, `start`, `stop`, `run`
 /// and `reconcile` fail at once with `resource_deadlock_would_occur`; coroutines await the forms
-/// of `AsyncCalls` (async_calls.hpp) instead.
+/// of `AsyncCalls` (async_calls.hpp).
 ///
 /// Thread-safety: every member may be called from any thread concurrently, including from inside
 /// a runnable or a hook. The calls that would wait for the calling thread itself fail at once
@@ -108,7 +108,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
       : table_(std::make_shared<detail::TableModel<Key, R, T>>(std::move(table))),
         options_(std::move(options)),
         threads_(detail::ThreadReuse{options_.reuse_threads, options_.thread_idle_timeout,
-                                     options_.handoff_spin}),
+                                     handoff_spin_}),
         coroutines_(options_.executor),
         pacer_(options_.max_starts_in_flight) {
     (void)exited_before_ready_error();  // made now: an exit must not allocate for it
@@ -126,6 +126,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
     // Precondition: `run` has returned. Its threads refer to this object.
     assert(!run_lock_.held() && "supervisor::Supervisor destroyed while run() is active");
   }
+  /// The busy-wait bound in effect: `Options::handoff_spin`, or the default of `R`'s kind.
+  [[nodiscard]] std::chrono::nanoseconds handoff_spin() const noexcept { return handoff_spin_; }
 
   /// The life of the supervisor. Blocks the calling thread until `callback` has returned and
   /// everything the supervisor started has stopped.
@@ -337,16 +339,13 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
                            std::error_code& ec);
   bool claim_stop(Managed& managed, std::error_code& ec);
 
-  /// Undoes a start that succeeded but whose caller cannot be told: forces the process down and
-  /// waits until its runnable has returned (and so its key is free).
+  /// Undoes a start whose caller cannot be told: forces it, and waits until its key is free.
   void abandon(Managed& managed) noexcept;
 
-  /// The runnable's own error, when the caller who claimed its stop hears something else (its
-  /// wait was canceled, or the copy it asked for failed): it goes to `on_error` instead.
+  /// The runnable's own error, to `on_error` when its stop's claimer hears something else.
   void report_unheard(Managed& managed, ErrorSource source) noexcept;
 
-  /// Requests the stop of a process whose removal the caller has claimed. The key goes when the
-  /// runnable has returned (the watchdog erases it), or at once if it never started.
+  /// Requests the stop of a claimed process: its watchdog frees the key (at once if unstarted).
   void stop_claimed(Managed& managed, bool forced) noexcept;
 
   using Registration = detail::StartRegistration<Supervisor, ManagedPtr>;  // a key taken
@@ -360,9 +359,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// table or the shutdown, or (initial pass only) for want of a start slot.
   enum class PassEnd : std::uint8_t { complete, partial, out_of_slots };
   PassEnd run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
-  /// False if the pass must end early (no slot for the initial pass, or shutting down).
-  /// Without a free start slot: waits for one, or (`!wait_for_slot`) leaves the key to a later
-  /// pass and returns false.
+  /// False if the pass must end early: shutting down, or no free start slot and `!wait_for_slot`
+  /// (the key is left to a later pass; else it waits for a slot).
   bool start_in_background(const Key& key, R runnable,
                            const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
                            bool wait_for_slot) noexcept;
@@ -410,6 +408,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
 
   std::shared_ptr<detail::AnyTable<Key, R>> table_;
   Options<Key> options_;
+  const std::chrono::nanoseconds handoff_spin_ =
+      detail::resolve_handoff_spin(options_.handoff_spin, CoroutineRunnable<R>);
   detail::ShardedMap<Key, ManagedPtr, Hash, KeyEqual> processes_;
   detail::RunLock run_lock_;
   detail::StartGate gate_;

@@ -4,6 +4,7 @@
 /// `spin_until`: the bounded busy-wait before a blocking hand-off (`Options::handoff_spin`).
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 namespace supervisor::detail {
@@ -12,6 +13,17 @@ namespace supervisor::detail {
 /// when the other side is already running on another core (a reused, parked thread); on a busy
 /// machine it steals the very core the other side needs. See `Options::handoff_spin`.
 inline constexpr std::chrono::nanoseconds default_handoff_spin{0};
+
+/// The default for coroutine processes, whose other side is a running executor thread: long
+/// enough for a pool thread to take the hand-off and reach `ready` or its end, short enough that
+/// a process that takes long costs little burn before the caller sleeps.
+inline constexpr std::chrono::nanoseconds coroutine_handoff_spin{20'000};
+
+/// `Options::handoff_spin` as set, or the default of the kind of runnable when it is empty.
+inline std::chrono::nanoseconds resolve_handoff_spin(
+    const std::optional<std::chrono::nanoseconds>& set, bool coroutine) noexcept {
+  return set.value_or(coroutine ? coroutine_handoff_spin : default_handoff_spin);
+}
 
 /// Tells the CPU we are busy-waiting (lets the sibling hyper-thread run, saves power).
 inline void cpu_relax() noexcept {
