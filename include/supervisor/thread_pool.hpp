@@ -5,7 +5,10 @@
 /// coroutine processes of any number of supervisors.
 ///
 /// Each worker takes, in order: the handle in its own slot (the last one it scheduled itself),
-/// the shared queue (first in, first out), and the slots of other workers (stealing). A worker
+/// the shared queue (in about the order of scheduling), and the slots of other workers
+/// (stealing). The shared queue is a lock-free ring of `ring_capacity` handles, so that a thread
+/// scheduling many coroutines and the workers taking them never wait for each other; past that,
+/// the handles wait in an overflow list under a lock. A worker
 /// that finds nothing spins for a while, then sleeps; `schedule` wakes a sleeper only when no
 /// worker is spinning. A coroutine that schedules another and then suspends (a start, a stop)
 /// hands it to the same thread, which resumes it next, with no lock and no wake-up.
@@ -25,6 +28,7 @@
 #include <mutex>
 #include <thread>
 
+#include "supervisor/detail/mpmc_ring.hpp"
 #include "supervisor/detail/spin.hpp"
 
 namespace supervisor {
@@ -69,13 +73,24 @@ class ThreadPool {
         return;
       }
     }
-    {
-      std::lock_guard lock(mutex_);
-      queue_.push_back(h);
-      queued_.fetch_add(1);
+    // Counted first: a worker that sees the count and not yet the handle looks again, instead
+    // of sleeping past it.
+    queued_.fetch_add(1);
+    if (overflowed_.load() != 0 || !ring_.try_push(h.address())) {
+      try {
+        std::lock_guard lock(mutex_);
+        overflow_.push_back(h);
+        overflowed_.fetch_add(1);
+      } catch (...) {
+        queued_.fetch_sub(1);
+        throw;
+      }
     }
     wake_one_if_idle();
   }
+
+  /// How many handles the lock-free part of the shared queue holds.
+  static constexpr std::size_t ring_capacity = 4096;
 
   /// Whether the calling thread is one of this pool's workers.
   [[nodiscard]] bool running_in_this_thread() const noexcept {
@@ -111,12 +126,20 @@ class ThreadPool {
       return std::coroutine_handle<>::from_address(own);
     }
     if (queued_.load() != 0) {
-      std::lock_guard lock(mutex_);
-      if (!queue_.empty()) {
-        const std::coroutine_handle<> h = queue_.front();
-        queue_.pop_front();
+      // The ring first: while the overflow list holds anything, every newer handle goes there.
+      if (void* queued = ring_.try_pop()) {
         queued_.fetch_sub(1);
-        return h;
+        return std::coroutine_handle<>::from_address(queued);
+      }
+      if (overflowed_.load() != 0) {
+        std::lock_guard lock(mutex_);
+        if (!overflow_.empty()) {
+          const std::coroutine_handle<> h = overflow_.front();
+          overflow_.pop_front();
+          overflowed_.fetch_sub(1);
+          queued_.fetch_sub(1);
+          return h;
+        }
       }
     }
     for (unsigned i = 0; i < count_; ++i) {
@@ -202,9 +225,11 @@ class ThreadPool {
   std::unique_ptr<Worker[]> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::coroutine_handle<>> queue_;
-  bool stopping_ = false;  // under `mutex_`
-  std::atomic<std::size_t> queued_{0};
+  detail::MpmcRing ring_{ring_capacity};
+  std::deque<std::coroutine_handle<>> overflow_;  // under `mutex_`
+  bool stopping_ = false;                         // under `mutex_`
+  std::atomic<std::size_t> queued_{0};            // handles in the ring and the overflow list
+  std::atomic<std::size_t> overflowed_{0};        // handles in the overflow list
   std::atomic<unsigned> spinning_{0};
   std::atomic<unsigned> sleeping_{0};
 };
