@@ -161,12 +161,17 @@ class Floor {
       }
     }
   }
+  // The waits name what they wait for, so that only the step that reaches it wakes the waiter
+  // (a wake-up per process would cost the floor a futex call per process, as the library's
+  // pass tracker does not).
   void wait_ready(std::size_t n) {
+    ready_target_.store(n);
     for (std::size_t seen = ready_.load(); seen < n; seen = ready_.load()) {
       ready_.wait(seen);
     }
   }
   void wait_live(std::size_t target) {
+    live_target_.store(target);
     for (std::size_t seen = live_.load(); seen != target; seen = live_.load()) {
       live_.wait(seen);
     }
@@ -180,8 +185,9 @@ class Floor {
   static Body idle(Record* record) { co_await Park{record}; }
   Shard& shard_of(Key key) { return shards_[key % shards_.size()]; }
   void ready_one() noexcept {
-    ready_.fetch_add(1);
-    ready_.notify_all();
+    if (ready_.fetch_add(1) + 1 >= ready_target_.load()) {
+      ready_.notify_all();
+    }
   }
   void finished(Record* record) noexcept {
     {
@@ -191,8 +197,9 @@ class Floor {
     }
     Signal* const on_done = record->on_done;
     delete record;
-    live_.fetch_sub(1);
-    live_.notify_all();
+    if (live_.fetch_sub(1) - 1 == live_target_.load()) {
+      live_.notify_all();
+    }
     if (on_done != nullptr) {
       on_done->fire();
     }
@@ -202,6 +209,8 @@ class Floor {
   std::vector<Shard> shards_ = std::vector<Shard>(64);
   std::atomic<std::size_t> ready_{0};
   std::atomic<std::size_t> live_{0};
+  std::atomic<std::size_t> ready_target_{0};  // each wait's target: see `wait_ready`
+  std::atomic<std::size_t> live_target_{0};
 };
 
 struct Sample {

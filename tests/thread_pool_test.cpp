@@ -43,6 +43,22 @@ Counted record(std::vector<std::size_t>& order, std::size_t index, std::atomic<s
   co_return;
 }
 
+/// Counts itself done, then (from the worker) schedules `more` links after it.
+Counted chain(supervisor::ThreadPool& pool, int more, std::atomic<std::size_t>& done) {
+  if (more > 0) {
+    pool.schedule(chain(pool, more - 1, done).handle);
+  }
+  done.fetch_add(1);
+  done.notify_all();
+  co_return;
+}
+
+void wait_for(std::atomic<std::size_t>& done, std::size_t target) {
+  for (std::size_t seen = done.load(); seen < target; seen = done.load()) {
+    done.wait(seen);
+  }
+}
+
 /// Holds the workers that resume `hold_worker` until `release`.
 struct Hold {
   std::atomic<int> held{0};
@@ -110,8 +126,9 @@ TEST_CASE("mpmc ring: two pushers and two poppers hand over every value exactly 
   auto pop_until_all = [&] {
     while (popped.load() < 2 * per_pusher) {
       if (void* value = ring.try_pop()) {
-        if (seen[reinterpret_cast<std::uintptr_t>(value)].fetch_add(1) != 0) {
-          duplicate.store(true);
+        const auto index = reinterpret_cast<std::uintptr_t>(value);
+        if (index == 0 || index >= seen.size() || seen[index].fetch_add(1) != 0) {
+          duplicate.store(true);  // a value never pushed, or one taken twice
         }
         popped.fetch_add(1);
       } else {
@@ -159,9 +176,7 @@ TEST_CASE("thread pool: a burst past the ring's capacity runs every coroutine on
     second.wait_held(1);  // one cell of the ring is free again
     pool.schedule(record(order, burst, done).handle);
     second.release();
-    for (std::size_t seen = done.load(); seen < burst + 1; seen = done.load()) {
-      done.wait(seen);
-    }
+    wait_for(done, burst + 1);
   }
   REQUIRE(order.size() == burst + 1);
   std::size_t out_of_order = 0;
@@ -171,21 +186,45 @@ TEST_CASE("thread pool: a burst past the ring's capacity runs every coroutine on
   CHECK(out_of_order == 0);
 }
 
-TEST_CASE("thread pool: what is still queued at destruction runs before the workers are joined",
+TEST_CASE("thread pool: what is still queued at destruction runs, and what that schedules",
           "[thread_pool]") {
+  // The held worker lets the ring fill and the overflow list grow; the destructor begins while
+  // all of it waits, and each coroutine schedules one more from the worker as it runs.
   const std::size_t burst = supervisor::ThreadPool::ring_capacity + 100;
-  std::vector<std::size_t> order;
   std::atomic<std::size_t> done{0};
   Hold hold;
   {
-    supervisor::ThreadPool pool(1);
+    supervisor::ThreadPool pool(2);
     pool.schedule(hold_worker(hold).handle);
-    hold.wait_held(1);
+    pool.schedule(hold_worker(hold).handle);
+    hold.wait_held(2);
     for (std::size_t i = 0; i < burst; ++i) {
-      pool.schedule(record(order, i, done).handle);
+      pool.schedule(chain(pool, 1, done).handle);
     }
     hold.release();
-  }  // no wait: the destructor drains the ring and the overflow list
-  CHECK(done.load() == burst);
-  CHECK(order.size() == burst);
+  }  // no wait: the destructor drains the ring, the list, and the links scheduled meanwhile
+  CHECK(done.load() == 2 * burst);
+}
+
+TEST_CASE("thread pool: outside threads and workers scheduling at once lose nothing",
+          "[thread_pool]") {
+  // Three outside threads schedule chains while the workers run, sleep and wake: a lost wake-up
+  // or a lost handle leaves `done` short, and the wait below does not return.
+  constexpr std::size_t per_thread = 5'000;
+  constexpr int links = 3;  // each chain: itself and three more, scheduled from the workers
+  std::atomic<std::size_t> done{0};
+  supervisor::ThreadPool pool(2);
+  {
+    auto schedule_many = [&] {
+      for (std::size_t i = 0; i < per_thread; ++i) {
+        pool.schedule(chain(pool, links, done).handle);
+      }
+    };
+    std::jthread a(schedule_many);
+    std::jthread b(schedule_many);
+    std::jthread c(schedule_many);
+  }
+  wait_for(done, 3 * per_thread * (links + 1));
+  CHECK(done.load() == 3 * per_thread * (links + 1));
+  pool.schedule(std::coroutine_handle<>{});  // a null handle: ignored, nothing hangs
 }

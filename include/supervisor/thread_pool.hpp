@@ -61,10 +61,13 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
   ~ThreadPool() { stop_and_join(); }
 
-  /// Resumes `h` later on a worker. From a worker of this pool the handle goes to that worker's
-  /// slot if it is free, else to the shared queue (which may throw `std::bad_alloc`; then
-  /// nothing was scheduled).
+  /// Resumes `h` later on a worker (a null `h` is ignored). From a worker of this pool the handle
+  /// goes to that worker's slot if it is free, else to the shared queue (which may throw
+  /// `std::bad_alloc`; then nothing was scheduled).
   void schedule(std::coroutine_handle<> h) {
+    if (!h) {
+      return;  // nothing to resume (a null handle in the ring would read as "empty")
+    }
     const Current& current = current_worker();
     if (current.pool == this) {
       void* expected = nullptr;
@@ -197,12 +200,20 @@ class ThreadPool {
       }
       std::unique_lock lock(mutex_);
       sleeping_.fetch_add(1);
+      bool slept = false;
       while (!stopping_ && !has_work()) {
         wake_.wait(lock);
+        slept = true;
       }
       sleeping_.fetch_sub(1);
       if (stopping_ && !has_work()) {
         return;
+      }
+      if (!slept) {
+        // Counted but not takeable yet: a `schedule` between its count and its push, maybe
+        // preempted there. Give it the core instead of spinning against it.
+        lock.unlock();
+        std::this_thread::yield();
       }
     }
   }

@@ -32,7 +32,8 @@ class MpmcRing {
     for (;;) {
       Cell& cell = cells_[position & mask_];
       const std::size_t sequence = cell.sequence.load(std::memory_order_acquire);
-      const auto lag = static_cast<std::intptr_t>(sequence) - static_cast<std::intptr_t>(position);
+      // Unsigned difference, then signed: defined when the positions wrap around.
+      const auto lag = static_cast<std::intptr_t>(sequence - position);
       if (lag == 0) {
         // The cell waits for this turn: claim the turn, then fill the cell.
         if (push_at_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
@@ -55,8 +56,7 @@ class MpmcRing {
     for (;;) {
       Cell& cell = cells_[position & mask_];
       const std::size_t sequence = cell.sequence.load(std::memory_order_acquire);
-      const auto lag =
-          static_cast<std::intptr_t>(sequence) - static_cast<std::intptr_t>(position + 1);
+      const auto lag = static_cast<std::intptr_t>(sequence - (position + 1));
       if (lag == 0) {
         if (pop_at_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
           void* const value = cell.value;
