@@ -4,6 +4,7 @@
 #include "supervisor/thread_pool.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -57,6 +58,26 @@ void wait_for(std::atomic<std::size_t>& done, std::size_t target) {
   for (std::size_t seen = done.load(); seen < target; seen = done.load()) {
     done.wait(seen);
   }
+}
+
+void mark(std::atomic<bool>& flag) {
+  flag.store(true);
+  flag.notify_all();
+}
+
+Counted run_and_mark(std::atomic<bool>& ran) {
+  mark(ran);
+  co_return;
+}
+
+/// Schedules a coroutine from its worker (into that worker's slot), then blocks the worker until
+/// the coroutine has run: only another worker, stealing from the slot, can run it.
+Counted schedule_then_block(supervisor::ThreadPool& pool, std::atomic<bool>& ran,
+                            std::atomic<bool>& finished) {
+  pool.schedule(run_and_mark(ran).handle);
+  ran.wait(false);
+  mark(finished);
+  co_return;
 }
 
 /// Holds the workers that resume `hold_worker` until `release`.
@@ -227,4 +248,18 @@ TEST_CASE("thread pool: outside threads and workers scheduling at once lose noth
   wait_for(done, 3 * per_thread * (links + 1));
   CHECK(done.load() == 3 * per_thread * (links + 1));
   pool.schedule(std::coroutine_handle<>{});  // a null handle: ignored, nothing hangs
+}
+
+TEST_CASE("thread pool: a handle in a blocked worker's slot is stolen, with or without a spin",
+          "[thread_pool]") {
+  // The slot's owner is blocked until its handle has run: only a thief can run it, whether the
+  // idle worker spins first or goes straight to its last look before sleeping.
+  for (const auto spin : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(50'000)}) {
+    std::atomic<bool> ran{false};
+    std::atomic<bool> finished{false};
+    supervisor::ThreadPool pool(2, spin);
+    pool.schedule(schedule_then_block(pool, ran, finished).handle);
+    finished.wait(false);
+    CHECK(ran.load());
+  }
 }
