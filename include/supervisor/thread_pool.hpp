@@ -8,10 +8,10 @@
 /// the shared queue (in about the order of scheduling), and the slots of other workers
 /// (stealing). The shared queue is a lock-free ring of `ring_capacity` handles, so that a thread
 /// scheduling many coroutines and the workers taking them never wait for each other; past that,
-/// the handles wait in an overflow list under a lock. A worker
-/// that finds nothing spins for a while, then sleeps; `schedule` wakes a sleeper only when no
-/// worker is spinning. A coroutine that schedules another and then suspends (a start, a stop)
-/// hands it to the same thread, which resumes it next, with no lock and no wake-up.
+/// the handles wait in an overflow list under a lock. A worker that finds nothing spins for a
+/// while, then sleeps; `schedule` wakes a sleeper only when no worker is spinning. A coroutine
+/// that schedules another and then suspends (a start, a stop) hands it to the same thread, which
+/// resumes it next, with no lock and no wake-up.
 ///
 /// Thread-safety: every member may be called from any thread. The destructor runs what is still
 /// queued (and whatever that schedules) to the end, then joins every worker.
@@ -62,8 +62,10 @@ class ThreadPool {
   ~ThreadPool() { stop_and_join(); }
 
   /// Resumes `h` later on a worker (a null `h` is ignored). From a worker of this pool the handle
-  /// goes to that worker's slot if it is free, else to the shared queue (which may throw
-  /// `std::bad_alloc`; then nothing was scheduled).
+  /// goes to that worker's slot if it is free, else to the shared queue. Does not wait for any
+  /// worker: the ring takes it without a lock; only past the ring's capacity does it take the
+  /// overflow list's short lock, and may throw `std::bad_alloc` there (then nothing was
+  /// scheduled). Happens-before: what the caller did before `schedule` is visible to `h`.
   void schedule(std::coroutine_handle<> h) {
     if (!h) {
       return;  // nothing to resume (a null handle in the ring would read as "empty")
