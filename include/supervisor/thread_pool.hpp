@@ -212,8 +212,8 @@ class ThreadPool {
         return;
       }
       if (!slept) {
-        // Counted but not takeable yet: a `schedule` between its count and its push, maybe
-        // preempted there. Give it the core instead of spinning against it.
+        // Work arrived after the spin, or is counted but not takeable yet: a `schedule` between
+        // its count and its push, maybe preempted there. Give it the core before looking again.
         lock.unlock();
         std::this_thread::yield();
       }
