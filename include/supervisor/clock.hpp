@@ -8,6 +8,7 @@
 /// through this clock. Deadlines given to blocking calls (`Cancel`) are real time.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -120,14 +121,17 @@ class ManualClock {
   using duration = std::chrono::steady_clock::duration;
 
   /// Starts at `start` (the steady clock's epoch by default).
-  explicit ManualClock(time_point start = time_point{}) : now_(start) {}
+  explicit ManualClock(time_point start = time_point{})
+      : now_(start), now_view_(start.time_since_epoch().count()) {}
 
   ManualClock(const ManualClock&) = delete;
   ManualClock& operator=(const ManualClock&) = delete;
 
-  [[nodiscard]] time_point now() const {
-    std::lock_guard lock(mutex_);
-    return now_;
+  /// Lock-free: the code under test reads the time on every thread, often, and must not contend
+  /// for the lock that `advance` and the sleepers use. A `now()` that happens after an `advance`
+  /// or `set` returned sees its time, or a later one.
+  [[nodiscard]] time_point now() const noexcept {
+    return time_point(duration(now_view_.load(std::memory_order_acquire)));
   }
 
   /// Blocks until the clock is advanced to `t` or beyond (returns `true`) or `token` is requested
@@ -158,6 +162,7 @@ class ManualClock {
   void advance(duration d) {
     std::lock_guard lock(mutex_);
     now_ += d;
+    publish_now();
     wake_due();
   }
 
@@ -165,6 +170,7 @@ class ManualClock {
   void set(time_point t) {
     std::lock_guard lock(mutex_);
     now_ = std::max(now_, t);
+    publish_now();
     wake_due();
   }
 
@@ -215,6 +221,10 @@ class ManualClock {
     }
   }
 
+  void publish_now() noexcept {
+    now_view_.store(now_.time_since_epoch().count(), std::memory_order_release);
+  }
+
   void wake_due() {
     for (Sleeper* sleeper = sleepers_; sleeper != nullptr; sleeper = sleeper->next) {
       if (!sleeper->woken && sleeper->until <= now_) {
@@ -227,9 +237,10 @@ class ManualClock {
 
   mutable std::mutex mutex_;
   std::condition_variable_any changed_;
-  time_point now_;
-  Sleeper* sleepers_ = nullptr;  // the blocked `wait_until` calls, newest first
-  std::size_t pending_ = 0;      // Sleepers not yet woken by `advance` / `set`.
+  time_point now_;                       // under `mutex_`, for the sleepers
+  std::atomic<duration::rep> now_view_;  // the same, published for `now()`
+  Sleeper* sleepers_ = nullptr;          // the blocked `wait_until` calls, newest first
+  std::size_t pending_ = 0;              // Sleepers not yet woken by `advance` / `set`.
   std::size_t arms_ = 0;
 };
 

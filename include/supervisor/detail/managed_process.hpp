@@ -52,7 +52,6 @@ class ManagedProcess final : public ProcessCore<R> {
                  std::chrono::nanoseconds spin, const WorkContext* outer)
       : ProcessCore<R>(parent, spin, outer),
         owner_(owner),
-        parent_(parent),
         key_(key),
         hash_(hash),
         origin_(Origin::user_start) {}
@@ -63,7 +62,6 @@ class ManagedProcess final : public ProcessCore<R> {
                  const WorkContext* outer, std::shared_ptr<PassTracker> tracker)
       : ProcessCore<R>(parent, spin, outer),
         owner_(owner),
-        parent_(parent),
         key_(key),
         hash_(hash),
         origin_(Origin::pass),
@@ -188,7 +186,7 @@ class ManagedProcess final : public ProcessCore<R> {
     owner_.process_gone();
     if (own) {
       // A startup cut short by `run`'s cancellation, without an error of its own, is expected.
-      const bool canceled = !failure && (parent_.stop_requested() || owner_.ending());
+      const bool canceled = !failure && owner_.ending();
       if (!became_ready && origin_ == Origin::pass && !canceled) {
         owner_.report(ErrorSource::start, &key_, failure ? failure : exited_before_ready());
       } else if (became_ready && failure) {
@@ -226,7 +224,6 @@ class ManagedProcess final : public ProcessCore<R> {
   static constexpr std::uint32_t started_bit = 1U << 30U;
 
   Owner& owner_;
-  std::stop_token parent_;
   Key key_;
   std::uint64_t hash_;
   Origin origin_;

@@ -94,8 +94,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_becoming_ready(Managed& managed
 
 SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::process_ready(Managed& managed) noexcept {
-  const time_point at = Managed::time_of(managed.ready_at).value_or(now());
   if (options_.on_event) {
+    const time_point at = Managed::time_of(managed.ready_at).value_or(now());
     Event<Key> event{EventKind::ready, managed.key(), at, {}, {}, 0, {}};
     if (const auto started = Managed::time_of(managed.started_at)) {
       event.elapsed = at - *started;
