@@ -22,6 +22,7 @@
 
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/parking_lot.hpp"
 #include "supervisor/detail/ready_waiter.hpp"
 #include "supervisor/detail/spin.hpp"
 #include "supervisor/detail/work_context.hpp"
@@ -228,8 +229,7 @@ class ProcessCore : public ReadyTarget,
   [[nodiscard]] const R& runnable() const noexcept { return *runnable_; }
 
  protected:
-  /// On the runnable's thread, before it is visible to lookups and before `run` is called.
-  virtual void on_start() noexcept {}
+  virtual void on_start() noexcept {}  // on its thread, before lookups see it and `run` begins
   virtual void on_ready() noexcept {}
   /// On the runnable's thread, at each call of `ready`, before the process is seen ready.
   virtual void before_ready() noexcept {}
@@ -428,7 +428,8 @@ class ProcessCore : public ReadyTarget,
   std::unique_ptr<Stopping> stopping_;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;
+  // Coroutine processes are many, rarely waited on by a blocked thread: a shared parking lot.
+  std::conditional_t<is_coroutine, ParkedSignal, std::condition_variable> changed_;
   ProcessState state_ = ProcessState::initial;
   // Written under `mutex_` (so the condition variable sees them), read without it when spinning.
   std::atomic<bool> ready_{false};
@@ -436,9 +437,8 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> done_{false};
   std::exception_ptr error_;
   CallerNode* callers_ = nullptr;
-  // Callers a cancel has unlinked and is scheduling, outside the lock: the task's end waits for
-  // them, so that none is scheduled after the supervisor may have let its executor go.
-  unsigned cancels_in_flight_ = 0;
+  // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
+  std::atomic<unsigned> cancels_in_flight_{0};
   std::atomic<bool> begun_{false};
   std::atomic<bool> launched_{false};
   WorkContext work_;

@@ -1,0 +1,111 @@
+#pragma once
+
+/// \file
+/// `ParkedSignal`: a condition variable's job done in 4 bytes per record, for records that are
+/// many and rarely waited on (coroutine processes). Blocking waiters sleep on one of a few shared
+/// condition variables, chosen by the record's address; a notifier touches them only when the
+/// record counts a waiter.
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <stop_token>
+#include <system_error>
+
+#include "supervisor/cancel.hpp"
+#include "supervisor/errors.hpp"
+
+namespace supervisor::detail {
+
+/// Where the waiters of many records sleep. Never destroyed before the records' waits end: every
+/// waiter holds a reference to its record, and the buckets live as long as the program.
+struct ParkingBucket {
+  alignas(64) std::mutex mutex;
+  std::condition_variable changed;
+};
+
+inline ParkingBucket& parking_bucket(const void* address) noexcept {
+  static constexpr std::size_t bucket_count = 64;
+  static std::array<ParkingBucket, bucket_count> buckets;
+  // Records are allocated blocks: the low bits say nothing, the next ones spread them.
+  return buckets[(reinterpret_cast<std::uintptr_t>(address) >> 6U) % bucket_count];
+}
+
+/// The signal of one record: `notify_all` after a change, `wait` until a predicate over the
+/// record's atomics holds. The predicate runs under the bucket's lock, never the record's, so it
+/// must read only atomics (a notifier may hold the record's lock while it notifies).
+///
+/// No wake-up is lost: a waiter counts itself (sequentially consistent) before it tests the
+/// predicate, and a notifier reads the count after the change it announces (its own
+/// sequentially consistent store or read-modify-write).
+class ParkedSignal {
+ public:
+  ParkedSignal() = default;
+  ParkedSignal(const ParkedSignal&) = delete;
+  ParkedSignal& operator=(const ParkedSignal&) = delete;
+  ~ParkedSignal() = default;
+
+  void notify_all() noexcept {
+    if (waiters_.load() == 0) {
+      return;
+    }
+    ParkingBucket& bucket = parking_bucket(this);
+    const std::lock_guard lock(bucket.mutex);
+    bucket.changed.notify_all();
+  }
+
+  /// As `std::condition_variable::wait`: `record_lock` is held on entry and on return, released
+  /// while sleeping.
+  template <class Predicate>
+  void wait(std::unique_lock<std::mutex>& record_lock, Predicate done) {
+    record_lock.unlock();
+    wait_until_done(Cancel{}, done);
+    record_lock.lock();
+  }
+
+  /// Sleeps until `done()` or `cancel` fires: success if `done()` holds, else `errc::canceled` or
+  /// `errc::deadline_exceeded`.
+  template <class Predicate>
+  std::error_code wait_until_done(const Cancel& cancel, Predicate done) {
+    ParkingBucket& bucket = parking_bucket(this);
+    waiters_.fetch_add(1);
+    struct Leave {
+      std::atomic<std::uint32_t>& waiters;
+      ~Leave() { waiters.fetch_sub(1); }
+    } leave{waiters_};
+    const std::stop_token& token = cancel.token();
+    std::stop_callback wake(token, [&bucket] {
+      const std::lock_guard lock(bucket.mutex);
+      bucket.changed.notify_all();
+    });
+    std::unique_lock lock(bucket.mutex);
+    auto finished = [&] { return done() || token.stop_requested(); };
+    if (cancel.has_deadline()) {
+      bucket.changed.wait_until(lock, cancel.deadline(), finished);
+    } else {
+      bucket.changed.wait(lock, finished);
+    }
+    if (done()) {
+      return {};
+    }
+    return token.stop_requested() ? errc::canceled : errc::deadline_exceeded;
+  }
+
+  /// How many threads are in a wait (counted before they test the predicate). For tests.
+  [[nodiscard]] std::uint32_t waiters() const noexcept { return waiters_.load(); }
+
+ private:
+  std::atomic<std::uint32_t> waiters_{0};
+};
+
+/// `wait` (cancel.hpp) for a record whose signal is parked: its predicate reads atomics only.
+template <class Predicate>
+std::error_code wait(ParkedSignal& signal, std::mutex& /*record_mutex*/, const Cancel& cancel,
+                     Predicate done) {
+  return signal.wait_until_done(cancel, done);
+}
+
+}  // namespace supervisor::detail

@@ -1,0 +1,106 @@
+// `detail::ParkedSignal`: the coroutine kind's stand-in for a condition variable per record.
+// Every wait here is on the signal's own waiter count or on a thread's join, never on time.
+
+#include "supervisor/detail/parking_lot.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <stop_token>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "supervisor/cancel.hpp"
+#include "supervisor/errors.hpp"
+
+namespace {
+
+using supervisor::Cancel;
+using supervisor::errc;
+using supervisor::detail::ParkedSignal;
+
+/// Yields until `n` threads wait on `signal` (they count themselves before they sleep).
+void until_waiting(const ParkedSignal& signal, std::uint32_t n) {
+  while (signal.waiters() < n) {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("ParkedSignal: a waiter asleep wakes when its predicate holds and it is notified",
+          "[parking_lot]") {
+  // Two signals: their records may share a bucket, and a notify of one must still reach the
+  // other's waiter only through its own.
+  ParkedSignal signals[2];
+  std::atomic<bool> flags[2] = {false, false};
+  std::vector<std::error_code> results(2, errc::canceled);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([&, i] {
+      results[i] = signals[i].wait_until_done(Cancel{}, [&] { return flags[i].load(); });
+    });
+  }
+  until_waiting(signals[0], 1);
+  until_waiting(signals[1], 1);
+  flags[0] = true;
+  signals[0].notify_all();
+  waiters[0].join();
+  CHECK(results[0] == std::error_code{});
+  CHECK(signals[0].waiters() == 0);  // a waiter uncounts itself on the way out
+  CHECK(signals[1].waiters() == 1);  // the other still sleeps
+  flags[1] = true;
+  signals[1].notify_all();
+  waiters[1].join();
+  CHECK(results[1] == std::error_code{});
+}
+
+TEST_CASE("ParkedSignal: the record-lock form releases the lock while asleep, holds it after",
+          "[parking_lot]") {
+  ParkedSignal signal;
+  std::mutex record;
+  std::atomic<bool> flag{false};
+  std::atomic<bool> held_after{false};
+  std::thread waiter([&] {
+    std::unique_lock lock(record);
+    signal.wait(lock, [&] { return flag.load(); });
+    held_after = lock.owns_lock();
+  });
+  until_waiting(signal, 1);
+  {
+    // The waiter sleeps without the record's lock: a notifier may hold it (the cancel path does).
+    const std::lock_guard lock(record);
+    flag = true;
+    signal.notify_all();
+  }
+  waiter.join();
+  CHECK(held_after.load());
+}
+
+TEST_CASE("ParkedSignal: a stop request or a passed deadline ends the wait with its error",
+          "[parking_lot]") {
+  ParkedSignal signal;
+  SECTION("stop requested while asleep") {
+    std::stop_source stop;
+    std::error_code result;
+    std::thread waiter(
+        [&] { result = signal.wait_until_done(Cancel{stop.get_token()}, [] { return false; }); });
+    until_waiting(signal, 1);
+    stop.request_stop();
+    waiter.join();
+    CHECK(result == errc::canceled);
+  }
+  SECTION("deadline already passed") {
+    const auto past = Cancel::clock::now() - std::chrono::seconds(1);
+    CHECK(signal.wait_until_done(Cancel{past}, [] { return false; }) == errc::deadline_exceeded);
+  }
+  SECTION("the predicate wins over a fired cancel") {
+    std::stop_source stop;
+    stop.request_stop();
+    CHECK(signal.wait_until_done(Cancel{stop.get_token()}, [] { return true; }) ==
+          std::error_code{});
+  }
+  CHECK(signal.waiters() == 0);
+}
