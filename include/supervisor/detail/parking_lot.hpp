@@ -59,8 +59,11 @@ class ParkedSignal {
 
   /// As `std::condition_variable::wait`: `record_lock` is held on entry and on return, released
   /// while sleeping.
-  template <class Predicate>
-  void wait(std::unique_lock<std::mutex>& record_lock, Predicate done) {
+  template <class Lock, class Predicate>
+  void wait(std::unique_lock<Lock>& record_lock, Predicate done) {
+    if (done()) {
+      return;  // the usual case (a process's end waits for cancels that are rarely in flight)
+    }
     record_lock.unlock();
     wait_until_done(Cancel{}, done);
     record_lock.lock();
@@ -70,6 +73,9 @@ class ParkedSignal {
   /// `errc::deadline_exceeded`.
   template <class Predicate>
   std::error_code wait_until_done(const Cancel& cancel, Predicate done) {
+    if (done()) {
+      return {};  // nothing to count, lock or register
+    }
     ParkingBucket& bucket = parking_bucket(this);
     waiters_.fetch_add(1);
     struct Leave {
@@ -102,8 +108,8 @@ class ParkedSignal {
 };
 
 /// `wait` (cancel.hpp) for a record whose signal is parked: its predicate reads atomics only.
-template <class Predicate>
-std::error_code wait(ParkedSignal& signal, std::mutex& /*record_mutex*/, const Cancel& cancel,
+template <class Lock, class Predicate>
+std::error_code wait(ParkedSignal& signal, Lock& /*record_lock*/, const Cancel& cancel,
                      Predicate done) {
   return signal.wait_until_done(cancel, done);
 }

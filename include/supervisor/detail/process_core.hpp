@@ -25,6 +25,7 @@
 #include "supervisor/detail/parking_lot.hpp"
 #include "supervisor/detail/ready_waiter.hpp"
 #include "supervisor/detail/spin.hpp"
+#include "supervisor/detail/word_lock.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/errors.hpp"
 #include "supervisor/executor.hpp"
@@ -419,16 +420,15 @@ class ProcessCore : public ReadyTarget,
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
   std::optional<std::stop_callback<RequestForce>> parent_link_;
-  // `Ready::stop_token`: made on first request (most runnables never ask, so it is a block of
-  // its own, not room in every record), requested by a graceful stop or by force.
+  // `Ready::stop_token`: made on first request (most never ask), requested by a stop or force.
   struct Stopping {
     std::stop_source source;
     std::optional<std::stop_callback<RequestStopOf>> on_force;
   };
   std::unique_ptr<Stopping> stopping_;
 
-  mutable std::mutex mutex_;
-  // Coroutine processes are many, rarely waited on by a blocked thread: a shared parking lot.
+  // Coroutine processes are many, rarely waited on by a thread: a lock word, a parking lot.
+  mutable std::conditional_t<is_coroutine, WordLock, std::mutex> mutex_;
   std::conditional_t<is_coroutine, ParkedSignal, std::condition_variable> changed_;
   ProcessState state_ = ProcessState::initial;
   // Written under `mutex_` (so the condition variable sees them), read without it when spinning.
