@@ -3,8 +3,8 @@
 /// \file
 /// `PassTracker`: how the initial pass of `run` knows that every start it began has finished.
 
+#include <atomic>
 #include <cstddef>
-#include <mutex>
 #include <stop_token>
 
 namespace supervisor::detail {
@@ -15,50 +15,32 @@ namespace supervisor::detail {
 /// Shared by the pass and its processes: a start may finish long after `run` stopped waiting.
 class PassTracker {
  public:
-  void add() {
-    std::lock_guard lock(mutex_);
-    ++pending_;
-  }
+  void add() noexcept { count_.fetch_add(1, std::memory_order_relaxed); }
 
   /// One start finished.
-  void finish() {
-    bool now_settled = false;
-    {
-      std::lock_guard lock(mutex_);
-      --pending_;
-      now_settled = settled_now();
-    }
-    settle(now_settled);
-  }
+  void finish() noexcept { release_one(); }
 
   /// The pass has begun every start it will begin.
-  void end_iteration() {
-    bool now_settled = false;
-    {
-      std::lock_guard lock(mutex_);
-      iterating_ = false;
-      now_settled = settled_now();
-    }
-    settle(now_settled);
-  }
+  void end_iteration() noexcept { release_one(); }
 
   /// Requested once the iteration has ended and every start has finished.
   [[nodiscard]] std::stop_source& settled() noexcept { return settled_; }
 
  private:
-  [[nodiscard]] bool settled_now() const noexcept { return !iterating_ && pending_ == 0; }
-
-  // Outside the lock: requesting runs the callbacks on the token, and the clock's among them is
-  // the user's.
-  void settle(bool now_settled) noexcept {
-    if (now_settled) {
+  // Lock-free: the pass counts every start and each process uncounts its own, from the
+  // executor's threads, so a lock here was taken twice per process by threads that race.
+  void release_one() noexcept {
+    // Acquire-release: whoever brings it to zero sees every other finish before it settles.
+    if (count_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Requesting runs the callbacks on the token, and the clock's among them is the user's:
+      // no lock of ours is held here.
       settled_.request_stop();
     }
   }
 
-  std::mutex mutex_;
-  std::size_t pending_ = 0;
-  bool iterating_ = true;
+  // The starts not yet finished, plus one while the pass still iterates: it reaches zero once,
+  // when both are over.
+  std::atomic<std::size_t> count_{1};
   std::stop_source settled_;
 };
 
