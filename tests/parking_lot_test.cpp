@@ -13,6 +13,7 @@
 
 #include "catch_shim.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/word_lock.hpp"
 #include "supervisor/errors.hpp"
 
 namespace {
@@ -60,7 +61,7 @@ TEST_CASE("ParkedSignal: a waiter asleep wakes when its predicate holds and it i
 TEST_CASE("ParkedSignal: the record-lock form releases the lock while asleep, holds it after",
           "[parking_lot]") {
   ParkedSignal signal;
-  std::mutex record;
+  supervisor::detail::WordLock record;  // the pairing of coroutine records
   std::atomic<bool> flag{false};
   std::atomic<bool> held_after{false};
   std::thread waiter([&] {

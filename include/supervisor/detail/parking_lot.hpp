@@ -20,8 +20,7 @@
 
 namespace supervisor::detail {
 
-/// Where the waiters of many records sleep. Never destroyed before the records' waits end: every
-/// waiter holds a reference to its record, and the buckets live as long as the program.
+/// Where the waiters of many records sleep.
 struct ParkingBucket {
   alignas(64) std::mutex mutex;
   std::condition_variable changed;
@@ -29,18 +28,23 @@ struct ParkingBucket {
 
 inline ParkingBucket& parking_bucket(const void* address) noexcept {
   static constexpr std::size_t bucket_count = 64;
-  static std::array<ParkingBucket, bucket_count> buckets;
+  // Never destroyed: a wait during static destruction (a global supervisor's shutdown) must still
+  // find its bucket. Reachable from here, so no leak checker reports it.
+  static auto* const buckets = new std::array<ParkingBucket, bucket_count>;
   // Records are allocated blocks: the low bits say nothing, the next ones spread them.
-  return buckets[(reinterpret_cast<std::uintptr_t>(address) >> 6U) % bucket_count];
+  return (*buckets)[(reinterpret_cast<std::uintptr_t>(address) >> 6U) % bucket_count];
 }
 
 /// The signal of one record: `notify_all` after a change, `wait` until a predicate over the
 /// record's atomics holds. The predicate runs under the bucket's lock, never the record's, so it
-/// must read only atomics (a notifier may hold the record's lock while it notifies).
+/// must read only atomics (a notifier may hold the record's lock while it notifies), and it must
+/// be monotonic (once true, true for good): its last test is not under the record's lock.
 ///
 /// No wake-up is lost: a waiter counts itself (sequentially consistent) before it tests the
-/// predicate, and a notifier reads the count after the change it announces (its own
-/// sequentially consistent store or read-modify-write).
+/// predicate, and `notify_all` reads the count after the change it announces, which must be a
+/// sequentially consistent store or read-modify-write. A change that is not (a stop token's
+/// request is acquire-release) is announced with `wake_all`, which takes the bucket's lock
+/// whatever the count.
 class ParkedSignal {
  public:
   ParkedSignal() = default;
@@ -49,13 +53,13 @@ class ParkedSignal {
   ~ParkedSignal() = default;
 
   void notify_all() noexcept {
-    if (waiters_.load() == 0) {
-      return;
+    if (waiters_.load() != 0) {
+      wake_all();
     }
-    ParkingBucket& bucket = parking_bucket(this);
-    const std::lock_guard lock(bucket.mutex);
-    bucket.changed.notify_all();
   }
+
+  /// Wakes this record's waiters (and whoever else sleeps in its bucket) unconditionally.
+  void wake_all() noexcept { wake(parking_bucket(this)); }
 
   /// As `std::condition_variable::wait`: `record_lock` is held on entry and on return, released
   /// while sleeping.
@@ -83,10 +87,7 @@ class ParkedSignal {
       ~Leave() { waiters.fetch_sub(1); }
     } leave{waiters_};
     const std::stop_token& token = cancel.token();
-    std::stop_callback wake(token, [&bucket] {
-      const std::lock_guard lock(bucket.mutex);
-      bucket.changed.notify_all();
-    });
+    std::stop_callback wake_on_cancel(token, [&bucket] { wake(bucket); });
     std::unique_lock lock(bucket.mutex);
     auto finished = [&] { return done() || token.stop_requested(); };
     if (cancel.has_deadline()) {
@@ -104,6 +105,11 @@ class ParkedSignal {
   [[nodiscard]] std::uint32_t waiters() const noexcept { return waiters_.load(); }
 
  private:
+  static void wake(ParkingBucket& bucket) noexcept {
+    const std::lock_guard lock(bucket.mutex);
+    bucket.changed.notify_all();
+  }
+
   std::atomic<std::uint32_t> waiters_{0};
 };
 

@@ -232,8 +232,7 @@ class ProcessCore : public ReadyTarget,
  protected:
   virtual void on_start() noexcept {}  // on its thread, before lookups see it and `run` begins
   virtual void on_ready() noexcept {}
-  /// On the runnable's thread, at each call of `ready`, before the process is seen ready.
-  virtual void before_ready() noexcept {}
+  virtual void before_ready() noexcept {}  // on its thread, at each `ready`, before it is seen
   /// `failure` is the runnable's exception, or null.
   virtual void on_exit(bool /*became_ready*/, const std::exception_ptr& /*failure*/) noexcept {}
   /// The coroutine kind: called after the process's last touch of its record (which may be
@@ -427,11 +426,12 @@ class ProcessCore : public ReadyTarget,
   };
   std::unique_ptr<Stopping> stopping_;
 
-  // Coroutine processes are many, rarely waited on by a thread: a lock word, a parking lot.
+  // Coroutine processes are many, rarely waited on by a thread: a lock word and a parking lot.
   mutable std::conditional_t<is_coroutine, WordLock, std::mutex> mutex_;
   std::conditional_t<is_coroutine, ParkedSignal, std::condition_variable> changed_;
   ProcessState state_ = ProcessState::initial;
-  // Written under `mutex_` (so the condition variable sees them), read without it when spinning.
+  // Written under `mutex_`, sequentially consistent (so a waiter on `changed_` sees them), read
+  // without it when spinning.
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};

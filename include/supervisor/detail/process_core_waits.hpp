@@ -67,8 +67,12 @@ void ProcessCore<R>::signal_ready_and_wait(const std::stop_token& early) {
   }
   // Registered before taking the lock: a callback on an already-requested token runs at once.
   auto notify = [this] {
-    std::lock_guard lock(mutex_);
-    changed_.notify_all();
+    if constexpr (is_coroutine) {
+      changed_.wake_all();  // a token's request is not sequentially consistent: see ParkedSignal
+    } else {
+      std::lock_guard lock(mutex_);
+      changed_.notify_all();
+    }
   };
   std::stop_callback wake_on_force(force, notify);
   std::stop_callback wake_on_early(early, notify);

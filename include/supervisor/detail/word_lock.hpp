@@ -15,9 +15,11 @@ namespace supervisor::detail {
 /// holder knows to wake one at unlock). Spins briefly before it sleeps on the word
 /// (`std::atomic::wait`), since holders never block or call user code under it.
 ///
-/// As `std::mutex` (and unlike a bare spinlock), a thread that unlocks may be the last to touch
-/// the word before the block holding it is freed by the thread it let in: `unlock` reads nothing
-/// from the word after releasing it, and `notify_one` only names its address to the kernel.
+/// As with `std::mutex`, the thread it lets in may free the block holding the word while the
+/// unlocking thread is still in `notify_one`: `unlock` reads nothing from the word after
+/// releasing it, and `notify_one` (libstdc++ and libc++ on Linux) only hands its address to the
+/// kernel, which wakes nobody or, if the address is reused, someone who re-checks. Formally the
+/// word's lifetime has ended by then; glibc's own mutex unlock relies on the same.
 ///
 /// Meets `Lockable` (usable with `std::lock_guard` and `std::unique_lock`), not
 /// `std::condition_variable`: waits on it use `ParkedSignal`.
