@@ -39,6 +39,7 @@ TEST_CASE("ParkedSignal: a waiter asleep wakes when its predicate holds and it i
   std::atomic<bool> flags[2] = {false, false};
   std::vector<std::error_code> results(2, errc::canceled);
   std::vector<std::thread> waiters;
+  waiters.reserve(2);
   for (int i = 0; i < 2; ++i) {
     waiters.emplace_back([&, i] {
       results[i] = signals[i].wait_until_done(Cancel{}, [&] { return flags[i].load(); });

@@ -46,6 +46,7 @@ TEST_CASE("PassTracker: starts finishing on other threads settle it once, after 
     tracker.add();
   }
   std::vector<std::thread> finishers;
+  finishers.reserve(2);
   for (int t = 0; t < 2; ++t) {
     finishers.emplace_back([&] {
       for (std::size_t i = 0; i < starts / 2; ++i) {

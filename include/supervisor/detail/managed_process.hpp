@@ -59,13 +59,13 @@ class ManagedProcess final : public ProcessCore<R> {
   /// A record with its runnable (a restart pass has it from the table's row).
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, R runnable,
                  const std::stop_token& parent, std::chrono::nanoseconds spin,
-                 const WorkContext* outer, std::shared_ptr<PassTracker> tracker)
+                 const WorkContext* outer, PassTracker* tracker)
       : ProcessCore<R>(parent, spin, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
         origin_(Origin::pass),
-        tracker_(std::move(tracker)) {
+        tracker_(tracker) {
     this->set_runnable(std::move(runnable));
   }
 
@@ -227,9 +227,9 @@ class ManagedProcess final : public ProcessCore<R> {
   Key key_;
   std::uint64_t hash_;
   Origin origin_;
-  std::shared_ptr<PassTracker> tracker_;
-  bool counted_ = false;  // set by the starter before the process can run
-  bool paced_ = false;    // likewise
+  PassTracker* tracker_ = nullptr;  // the initial pass's (which `run` keeps until its end), or null
+  bool counted_ = false;            // set by the starter before the process can run
+  bool paced_ = false;              // likewise
   std::atomic<std::uint32_t> foreign_{0};
   std::atomic<bool> tracker_finished_{false};
   std::atomic<Claim> claim_{Claim::none};

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <stop_token>
 #include <system_error>
 
@@ -28,9 +29,11 @@ struct ParkingBucket {
 
 inline ParkingBucket& parking_bucket(const void* address) noexcept {
   static constexpr std::size_t bucket_count = 64;
-  // Never destroyed: a wait during static destruction (a global supervisor's shutdown) must still
-  // find its bucket. Reachable from here, so no leak checker reports it.
-  static auto* const buckets = new std::array<ParkingBucket, bucket_count>;
+  using Buckets = std::array<ParkingBucket, bucket_count>;
+  // Made in static storage and never destroyed: a wait during static destruction (a global
+  // supervisor's shutdown) must still find its bucket. Nothing is allocated, so nothing can fail.
+  alignas(Buckets) static unsigned char storage[sizeof(Buckets)];
+  static Buckets* const buckets = ::new (static_cast<void*>(storage)) Buckets;
   // Records are allocated blocks: the low bits say nothing, the next ones spread them.
   return (*buckets)[(reinterpret_cast<std::uintptr_t>(address) >> 6U) % bucket_count];
 }

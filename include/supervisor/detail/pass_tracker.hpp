@@ -12,7 +12,8 @@ namespace supervisor::detail {
 /// Counts the background starts of one pass, so that `run` can wait until every start the
 /// initial pass began has finished (the process became ready, or it returned first).
 ///
-/// Shared by the pass and its processes: a start may finish long after `run` stopped waiting.
+/// Owned by `run` until its shutdown has ended every process; the processes of its pass hold a
+/// plain pointer (a start may finish long after `run` stopped waiting for it).
 class PassTracker {
  public:
   void add() noexcept { count_.fetch_add(1, std::memory_order_relaxed); }

@@ -135,12 +135,15 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   run_active_.store(true);
 
   std::exception_ptr failure;
+  // Outlives the shutdown below: the initial pass's processes count their starts in it through a
+  // plain pointer, and a start may finish long after the wait for it gave up.
+  std::shared_ptr<detail::PassTracker> tracker;
   try {
     // Initial pass: restore the table before the callback, but let no slow start hold it up.
     {
       // The wait is measured from the start of the pass, so a long iteration eats into it.
       const auto give_up_at = options_.clock.now() + options_.initial_wait;
-      auto tracker = std::make_shared<detail::PassTracker>();
+      tracker = std::make_shared<detail::PassTracker>();
       if (run_pass(tracker) == PassEnd::out_of_slots) {
         pass_pending_.store(true);
       }
