@@ -300,6 +300,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
       });
     }
   }
+  // Unbounded on purpose: every record points at `run`'s pass tracker and at `*this`, so none
+  // may be left running once `run` returns (no detach, no timeout here).
   threads_.join_all();
   coroutines_.wait_settled();  // coroutine processes have no thread to join
   processes_.reclaim();  // The last runnables' copies, unless a `get` elsewhere still holds them.
