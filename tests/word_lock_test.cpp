@@ -91,7 +91,7 @@ TEST_CASE("WordLock: a thread asleep on the lock is woken by the unlock", "[word
   });
   // Past its spin, the sleeper marks the word contended, then sleeps on it in the kernel (where
   // only the unlock's wake-up gets it out: a sleeper still spinning would see the word change).
-  while (!lock.has_sleeper() || !asleep_in_kernel(sleeper_id.load())) {
+  while (sleeper_id.load() == 0 || !lock.has_sleeper() || !asleep_in_kernel(sleeper_id.load())) {
     std::this_thread::yield();
   }
   CHECK_FALSE(entered.load());
