@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "kernel_threads.hpp"
 #include "supervisor/detail/mpmc_ring.hpp"
+#include "support.hpp"
 
 namespace {
 
@@ -250,16 +252,31 @@ TEST_CASE("thread pool: outside threads and workers scheduling at once lose noth
   pool.schedule(std::coroutine_handle<>{});  // a null handle: ignored, nothing hangs
 }
 
-TEST_CASE("thread pool: a handle in a blocked worker's slot is stolen, with or without a spin",
+TEST_CASE("thread pool: a handle in a blocked worker's slot is taken by the watcher",
           "[thread_pool]") {
-  // The slot's owner is blocked until its handle has run: only a thief can run it, whether the
-  // idle worker spins first or goes straight to its last look before sleeping.
-  for (const auto spin : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(50'000)}) {
-    std::atomic<bool> ran{false};
-    std::atomic<bool> finished{false};
-    supervisor::ThreadPool pool(2, spin);
-    pool.schedule(schedule_then_block(pool, ran, finished).handle);
-    finished.wait(false);
-    CHECK(ran.load());
-  }
+  // The slot's owner is blocked until its handle has run. The other worker never spins: it
+  // sleeps, is woken to watch the slots, and takes the handle once the owner has stayed inside
+  // one coroutine for a whole watch period (the default, a millisecond). Both workers are
+  // asleep first, so the one that is not woken by the schedule below is woken by nothing but
+  // the slot's call for a watcher.
+  std::atomic<bool> ran{false};
+  std::atomic<bool> finished{false};
+  supervisor::ThreadPool pool(2, std::chrono::nanoseconds(0));
+  REQUIRE(test::eventually([] { return test::other_threads_asleep(); }));
+  pool.schedule(schedule_then_block(pool, ran, finished).handle);
+  finished.wait(false);
+  CHECK(ran.load());
+}
+
+TEST_CASE("thread pool: a handle in a blocked worker's slot is stolen by a worker looking for work",
+          "[thread_pool]") {
+  // The idle worker spins for as long as the test lasts and the watcher's period is an hour:
+  // only the spinner's steal of an aged slot can run the handle. (The spin ends when the pool
+  // stops, so the destructor does not wait for it.)
+  std::atomic<bool> ran{false};
+  std::atomic<bool> finished{false};
+  supervisor::ThreadPool pool(2, std::chrono::hours(1), std::chrono::hours(1));
+  pool.schedule(schedule_then_block(pool, ran, finished).handle);
+  finished.wait(false);
+  CHECK(ran.load());
 }

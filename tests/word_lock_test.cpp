@@ -5,51 +5,18 @@
 
 #include <atomic>
 #include <cstddef>
-#include <fstream>
-#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 #include "catch_shim.hpp"
+#include "kernel_threads.hpp"
 
 using supervisor::detail::WordLock;
 
-namespace {
-
-/// The calling thread's kernel id (0 where there is none to ask for).
-long this_thread_id() {
-#if defined(__linux__)
-  return ::syscall(SYS_gettid);
-#else
-  return 0;
-#endif
-}
-
-/// Whether thread `id` of this process is asleep in the kernel (Linux: state 'S' in its stat
-/// line). Elsewhere, or if the file cannot be read: true, so callers go on at once.
-bool asleep_in_kernel(long id) {
-#if defined(__linux__)
-  std::ifstream stat("/proc/self/task/" + std::to_string(id) + "/stat");
-  const std::string line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto name_end = line.rfind(')');
-  if (!stat.good() && line.empty()) {
-    return true;
-  }
-  return name_end != std::string::npos && name_end + 2 < line.size() && line[name_end + 2] == 'S';
-#else
-  (void)id;
-  return true;
-#endif
-}
-
-}  // namespace
+using test::asleep_in_kernel;
+using test::this_thread_id;
 
 TEST_CASE("WordLock: one holder at a time, and try_lock fails while held", "[word_lock]") {
   WordLock lock;

@@ -9,9 +9,17 @@
 /// (stealing). The shared queue is a lock-free ring of `ring_capacity` handles, so that a thread
 /// scheduling many coroutines and the workers taking them never wait for each other; past that,
 /// the handles wait in an overflow list under a lock. A worker that finds nothing spins for a
-/// while, then sleeps; `schedule` wakes a sleeper only when no worker is spinning. A coroutine
-/// that schedules another and then suspends (a start, a stop) hands it to the same thread, which
-/// resumes it next, with no lock and no wake-up.
+/// while, then sleeps; `schedule` to the shared queue wakes a sleeper only when no worker spins.
+///
+/// A coroutine that schedules another and then suspends (a start, a stop, a wake-up) hands it to
+/// the same thread, which resumes it next: no lock, no wake-up, and no other thread touching the
+/// cache lines involved. So a slot is left to its owner while the owner goes on: a worker looking
+/// for work steals it only once the owner has resumed nothing new for `steal_after`. Sleepers
+/// are not woken for each hand-off: one of them is woken once to watch the slots of the busy
+/// workers. It wakes once per watch period (a constructor argument) while any of them goes on,
+/// takes a slot whose owner has stayed inside one coroutine for the whole period, and goes back
+/// to plain sleep once they all rest. So a coroutine that keeps its worker (a blocking call, a
+/// long computation) delays what it scheduled last by at most about two periods, never forever.
 ///
 /// Thread-safety: every member may be called from any thread. The destructor runs what is still
 /// queued (and whatever that schedules) to the end, then joins every worker.
@@ -22,6 +30,7 @@
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <iostream>
 #include <memory>
@@ -41,11 +50,17 @@ class ThreadPool {
   }
 
   /// Starts `threads` workers (at least one). `spin` bounds how long an idle worker looks for
-  /// work before it sleeps. Throws `std::system_error` if a thread cannot be started (the others
-  /// are joined first).
+  /// work before it sleeps. `watch` is the watcher's period: about the longest a coroutine that
+  /// keeps its worker delays the handle it scheduled last, when every other worker sleeps.
+  /// Throws `std::system_error` if a thread cannot be started (the others are joined first).
   explicit ThreadPool(unsigned threads = default_threads(),
-                      std::chrono::nanoseconds spin = std::chrono::microseconds(50))
-      : count_(std::max(1U, threads)), spin_(spin), workers_(new Worker[count_]) {
+                      std::chrono::nanoseconds spin = std::chrono::microseconds(50),
+                      std::chrono::nanoseconds watch = std::chrono::milliseconds(1))
+      : count_(std::max(1U, threads)),
+        spin_(spin),
+        watch_period_(watch),
+        workers_(new Worker[count_]),
+        watch_marks_(new std::uint64_t[count_]) {
     unsigned started = 0;
     try {
       for (; started < count_; ++started) {
@@ -74,7 +89,13 @@ class ThreadPool {
     if (current.pool == this) {
       void* expected = nullptr;
       if (current.worker->slot.compare_exchange_strong(expected, h.address())) {
-        wake_one_if_idle();
+        // Its owner resumes it next. Wake a sleeper only to watch the slots, if none does and
+        // none spins (a spinner looks at them, and watches them when it goes to sleep).
+        // Sequentially consistent, as the watcher's retire-then-look: one sees the other.
+        if (watcher_.load() == nullptr && spinning_.load() == 0 && sleeping_.load() != 0) {
+          std::lock_guard lock(mutex_);
+          wake_.notify_one();
+        }
         return;
       }
     }
@@ -107,7 +128,13 @@ class ThreadPool {
  private:
   struct alignas(64) Worker {
     std::atomic<void*> slot{nullptr};
+    std::atomic<std::uint64_t> resumes{0};  // written by the worker only: it has moved on
     std::thread thread;
+    // The slot this worker, looking for work, waits to steal (see `steal_aged`).
+    unsigned eyed = 0;
+    std::uint64_t eyed_resumes = 0;
+    std::chrono::steady_clock::time_point eyed_since{};
+    bool eyeing = false;
   };
   struct Current {
     const ThreadPool* pool = nullptr;
@@ -126,7 +153,8 @@ class ThreadPool {
     }
   }
 
-  std::coroutine_handle<> take(Worker& self) {
+  /// The next handle for `self`, or null. Steals from other slots only if `look_at_slots`.
+  std::coroutine_handle<> take(Worker& self, bool look_at_slots = true) {
     if (void* own = self.slot.exchange(nullptr)) {
       return std::coroutine_handle<>::from_address(own);
     }
@@ -147,9 +175,30 @@ class ThreadPool {
         }
       }
     }
+    return look_at_slots ? steal_aged(self) : std::coroutine_handle<>{};
+  }
+
+  /// Takes a handle from another worker's slot once that worker has resumed nothing new for
+  /// `steal_after` since `self` first saw the slot full: before that its owner is about to
+  /// resume it itself.
+  std::coroutine_handle<> steal_aged(Worker& self) {
     for (unsigned i = 0; i < count_; ++i) {
-      if (workers_[i].slot.load(std::memory_order_relaxed) != nullptr) {
-        if (void* stolen = workers_[i].slot.exchange(nullptr)) {
+      Worker& owner = workers_[i];
+      if (&owner == &self || owner.slot.load(std::memory_order_relaxed) == nullptr) {
+        continue;
+      }
+      const std::uint64_t resumes = owner.resumes.load(std::memory_order_relaxed);
+      const auto now = std::chrono::steady_clock::now();
+      if (!self.eyeing || self.eyed != i || self.eyed_resumes != resumes) {
+        self.eyeing = true;
+        self.eyed = i;
+        self.eyed_resumes = resumes;
+        self.eyed_since = now;
+        continue;
+      }
+      if (now - self.eyed_since >= steal_after) {
+        self.eyeing = false;
+        if (void* stolen = owner.slot.exchange(nullptr)) {
           return std::coroutine_handle<>::from_address(stolen);
         }
       }
@@ -180,44 +229,132 @@ class ThreadPool {
     }
   }
 
+  void run(Worker& self, std::coroutine_handle<> h) noexcept {
+    self.resumes.store(self.resumes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    resume(h);
+  }
+
   void work(Worker& self) noexcept {
     current_worker() = Current{this, &self};
     for (;;) {
       if (const std::coroutine_handle<> h = take(self)) {
-        resume(h);
+        run(self, h);
         continue;
       }
       spinning_.fetch_add(1);
       std::coroutine_handle<> found;
-      detail::spin_until([&] { return static_cast<bool>(found = take(self)); }, spin_);
-      // The last spinner to find work wakes a sleeper if more is waiting: schedules that saw it
+      // Other slots are looked at now and then only: they are stolen only once aged, and each
+      // look pulls a cache line that their owner is writing.
+      unsigned looks = 0;
+      detail::spin_until(
+          [&] {
+            found = take(self, ++looks % 32 == 0);
+            return found || stopping_.load(std::memory_order_relaxed);
+          },
+          spin_);
+      // The last spinner to find work wakes a sleeper if more is queued: schedules that saw it
       // spinning woke nobody, and it is about to be busy.
-      if (spinning_.fetch_sub(1) == 1 && found && sleeping_.load() != 0 && has_work()) {
+      if (spinning_.fetch_sub(1) == 1 && found && sleeping_.load() != 0 && queued_.load() != 0) {
         std::lock_guard lock(mutex_);
         wake_.notify_one();
       }
+      if (!found) {
+        std::unique_lock lock(mutex_);
+        const Woke woke = sleep(self, lock);
+        if (woke.exit) {
+          return;
+        }
+        found = woke.stolen;
+        if (!found && !woke.slept) {
+          // Work arrived after the spin, or is counted but not takeable yet: a `schedule`
+          // between its count and its push, maybe preempted there. Give it the core first.
+          lock.unlock();
+          std::this_thread::yield();
+        }
+      }
       if (found) {
-        resume(found);
-        continue;
-      }
-      std::unique_lock lock(mutex_);
-      sleeping_.fetch_add(1);
-      bool slept = false;
-      while (!stopping_ && !has_work()) {
-        wake_.wait(lock);
-        slept = true;
-      }
-      sleeping_.fetch_sub(1);
-      if (stopping_ && !has_work()) {
-        return;
-      }
-      if (!slept) {
-        // Work arrived after the spin, or is counted but not takeable yet: a `schedule` between
-        // its count and its push, maybe preempted there. Give it the core before looking again.
-        lock.unlock();
-        std::this_thread::yield();
+        run(self, found);
       }
     }
+  }
+
+  struct Woke {
+    std::coroutine_handle<> stolen;  // from the slot of a worker held by one coroutine
+    bool slept = false;
+    bool exit = false;
+  };
+
+  /// Sleeps until the shared queue has work or the pool stops. While another worker's slot
+  /// holds a handle, one sleeper is the watcher (`watcher_`): it wakes every `watch_period_`,
+  /// takes a slot whose owner has resumed nothing in the whole period, and retires once no
+  /// other worker has moved on in a period.
+  Woke sleep(Worker& self, std::unique_lock<std::mutex>& lock) {
+    Woke woke;
+    sleeping_.fetch_add(1);
+    for (;;) {
+      if (queued_.load() != 0) {
+        break;
+      }
+      if (stopping_) {
+        woke.exit = !has_work();
+        break;
+      }
+      if (watcher_.load() != &self && !(other_slot_full(self) && claim_watch(self))) {
+        wake_.wait(lock);
+        woke.slept = true;
+        continue;
+      }
+      for (unsigned i = 0; i < count_; ++i) {
+        watch_marks_[i] = workers_[i].resumes.load();
+      }
+      const bool timed_out = wake_.wait_for(lock, watch_period_) == std::cv_status::timeout;
+      woke.slept = true;
+      if (!timed_out) {
+        continue;  // notified (or spuriously): look again, and restart the period
+      }
+      bool moved_on = false;
+      for (unsigned i = 0; i < count_ && !woke.stolen; ++i) {
+        if (&workers_[i] == &self) {
+          continue;
+        }
+        if (workers_[i].resumes.load() != watch_marks_[i]) {
+          moved_on = true;
+        } else if (void* stuck = workers_[i].slot.exchange(nullptr)) {
+          woke.stolen = std::coroutine_handle<>::from_address(stuck);
+        }
+      }
+      if (woke.stolen) {
+        break;
+      }
+      if (!moved_on) {
+        // Retire, then look at the slots again (in the loop): a slot filled by a `schedule`
+        // that still saw this watcher is seen here.
+        watcher_.store(nullptr);
+      }
+    }
+    sleeping_.fetch_sub(1);
+    if (watcher_.load() == &self) {
+      // Busy from now on (or gone): hand the watch to a sleeper if a slot still needs one.
+      watcher_.store(nullptr);
+      if (other_slot_full(self)) {
+        wake_.notify_one();
+      }
+    }
+    return woke;
+  }
+
+  bool other_slot_full(const Worker& self) const noexcept {
+    for (unsigned i = 0; i < count_; ++i) {
+      if (&workers_[i] != &self && workers_[i].slot.load() != nullptr) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool claim_watch(Worker& self) noexcept {
+    Worker* none = nullptr;
+    return watcher_.compare_exchange_strong(none, &self);
   }
 
   void stop_and_join() noexcept {
@@ -233,14 +370,19 @@ class ThreadPool {
     }
   }
 
+  /// How long a worker looking for work leaves a handle in the slot of a worker that goes on.
+  static constexpr std::chrono::microseconds steal_after{3};
   const unsigned count_;
   const std::chrono::nanoseconds spin_;
+  const std::chrono::nanoseconds watch_period_;  // how often the watcher looks at busy slots
   std::unique_ptr<Worker[]> workers_;
+  std::unique_ptr<std::uint64_t[]> watch_marks_;  // each worker's `resumes`; under `mutex_`
+  std::atomic<Worker*> watcher_{nullptr};
   std::mutex mutex_;
   std::condition_variable wake_;
   detail::MpmcRing ring_{ring_capacity};
   std::deque<std::coroutine_handle<>> overflow_;  // under `mutex_`
-  bool stopping_ = false;                         // under `mutex_`
+  std::atomic<bool> stopping_{false};             // set under `mutex_`; read by spinners too
   std::atomic<std::size_t> queued_{0};            // handles in the ring and the overflow list
   std::atomic<std::size_t> overflowed_{0};        // handles in the overflow list
   std::atomic<unsigned> spinning_{0};
