@@ -48,8 +48,9 @@ inline bool other_threads_asleep() {
 #if defined(__linux__)
   const long self = this_thread_id();
   std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    const long id = std::stol(task.path().filename().string());
+  for (std::filesystem::directory_iterator task("/proc/self/task", ec), end; !ec && task != end;
+       task.increment(ec)) {
+    const long id = std::stol(task->path().filename().string());
     if (id != self && !asleep_in_kernel(id)) {
       return false;
     }

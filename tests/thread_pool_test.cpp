@@ -72,14 +72,44 @@ Counted run_and_mark(std::atomic<bool>& ran) {
   co_return;
 }
 
-/// Schedules a coroutine from its worker (into that worker's slot), then blocks the worker until
-/// the coroutine has run: only another worker, stealing from the slot, can run it.
+/// Schedules a coroutine from its worker (into that worker's slot), counts it in `filled` if
+/// given, then blocks the worker until the coroutine has run: only another worker, stealing from
+/// the slot, can run it.
 Counted schedule_then_block(supervisor::ThreadPool& pool, std::atomic<bool>& ran,
-                            std::atomic<bool>& finished) {
+                            std::atomic<bool>& finished, std::atomic<int>* filled = nullptr) {
   pool.schedule(run_and_mark(ran).handle);
+  if (filled != nullptr) {  // counts the full slot
+    filled->fetch_add(1);
+    filled->notify_all();
+  }
   ran.wait(false);
   mark(finished);
   co_return;
+}
+
+/// Waits for `go`, then schedules `run_and_mark(ran)` (into this worker's slot) and a coroutine
+/// that blocks until `ran` (to the shared queue: the slot is full), then blocks until `ran`.
+Counted fill_slot_then_queue(supervisor::ThreadPool& pool, std::atomic<bool>& go,
+                             std::atomic<bool>& ran) {
+  go.wait(false);
+  pool.schedule(run_and_mark(ran).handle);
+  pool.schedule([](std::atomic<bool>& flag) -> Counted {
+    flag.wait(false);
+    co_return;
+  }(ran)
+                                                   .handle);
+  ran.wait(false);
+  co_return;
+}
+
+/// Waits (bounded) until `finished`; if it never comes, sets `ran` so that the blocked workers go
+/// on and the pool can be destroyed: the test then fails instead of hanging.
+bool finishes(std::atomic<bool>& finished, std::atomic<bool>& ran) {
+  const bool in_time = test::eventually([&] { return finished.load(); });
+  if (!in_time) {
+    mark(ran);
+  }
+  return in_time;
 }
 
 /// Holds the workers that resume `hold_worker` until `release`.
@@ -264,19 +294,45 @@ TEST_CASE("thread pool: a handle in a blocked worker's slot is taken by the watc
   supervisor::ThreadPool pool(2, std::chrono::nanoseconds(0));
   REQUIRE(test::eventually([] { return test::other_threads_asleep(); }));
   pool.schedule(schedule_then_block(pool, ran, finished).handle);
-  finished.wait(false);
+  CHECK(finishes(finished, ran));
   CHECK(ran.load());
 }
 
-TEST_CASE("thread pool: a handle in a blocked worker's slot is stolen by a worker looking for work",
+TEST_CASE("thread pool: handles in blocked workers' slots are stolen by a worker looking for work",
           "[thread_pool]") {
-  // The idle worker spins for as long as the test lasts and the watcher's period is an hour:
-  // only the spinner's steal of an aged slot can run the handle. (The spin ends when the pool
-  // stops, so the destructor does not wait for it.)
+  // Two workers each fill their own slot and block until its handle has run; the third is held
+  // until both slots are full, then looks for work. It spins for as long as the test lasts and
+  // the watcher's period is an hour: only its steal of aged slots can run the handles, and it
+  // must time each slot on its own. (The spin ends when the pool stops, so the destructor does
+  // not wait for it.)
+  std::atomic<bool> ran[2] = {false, false};
+  std::atomic<bool> finished[2] = {false, false};
+  Hold hold;
+  supervisor::ThreadPool pool(3, std::chrono::hours(1), std::chrono::hours(1));
+  pool.schedule(hold_worker(hold).handle);
+  for (int i = 0; i < 2; ++i) {
+    pool.schedule(schedule_then_block(pool, ran[i], finished[i], &hold.held).handle);
+  }
+  hold.wait_held(3);  // the holder, and both slots full
+  hold.release();
+  for (int i = 0; i < 2; ++i) {
+    CHECK(finishes(finished[i], ran[i]));
+  }
+}
+
+TEST_CASE("thread pool: a spinner that turns to queued work wakes a watcher for a full slot",
+          "[thread_pool]") {
+  // Worker A fills its slot while worker B spins (so nobody is woken), then queues a coroutine
+  // that blocks B until the slot's handle has run, and blocks itself. Worker C sleeps: only
+  // B, as it stops spinning to take the queued work, can wake it to watch A's slot.
+  std::atomic<bool> go{false};
+  std::atomic<bool> warm{false};
   std::atomic<bool> ran{false};
-  std::atomic<bool> finished{false};
-  supervisor::ThreadPool pool(2, std::chrono::hours(1), std::chrono::hours(1));
-  pool.schedule(schedule_then_block(pool, ran, finished).handle);
-  finished.wait(false);
-  CHECK(ran.load());
+  supervisor::ThreadPool pool(3, std::chrono::seconds(2));
+  REQUIRE(test::eventually([] { return test::other_threads_asleep(); }));
+  pool.schedule(fill_slot_then_queue(pool, go, ran).handle);  // wakes A; it waits for `go`
+  pool.schedule(run_and_mark(warm).handle);                   // wakes B; it then spins 2 s
+  warm.wait(false);
+  mark(go);
+  CHECK(finishes(ran, ran));
 }

@@ -51,16 +51,20 @@ class ThreadPool {
 
   /// Starts `threads` workers (at least one). `spin` bounds how long an idle worker looks for
   /// work before it sleeps. `watch` is the watcher's period: about the longest a coroutine that
-  /// keeps its worker delays the handle it scheduled last, when every other worker sleeps.
+  /// keeps its worker delays the handle it scheduled last, when every other worker sleeps
+  /// (capped at a year).
   /// Throws `std::system_error` if a thread cannot be started (the others are joined first).
   explicit ThreadPool(unsigned threads = default_threads(),
                       std::chrono::nanoseconds spin = std::chrono::microseconds(50),
                       std::chrono::nanoseconds watch = std::chrono::milliseconds(1))
       : count_(std::max(1U, threads)),
         spin_(spin),
-        watch_period_(watch),
+        watch_period_(std::min<std::chrono::nanoseconds>(watch, std::chrono::hours(24 * 365))),
         workers_(new Worker[count_]),
         watch_marks_(new std::uint64_t[count_]) {
+    for (unsigned i = 0; i < count_; ++i) {
+      workers_[i].eyes = std::make_unique<Eye[]>(count_);
+    }
     unsigned started = 0;
     try {
       for (; started < count_; ++started) {
@@ -90,7 +94,8 @@ class ThreadPool {
       void* expected = nullptr;
       if (current.worker->slot.compare_exchange_strong(expected, h.address())) {
         // Its owner resumes it next. Wake a sleeper only to watch the slots, if none does and
-        // none spins (a spinner looks at them, and watches them when it goes to sleep).
+        // none spins (a spinner looks at them, and when it stops spinning it watches them or,
+        // busy, wakes a sleeper to).
         // Sequentially consistent, as the watcher's retire-then-look: one sees the other.
         if (watcher_.load() == nullptr && spinning_.load() == 0 && sleeping_.load() != 0) {
           std::lock_guard lock(mutex_);
@@ -126,15 +131,18 @@ class ThreadPool {
   [[nodiscard]] unsigned size() const noexcept { return count_; }
 
  private:
+  /// When a thief first saw a slot full, and its owner's `resumes` then.
+  struct Eye {
+    std::uint64_t resumes = 0;
+    std::chrono::steady_clock::time_point since{};
+    bool open = false;
+  };
   struct alignas(64) Worker {
     std::atomic<void*> slot{nullptr};
     std::atomic<std::uint64_t> resumes{0};  // written by the worker only: it has moved on
     std::thread thread;
-    // The slot this worker, looking for work, waits to steal (see `steal_aged`).
-    unsigned eyed = 0;
-    std::uint64_t eyed_resumes = 0;
-    std::chrono::steady_clock::time_point eyed_since{};
-    bool eyeing = false;
+    // This worker's view of each other worker's slot, as a thief (see `steal_aged`).
+    std::unique_ptr<Eye[]> eyes;
   };
   struct Current {
     const ThreadPool* pool = nullptr;
@@ -180,7 +188,7 @@ class ThreadPool {
 
   /// Takes a handle from another worker's slot once that worker has resumed nothing new for
   /// `steal_after` since `self` first saw the slot full: before that its owner is about to
-  /// resume it itself.
+  /// resume it itself. Each slot is timed on its own, so several full slots are all taken.
   std::coroutine_handle<> steal_aged(Worker& self) {
     for (unsigned i = 0; i < count_; ++i) {
       Worker& owner = workers_[i];
@@ -189,15 +197,13 @@ class ThreadPool {
       }
       const std::uint64_t resumes = owner.resumes.load(std::memory_order_relaxed);
       const auto now = std::chrono::steady_clock::now();
-      if (!self.eyeing || self.eyed != i || self.eyed_resumes != resumes) {
-        self.eyeing = true;
-        self.eyed = i;
-        self.eyed_resumes = resumes;
-        self.eyed_since = now;
+      Eye& eye = self.eyes[i];
+      if (!eye.open || eye.resumes != resumes) {
+        eye = Eye{resumes, now, true};
         continue;
       }
-      if (now - self.eyed_since >= steal_after) {
-        self.eyeing = false;
+      if (now - eye.since >= steal_after) {
+        eye.open = false;
         if (void* stolen = owner.slot.exchange(nullptr)) {
           return std::coroutine_handle<>::from_address(stolen);
         }
@@ -252,9 +258,11 @@ class ThreadPool {
             return found || stopping_.load(std::memory_order_relaxed);
           },
           spin_);
-      // The last spinner to find work wakes a sleeper if more is queued: schedules that saw it
-      // spinning woke nobody, and it is about to be busy.
-      if (spinning_.fetch_sub(1) == 1 && found && sleeping_.load() != 0 && queued_.load() != 0) {
+      // The last spinner to find work wakes a sleeper if more is queued, or if a slot is full
+      // and nobody watches it: schedules that saw it spinning woke nobody, and it is about to
+      // be busy (maybe blocked by what waits in that slot).
+      if (spinning_.fetch_sub(1) == 1 && found && sleeping_.load() != 0 &&
+          (queued_.load() != 0 || (watcher_.load() == nullptr && other_slot_full(self)))) {
         std::lock_guard lock(mutex_);
         wake_.notify_one();
       }
@@ -291,6 +299,8 @@ class ThreadPool {
   Woke sleep(Worker& self, std::unique_lock<std::mutex>& lock) {
     Woke woke;
     sleeping_.fetch_add(1);
+    bool marked = false;  // the period's marks are taken; it ends at `period_end`
+    std::chrono::steady_clock::time_point period_end;
     for (;;) {
       if (queued_.load() != 0) {
         break;
@@ -302,16 +312,22 @@ class ThreadPool {
       if (watcher_.load() != &self && !(other_slot_full(self) && claim_watch(self))) {
         wake_.wait(lock);
         woke.slept = true;
+        marked = false;
         continue;
       }
-      for (unsigned i = 0; i < count_; ++i) {
-        watch_marks_[i] = workers_[i].resumes.load();
+      if (!marked) {
+        for (unsigned i = 0; i < count_; ++i) {
+          watch_marks_[i] = workers_[i].resumes.load();
+        }
+        period_end = std::chrono::steady_clock::now() + watch_period_;
+        marked = true;
       }
-      const bool timed_out = wake_.wait_for(lock, watch_period_) == std::cv_status::timeout;
+      const bool timed_out = wake_.wait_until(lock, period_end) == std::cv_status::timeout;
       woke.slept = true;
       if (!timed_out) {
-        continue;  // notified (or spuriously): look again, and restart the period
+        continue;  // notified (or spuriously): look again; the period goes on
       }
+      marked = false;
       bool moved_on = false;
       for (unsigned i = 0; i < count_ && !woke.stolen; ++i) {
         if (&workers_[i] == &self) {
