@@ -30,7 +30,9 @@ struct FaultyTable {
     int next_throws_at = -1;  // the row index whose next() throws
     int bad_row = -1;         // the row index whose get() throws
     bool close = false;
+    bool size = false;  // the cursor's size hint throws
     std::atomic<int> closes{0};
+    std::atomic<int> sizes{0};
   };
   std::shared_ptr<Faults> faults = std::make_shared<Faults>();
   std::vector<std::pair<std::string, Probe>> rows;
@@ -51,6 +53,13 @@ struct FaultyTable {
         throw std::runtime_error("bad row");
       }
       return rows[static_cast<std::size_t>(at)];
+    }
+    std::size_t size() {  // the optional hint
+      ++faults->sizes;
+      if (faults->size) {
+        throw std::runtime_error("size failed");
+      }
+      return rows.size();
     }
     void close() {
       ++faults->closes;
@@ -114,6 +123,15 @@ TEST_CASE("a table that throws is reported, and nothing else stops", "[superviso
     CHECK(get_failure == "get failed");
     CHECK(start_code == errc::not_in_table);  // Freed: the second start reached the table.
     CHECK(reports.entries().empty());
+  }
+  SECTION("the cursor's size hint is asked once a pass; when it throws, nothing is lost") {
+    faults->size = true;
+    sup.run([&] { keys_seen = sup.keys(); });
+    std::sort(keys_seen.begin(), keys_seen.end());
+    CHECK(keys_seen == std::vector<std::string>{"k0", "k1", "k2"});
+    CHECK(reports.entries().empty());  // only a hint: not an error
+    CHECK(faults->sizes == 1);
+    CHECK(faults->closes == 1);
   }
   SECTION("iterate throws") {
     faults->iterate = true;

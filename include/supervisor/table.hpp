@@ -31,6 +31,10 @@ namespace supervisor {
 /// - `close()` releases the cursor. The supervisor calls it exactly once per cursor, after the
 ///   last `next()`, whether the iteration succeeded or failed. Throwing from it is reported.
 ///
+/// - Optionally `size()`: about how many rows the iteration holds, called once before the first
+///   `next()`. Only a hint: the supervisor sizes its map of processes for that many once, instead
+///   of growing it step by step (each step copies part of the map). Throwing from it is ignored.
+///
 /// The rows need not be a consistent snapshot. Every call is made on one thread at a time, and
 /// `get()` at most once per row (so it may move the row out).
 template <class C, class Key, class R>
@@ -72,6 +76,7 @@ class MapTable {
    public:
     explicit Cursor(std::vector<std::pair<Key, R>> rows) : rows_(std::move(rows)) {}
     bool next() { return ++position_ <= rows_.size(); }
+    [[nodiscard]] std::size_t size() const noexcept { return rows_.size(); }
     // Moves the row out: the supervisor reads each row once, and a pass over rows that already
     // run then touches no runnable's reference count.
     [[nodiscard]] std::pair<Key, R> get() { return std::move(rows_[position_ - 1]); }
@@ -155,6 +160,8 @@ class AnyTable {
     virtual bool next() = 0;
     virtual std::pair<Key, R> get() = 0;
     virtual void close() = 0;
+    /// The user cursor's `size()`, or 0 if it has none (or it threw).
+    virtual std::size_t size_hint() noexcept { return 0; }
   };
 
   AnyTable() = default;
@@ -185,6 +192,17 @@ class TableModel final : public AnyTable<Key, R> {
     bool next() override { return static_cast<bool>(cursor_.next()); }
     std::pair<Key, R> get() override { return cursor_.get(); }
     void close() override { cursor_.close(); }
+    std::size_t size_hint() noexcept override {
+      if constexpr (requires(UserCursor & c) {
+                      { c.size() } -> std::convertible_to<std::size_t>;
+                    }) {
+        try {
+          return static_cast<std::size_t>(cursor_.size());
+        } catch (...) {  // NOLINT(bugprone-empty-catch): only a hint; none then.
+        }
+      }
+      return 0;
+    }
 
    private:
     UserCursor cursor_;

@@ -191,6 +191,28 @@ class ShardedMap {
     }
   }
 
+  /// Gives each shard buckets for its share of `entries`, so that inserting that many copies no
+  /// node (each growth copies every node of its shard, see `grow`). Best effort: a shard whose
+  /// bigger table cannot be allocated stays as it is. Never throws.
+  void reserve(std::size_t entries) noexcept {
+    if (entries <= shard_count * initial_buckets) {
+      return;  // every shard starts with that many buckets
+    }
+    const std::size_t share = entries / shard_count + 1;
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      std::unique_lock lock(shards_[i].mutex);
+      std::size_t buckets = shards_[i].table.load(std::memory_order_relaxed)->mask + 1;
+      if (buckets >= share) {
+        continue;
+      }
+      while (buckets < share) {
+        buckets *= 2;
+      }
+      grow(shards_[i], buckets);
+      collect(shards_[i], lock);
+    }
+  }
+
  private:
   struct Node {
     Node(std::uint64_t h, const Key& k, Value v) : hash(h), key(k), value(std::move(v)) {}
@@ -307,13 +329,14 @@ class ShardedMap {
     collect(shard, lock);
   }
 
-  /// Doubles the bucket count. Readers may be walking the old table, so its nodes stay as they
-  /// are: the new table gets copies, and the old one is retired whole.
-  static void grow(Shard& shard) noexcept {
+  /// Doubles the bucket count (or sets it to `buckets`, a larger power of two). Readers may be
+  /// walking the old table, so its nodes stay as they are: the new table gets copies, and the
+  /// old one is retired whole.
+  static void grow(Shard& shard, std::size_t buckets = 0) noexcept {
     Table* old = shard.table.load(std::memory_order_relaxed);
     Table* bigger = nullptr;
     try {
-      bigger = new Table((old->mask + 1) * 2);
+      bigger = new Table(buckets != 0 ? buckets : (old->mask + 1) * 2);
       for (std::size_t b = 0; b <= old->mask; ++b) {
         for (Node* node = old->heads[b].load(std::memory_order_relaxed); node != nullptr;
              node = node->next.load(std::memory_order_relaxed)) {

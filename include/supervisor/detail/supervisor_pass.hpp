@@ -42,6 +42,9 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     report(ErrorSource::iterate, nullptr, std::current_exception());
     return PassEnd::partial;
   }
+  // Room for every row at once: growing a shard copies its nodes (and a million rows would
+  // copy about a million). Nothing to do when the map is big enough already.
+  processes_.reserve(cursor->size_hint());
   try {
     complete = true;
     while (cursor->next()) {
