@@ -133,6 +133,29 @@ TEST_CASE("a table that throws is reported, and nothing else stops", "[superviso
     CHECK(faults->sizes == 1);
     CHECK(faults->closes == 1);
   }
+  SECTION("past the pass's batches of rows: each row before a failing next starts, once") {
+    // The pass reads rows a few at a time; twenty rows span batches, and the cursor breaks in
+    // the middle of one: every row read before the break still starts, the bad one excepted.
+    for (int i = 3; i < 20; ++i) {
+      table.rows.emplace_back("k" + std::to_string(i), Probe::with(Startup::ready));
+    }
+    Sup many(table, options);
+    faults->bad_row = 5;
+    faults->next_throws_at = 13;
+    many.run([&] { keys_seen = many.keys(); });
+    std::sort(keys_seen.begin(), keys_seen.end());
+    std::vector<std::string> expected;
+    for (int i = 0; i < 13; ++i) {
+      if (i != 5) {
+        expected.push_back("k" + std::to_string(i));
+      }
+    }
+    std::sort(expected.begin(), expected.end());
+    CHECK(keys_seen == expected);
+    CHECK(reports.count(ErrorSource::row) == 1);
+    CHECK(reports.count(ErrorSource::iterate) == 1);
+    CHECK(faults->closes == 1);
+  }
   SECTION("iterate throws") {
     faults->iterate = true;
     sup.run([&] { keys_seen = sup.keys(); });

@@ -361,7 +361,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   PassEnd run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
   /// False if the pass must end early: shutting down, or no free start slot and `!wait_for_slot`
   /// (the key is left to a later pass; else it waits for a slot).
-  bool start_in_background(const Key& key, R runnable,
+  bool start_in_background(std::uint64_t hash, const Key& key, R runnable,
                            const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
                            bool wait_for_slot) noexcept;
   void shut_down(bool forced) noexcept;

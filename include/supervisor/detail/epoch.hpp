@@ -100,6 +100,10 @@ class EpochDomain {
     return epoch_.load() >= retired + 2;
   }
 
+  /// Whether this thread holds a record, so that a `Pin` made now allocates nothing (and so
+  /// cannot throw).
+  [[nodiscard]] static bool thread_has_record() noexcept { return this_thread_.record != nullptr; }
+
   /// How many records `try_advance` reads: one per live thread that has pinned.
   [[nodiscard]] std::size_t records() const noexcept { return record_count_.load(); }
 
@@ -260,6 +264,41 @@ class EpochDomain {
   std::atomic<std::size_t> record_count_{0};
   std::mutex mutex_;  // changes to the list and the free records
   Record* free_ = nullptr;
+};
+
+/// Items unlinked from a structure read under `EpochDomain` pins, waiting until no pinned reader
+/// can still hold them; oldest first, since epochs only grow along the list. `T` has
+/// `std::uint64_t retired_at` and `T* next_retired`. Not thread-safe: its owner's lock guards it.
+template <class T>
+struct RetiredList {
+  T* head = nullptr;
+  T* tail = nullptr;
+
+  void push(T* item, std::uint64_t epoch) noexcept {
+    item->retired_at = epoch;
+    (tail != nullptr ? tail->next_retired : head) = item;
+    tail = item;
+  }
+  /// Detaches the oldest items that `domain` lets go, as a list ending in null.
+  T* take_reclaimable(const EpochDomain& domain) noexcept {
+    T* first = head;
+    T* last = nullptr;
+    for (T* item = head; item != nullptr && domain.reclaimable(item->retired_at);
+         item = item->next_retired) {
+      last = item;
+    }
+    if (last == nullptr) {
+      return nullptr;
+    }
+    head = last->next_retired;
+    if (head == nullptr) {
+      tail = nullptr;
+    }
+    last->next_retired = nullptr;
+    return first;
+  }
+  [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
+  [[nodiscard]] std::uint64_t newest() const noexcept { return tail->retired_at; }
 };
 
 }  // namespace supervisor::detail

@@ -163,6 +163,24 @@ class ShardedMap {
     return std::forward<Visit>(visit)(static_cast<const Value*>(nullptr));
   }
 
+  /// Asks the CPU to fetch what `visit`s of `hashes[0..n)` will read first: each bucket, then
+  /// the node it points at. A hint only: changes nothing, allocates nothing, never throws (on a
+  /// thread that has never pinned, where a pin would allocate, it does nothing).
+  void prefetch(const std::uint64_t* hashes, std::size_t n) const noexcept {
+    if (!EpochDomain::thread_has_record()) {
+      return;
+    }
+    const EpochDomain::Pin pin;  // the tables read here stay allocated
+    for (std::size_t i = 0; i < n; ++i) {
+      const Table* table = shard_for(hashes[i]).table.load();
+      prefetch(&table->heads[hashes[i] & table->mask]);
+    }
+    for (std::size_t i = 0; i < n; ++i) {  // the buckets asked for first have had time to land
+      const Table* table = shard_for(hashes[i]).table.load();
+      prefetch(table->heads[hashes[i] & table->mask].load());
+    }
+  }
+
   /// Calls `visit(const Key&, const Value&)` for every entry, without a lock and without
   /// allocating: for a shutdown that must reach every entry even when memory has run out, and
   /// for listings that must not run user code under a lock. `visit` may write to the map. An
@@ -236,39 +254,6 @@ class ShardedMap {
     Table* next_retired = nullptr;
   };
 
-  // Retired items wait in a list per kind, oldest first: epochs only grow along it.
-  template <class T>
-  struct RetiredList {
-    T* head = nullptr;
-    T* tail = nullptr;
-
-    void push(T* item, std::uint64_t epoch) noexcept {
-      item->retired_at = epoch;
-      (tail != nullptr ? tail->next_retired : head) = item;
-      tail = item;
-    }
-    /// Detaches the oldest items that `domain` lets go, as a list ending in null.
-    T* take_reclaimable(const EpochDomain& domain) noexcept {
-      T* first = head;
-      T* last = nullptr;
-      for (T* item = head; item != nullptr && domain.reclaimable(item->retired_at);
-           item = item->next_retired) {
-        last = item;
-      }
-      if (last == nullptr) {
-        return nullptr;
-      }
-      head = last->next_retired;
-      if (head == nullptr) {
-        tail = nullptr;
-      }
-      last->next_retired = nullptr;
-      return first;
-    }
-    [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
-    [[nodiscard]] std::uint64_t newest() const noexcept { return tail->retired_at; }
-  };
-
   struct alignas(64) Shard {
     Shard() : table(new Table(initial_buckets)) {}
 
@@ -313,6 +298,14 @@ class ShardedMap {
   }
   static Node* find(Table& table, std::uint64_t hash, const Key& key) {
     return find_link(table, hash, key)->load(std::memory_order_relaxed);
+  }
+
+  static void prefetch(const void* address) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(address);
+#else
+    (void)address;
+#endif
   }
 
   static void link_head(Table& table, Node* node) noexcept {

@@ -7,7 +7,9 @@
 /// thread for a key that already has a process, and never waits for the starts it begins.
 /// Included by `supervisor_class.hpp`; not for direct use.
 
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -47,22 +49,53 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
   processes_.reserve(cursor->size_hint());
   try {
     complete = true;
-    while (cursor->next()) {
-      std::optional<std::pair<Key, R>> row;
+    // Rows a few at a time: the map's bucket and first node of each are fetched ahead of their
+    // probes, so a pass over a big map waits for memory about once a batch, not once a row.
+    constexpr std::size_t batch = 8;
+    std::array<std::optional<std::pair<Key, R>>, batch> rows;
+    std::array<std::uint64_t, batch> hashes{};
+    bool more = true;
+    while (more) {
+      std::size_t filled = 0;
+      std::exception_ptr broke;  // `next` threw: the rows read before it still start
       try {
-        row.emplace(cursor->get());
+        while (filled < batch && (more = cursor->next())) {
+          try {
+            rows[filled].emplace(cursor->get());
+          } catch (...) {
+            report(ErrorSource::row, nullptr, std::current_exception());
+            complete = false;  // a row we could not read may be a key that runs: prune nothing
+            continue;
+          }
+          try {
+            hashes[filled] = processes_.hash_of(rows[filled]->first);
+          } catch (...) {  // the key's start failed, as a start does: reported with its key
+            report(ErrorSource::start, &rows[filled]->first, std::current_exception());
+            rows[filled].reset();
+            continue;
+          }
+          ++filled;
+        }
       } catch (...) {
-        report(ErrorSource::row, nullptr, std::current_exception());
-        complete = false;  // a row we could not read may be a key that runs: prune nothing
-        continue;
+        broke = std::current_exception();
+        more = false;
       }
-      // The initial pass must not hold up `run`: without a free slot it ends, and the loop goes
-      // on at once. Later passes wait for a slot (or the shutdown).
-      if (!start_in_background(row->first, std::move(row->second), tracker, pass,
-                               /*wait_for_slot=*/!tracker)) {
-        complete = false;
-        out_of_slots = true;
-        break;
+      processes_.prefetch(hashes.data(), filled);
+      for (std::size_t i = 0; i < filled && !out_of_slots; ++i) {
+        // The initial pass must not hold up `run`: without a free slot it ends, and the loop
+        // goes on at once. Later passes wait for a slot (or the shutdown).
+        if (!start_in_background(hashes[i], rows[i]->first, std::move(rows[i]->second), tracker,
+                                 pass, /*wait_for_slot=*/!tracker)) {
+          complete = false;
+          out_of_slots = true;
+          more = false;
+        }
+      }
+      for (std::size_t i = 0; i < filled; ++i) {
+        rows[i].reset();
+      }
+      if (broke) {
+        std::rethrow_exception(broke);
       }
     }
   } catch (...) {
@@ -84,8 +117,9 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
-    const Key& key, R runnable, const std::shared_ptr<detail::PassTracker>& tracker,
-    std::uint64_t pass, bool wait_for_slot) noexcept {
+    std::uint64_t hash, const Key& key, R runnable,
+    const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
+    bool wait_for_slot) noexcept {
   std::exception_ptr failure;
   ManagedPtr no_thread;  // a record whose launch failed: a failed start for the policy
   {
@@ -101,7 +135,6 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
       }
     } give_back_slot{*this, holds_slot};
     try {
-      const std::uint64_t hash = processes_.hash_of(key);
       // Most rows of a pass already run: one lock-free probe, and nothing else.
       if (processes_.visit(hash, key, [&](const ManagedPtr* found) {
             if (found == nullptr) {

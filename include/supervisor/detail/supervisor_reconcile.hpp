@@ -124,7 +124,7 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
   }
   if (row) {
     // Never waits for a start slot: without one, the key is left to the next pass.
-    (void)start_in_background(key, std::move(*row), nullptr, pass_id_.load(),
+    (void)start_in_background(hash, key, std::move(*row), nullptr, pass_id_.load(),
                               /*wait_for_slot=*/false);
   }
   return {};
