@@ -110,7 +110,7 @@ int copies_inserting(std::uint64_t n, std::size_t reserved) {
 
 TEST_CASE("ShardedMap: reserved room takes its entries without a growth's copies",
           "[sharded_map]") {
-  // 4,096 keys over 64 shards: about 64 a shard, never near the 128 buckets each gets from a
+  // 4,096 keys over 64 shards: about 64 a shard, never near the 256 buckets each gets from a
   // reserve for 8,192; without it, each shard grows from 8 buckets and copies its nodes.
   CHECK(copies_inserting(4'096, 0) > 0);
   CHECK(copies_inserting(4'096, 8'192) == 0);

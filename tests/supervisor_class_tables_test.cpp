@@ -187,3 +187,66 @@ TEST_CASE("a table that throws is reported, and nothing else stops", "[superviso
     CHECK(reports.count(ErrorSource::close) == 1);
   }
 }
+
+namespace {
+
+/// A key whose hash throws while `fail` is set (a transient failure, like memory running out).
+struct FlakyKey {
+  int id = 0;
+  bool operator==(const FlakyKey&) const = default;
+};
+std::atomic<bool> flaky_hash_fails{false};
+struct FlakyHash {
+  std::size_t operator()(const FlakyKey& key) const {
+    if (flaky_hash_fails.load()) {
+      throw std::runtime_error("hash failed");
+    }
+    return static_cast<std::size_t>(key.id);
+  }
+};
+
+/// Ready at once; counts its return (a stop) when `ready()` lets it go.
+struct Idle {
+  std::shared_ptr<std::atomic<int>> stopped = std::make_shared<std::atomic<int>>(0);
+  void run(const std::stop_token& /*force*/, supervisor::Ready& ready) const {
+    ready();
+    stopped->fetch_add(1);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("with prune, a pass whose hash of a running key throws prunes nothing", "[supervisor]") {
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  test::Reports<FlakyKey> reports;
+  auto table = std::make_shared<supervisor::MapTable<FlakyKey, Idle, FlakyHash>>();
+  const Idle idle;
+  table->insert_or_assign(FlakyKey{1}, idle);
+  supervisor::Options<FlakyKey> options;
+  options.clock = clock;
+  options.prune = true;
+  options.on_error = reports.hook();
+  std::atomic<int> stop_requests{0};  // a prune's request is sent within its pass
+  options.on_event = [&stop_requests](const supervisor::Event<FlakyKey>& event) {
+    if (event.kind == supervisor::EventKind::stop_requested) {
+      stop_requests.fetch_add(1);
+    }
+  };
+  supervisor::Supervisor<FlakyKey, Idle, FlakyHash> sup(table, options);
+  int stop_requests_after_pass = -1;
+  int stopped_after_pass = -1;
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));
+    const auto arms = clock->arms();
+    flaky_hash_fails = true;  // the pass cannot tell whether key 1 runs
+    clock->advance(options.restart_interval);
+    REQUIRE(clock->wait_for_arms(arms + 1));
+    flaky_hash_fails = false;
+    stop_requests_after_pass = stop_requests.load();
+    stopped_after_pass = idle.stopped->load();
+  });
+  CHECK(stop_requests_after_pass == 0);  // a pruning pass would have asked it to stop
+  CHECK(stopped_after_pass == 0);
+  CHECK(idle.stopped->load() == 1);  // by the shutdown
+  CHECK(reports.count(ErrorSource::start) == 1);
+}

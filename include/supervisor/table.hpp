@@ -36,7 +36,9 @@ namespace supervisor {
 ///   of growing it step by step (each step copies part of the map). Throwing from it is ignored.
 ///
 /// The rows need not be a consistent snapshot. Every call is made on one thread at a time, and
-/// `get()` at most once per row (so it may move the row out).
+/// `get()` at most once per row (so it may move the row out). A pass reads a few rows ahead of
+/// the ones it starts (up to 8): when it ends early (out of start slots, or shutting down), rows
+/// it has read may go unstarted until the next pass.
 template <class C, class Key, class R>
 concept TableCursor = requires(C& cursor) {
   { cursor.next() } -> std::convertible_to<bool>;

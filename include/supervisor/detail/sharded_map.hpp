@@ -3,7 +3,9 @@
 /// \file
 /// `ShardedMap`: the supervisor's map from keys to process records, with lock-free lookups.
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -28,13 +30,17 @@ namespace supervisor::detail {
 /// User code: `Hash` runs before any lock (`hash_of`), and the callers that keep the hash (the
 /// supervisor's records do) erase by value with no user call at all, so a throwing hash or
 /// equality can never leave an entry behind. `KeyEqual` runs under the shard lock during
-/// inserts; keys are copied before it is taken. Inserts never free anything (what a write frees
+/// inserts; an insert copies its key before taking it, but a growth (`grow`, and so `reserve`)
+/// copies each key of the shard under it. Inserts never free anything (what a write frees
 /// may run user destructors, which must not run inside a caller's critical section); erases and
 /// `reclaim` do, after unlocking.
 template <class Key, class Value, class Hash, class KeyEqual>
 class ShardedMap {
  public:
   static constexpr std::size_t shard_count = 64;
+  /// The most entries `reserve` makes room for (a gigabyte of buckets): a hint beyond it is taken
+  /// as this, so that a wrong one cannot take the machine's memory.
+  static constexpr std::size_t max_reserve = std::size_t{1} << 27U;
 
   ShardedMap() = default;
   ShardedMap(const ShardedMap&) = delete;
@@ -167,7 +173,7 @@ class ShardedMap {
   /// the node it points at. A hint only: changes nothing, allocates nothing, never throws (on a
   /// thread that has never pinned, where a pin would allocate, it does nothing).
   void prefetch(const std::uint64_t* hashes, std::size_t n) const noexcept {
-    if (!EpochDomain::thread_has_record()) {
+    if (n == 0 || !EpochDomain::thread_has_record()) {
       return;
     }
     const EpochDomain::Pin pin;  // the tables read here stay allocated
@@ -209,14 +215,19 @@ class ShardedMap {
     }
   }
 
-  /// Gives each shard buckets for its share of `entries`, so that inserting that many copies no
-  /// node (each growth copies every node of its shard, see `grow`). Best effort: a shard whose
-  /// bigger table cannot be allocated stays as it is. Never throws.
+  /// Gives each shard buckets for its share of `entries` (at most `max_reserve`), so that
+  /// inserting that many copies no node (each growth copies every node of its shard, see
+  /// `grow`). The buckets are kept for the map's life. Best effort: a shard whose bigger table
+  /// cannot be allocated stays as it is. Never throws.
   void reserve(std::size_t entries) noexcept {
     if (entries <= shard_count * initial_buckets) {
       return;  // every shard starts with that many buckets
     }
-    const std::size_t share = entries / shard_count + 1;
+    entries = std::min(entries, max_reserve);
+    // A shard's share varies by about its square root: four times that is room enough.
+    const std::size_t mean = entries / shard_count;
+    const auto spread = static_cast<std::size_t>(4 * std::sqrt(static_cast<double>(mean)));
+    const std::size_t share = mean + spread + 1;
     for (std::size_t i = 0; i < shard_count; ++i) {
       std::unique_lock lock(shards_[i].mutex);
       std::size_t buckets = shards_[i].table.load(std::memory_order_relaxed)->mask + 1;

@@ -7,6 +7,7 @@
 /// thread for a key that already has a process, and never waits for the starts it begins.
 /// Included by `supervisor_class.hpp`; not for direct use.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -51,7 +52,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
     complete = true;
     // Rows a few at a time: the map's bucket and first node of each are fetched ahead of their
     // probes, so a pass over a big map waits for memory about once a batch, not once a row.
-    constexpr std::size_t batch = 8;
+    // (Fewer when rows are big: the batch lives on the stack of whoever runs the pass.)
+    constexpr std::size_t batch = std::clamp<std::size_t>(1024 / sizeof(std::pair<Key, R>), 1, 8);
     std::array<std::optional<std::pair<Key, R>>, batch> rows;
     std::array<std::uint64_t, batch> hashes{};
     bool more = true;
@@ -71,6 +73,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
             hashes[filled] = processes_.hash_of(rows[filled]->first);
           } catch (...) {  // the key's start failed, as a start does: reported with its key
             report(ErrorSource::start, &rows[filled]->first, std::current_exception());
+            complete = false;  // the key may run, unseen by this pass: prune nothing
             rows[filled].reset();
             continue;
           }
