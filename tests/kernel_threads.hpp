@@ -44,7 +44,7 @@ inline bool asleep_in_kernel(long id) {
 }
 
 /// Whether every thread of this process but the calling one is asleep in the kernel.
-inline bool other_threads_asleep() {
+inline bool other_threads_asleep_in_kernel() {
 #if defined(__linux__)
   const long self = this_thread_id();
   std::error_code ec;

@@ -292,7 +292,7 @@ TEST_CASE("thread pool: a handle in a blocked worker's slot is taken by the watc
   std::atomic<bool> ran{false};
   std::atomic<bool> finished{false};
   supervisor::ThreadPool pool(2, std::chrono::nanoseconds(0));
-  REQUIRE(test::eventually([] { return test::other_threads_asleep(); }));
+  REQUIRE(test::eventually([] { return test::other_threads_asleep_in_kernel(); }));
   pool.schedule(schedule_then_block(pool, ran, finished).handle);
   CHECK(finishes(finished, ran));
   CHECK(ran.load());
@@ -329,7 +329,7 @@ TEST_CASE("thread pool: a spinner that turns to queued work wakes a watcher for 
   std::atomic<bool> warm{false};
   std::atomic<bool> ran{false};
   supervisor::ThreadPool pool(3, std::chrono::seconds(2));
-  REQUIRE(test::eventually([] { return test::other_threads_asleep(); }));
+  REQUIRE(test::eventually([] { return test::other_threads_asleep_in_kernel(); }));
   pool.schedule(fill_slot_then_queue(pool, go, ran).handle);  // wakes A; it waits for `go`
   pool.schedule(run_and_mark(warm).handle);                   // wakes B; it then spins 2 s
   warm.wait(false);
