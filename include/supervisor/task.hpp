@@ -10,6 +10,11 @@
 /// exception that leaves the body is kept and rethrown to the awaiter, intact. A task is awaited
 /// once; awaiting it again (or an empty one) throws `std::logic_error`. A task that is
 /// destroyed without having been awaited destroys its frame without running it. Move-only.
+///
+/// Frames come from the global `operator new` (a failure throws `std::bad_alloc` from the
+/// coroutine's call), with one byte after each that says where it lives: the root frame of a
+/// supervised process usually lives inside the block of the process's record instead, so a
+/// coroutine process costs one allocation and one free (see detail/frame_room.hpp).
 
 #include <coroutine>
 #include <exception>
@@ -18,6 +23,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/detail/frame_room.hpp"
 #include "supervisor/detail/work_context.hpp"
 
 namespace supervisor {
@@ -63,6 +69,12 @@ class TaskPromiseBase {
     }
     void await_resume() const noexcept {}
   };
+
+  // A process's root frame may live in its record (frame_room.hpp).
+  static void* operator new(std::size_t size) { return FrameOffer::allocate(size); }
+  static void operator delete(void* frame, std::size_t size) noexcept {
+    FrameOffer::deallocate(frame, size);
+  }
 
   InitialAwaiter initial_suspend() noexcept { return InitialAwaiter{this}; }
   FinalAwaiter final_suspend() noexcept { return {}; }

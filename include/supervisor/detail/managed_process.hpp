@@ -15,6 +15,7 @@
 #include <system_error>
 #include <utility>
 
+#include "supervisor/detail/frame_room.hpp"
 #include "supervisor/detail/pass_tracker.hpp"
 #include "supervisor/detail/process_core.hpp"
 #include "supervisor/detail/work_context.hpp"
@@ -67,6 +68,17 @@ class ManagedProcess final : public ProcessCore<R> {
         origin_(Origin::pass),
         tracker_(tracker) {
     this->set_runnable(std::move(runnable));
+  }
+
+  /// A record, made with room for its frame if it is of the coroutine kind (frame_room.hpp).
+  template <class... Args>
+  static std::shared_ptr<ManagedProcess> make(Args&&... args) {
+    if constexpr (ProcessCore<R>::is_coroutine) {
+      return make_record_with_room<ManagedProcess>(FrameRoomHint<R>::room(),
+                                                   std::forward<Args>(args)...);
+    } else {
+      return std::make_shared<ManagedProcess>(std::forward<Args>(args)...);
+    }
   }
 
   /// Claims the right to remove the key. Returns whether `who` won.

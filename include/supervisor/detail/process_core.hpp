@@ -22,6 +22,7 @@
 
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/frame_room.hpp"
 #include "supervisor/detail/parking_lot.hpp"
 #include "supervisor/detail/ready_waiter.hpp"
 #include "supervisor/detail/spin.hpp"
@@ -84,6 +85,17 @@ class ProcessCore : public ReadyTarget,
   ProcessCore& operator=(const ProcessCore&) = delete;
   virtual ~ProcessCore() = default;
 
+  /// Room for the task's frame in this record's block (frame_room.hpp); null: none.
+  void give_frame_room(FrameRoom room) noexcept {
+    // As an offset from `this`: a pointer would cost every record 16 bytes.
+    const auto offset = reinterpret_cast<std::uintptr_t>(room.at) -
+                        reinterpret_cast<std::uintptr_t>(static_cast<void*>(this));
+    if (offset <= 0xffff && room.bytes <= 0xffff) {
+      frame_room_offset_ = static_cast<std::uint16_t>(offset);
+      frame_room_bytes_ = static_cast<std::uint16_t>(room.bytes);
+    }
+  }
+
   /// Gives the process its runnable (moved in: no assignment). Precondition: `initial`, and no
   /// runnable yet.
   void set_runnable(R&& runnable) { runnable_.emplace(std::move(runnable)); }
@@ -145,48 +157,7 @@ class ProcessCore : public ReadyTarget,
   /// returns). The state is `stopped` from here on. `errc::invalid_state` if already `stopped`.
   /// `*was_initial`, when given, tells whether it was stopped before it ever started (then no
   /// thread runs, and `on_exit` is never called).
-  std::error_code request_stop(bool forced = false, bool* was_initial = nullptr) {
-    bool force = forced;
-    std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
-    CallerNode* woken = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      if (was_initial != nullptr) {
-        *was_initial = state_ == ProcessState::initial;
-      }
-      switch (state_) {
-        case ProcessState::initial:
-          done_ = true;
-          woken = take_callers(Until::done);
-          break;
-        case ProcessState::starting:
-          force = true;
-          break;
-        case ProcessState::running:
-          if (forced) {
-            break;  // Force alone: a graceful flag seen first would start a graceful path.
-          }
-          graceful_ = true;
-          graceful_token = stopping_ ? &stopping_->source : nullptr;
-          break;
-        case ProcessState::stopped:
-          return errc::invalid_state;
-      }
-      set_state(ProcessState::stopped);
-    }
-    changed_.notify_all();  // After unlocking: the woken thread need not block on the mutex.
-    resume_callers(woken);
-    if (graceful_token != nullptr) {
-      graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
-    }
-    if (is_coroutine && !force) {
-      wake_ready();  // a coroutine parked on `co_await ready` (`force_now` wakes it for force)
-    }
-    if (force) {
-      force_now();
-    }
-    return {};
-  }
+  std::error_code request_stop(bool forced = false, bool* was_initial = nullptr);
 
   /// Blocks until `run` has returned. If `cancel` fires first, requests force, still waits until
   /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
@@ -435,12 +406,16 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
+  // In what is otherwise padding.
+  std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
+  std::uint16_t frame_room_bytes_ = 0;   // 0: none
   std::exception_ptr error_;
   CallerNode* callers_ = nullptr;
   // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
   std::atomic<unsigned> cancels_in_flight_{0};
   std::atomic<bool> begun_{false};
   std::atomic<bool> launched_{false};
+  bool keep_forever_ = false;  // another frame than the task's lives in the record's room
   WorkContext work_;
 };
 

@@ -11,6 +11,7 @@
 #include <stop_token>
 #include <system_error>
 
+#include "supervisor/detail/frame_room.hpp"
 #include "supervisor/detail/process_core.hpp"
 
 namespace supervisor::detail {
@@ -26,7 +27,19 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
   }
   try {
     ready_waiter_.set_executor(executor);
-    task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
+    {
+      const FrameRoom room{reinterpret_cast<std::byte*>(this) + frame_room_offset_,
+                           frame_room_bytes_};
+      FrameOffer offer(frame_room_bytes_ != 0 ? room : FrameRoom{});
+      task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
+      FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
+      if (offer.room_taken_by_other(task_.address())) {
+        // A frame that may outlive the process lives in its record: the task's reference is
+        // never dropped, so the record is kept for good (leaked).
+        FrameRoomHint<R>::disable();
+        keep_forever_ = true;
+      }
+    }
     task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this, &work_});
     self_ = this->shared_from_this();  // the task keeps its record, as a thread does
     executor.schedule_or_throw(task_);
@@ -35,7 +48,9 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
       task_.destroy();
       task_ = {};
     }
-    self_.reset();  // not the last owner: the caller holds one
+    if (!keep_forever_) {
+      self_.reset();  // not the last owner: the caller holds one
+    }
     fail_launch();
     throw;
   }
@@ -83,7 +98,9 @@ void ProcessCore<R>::finish_task() noexcept {
     changed_.wait(lock, [&] { return cancels_in_flight_ == 0; });
   }
   const SettleHook settle = settle_hook();
-  { const std::shared_ptr<ProcessCore> last = std::move(self_); }
+  if (!keep_forever_) {
+    const std::shared_ptr<ProcessCore> last = std::move(self_);
+  }
   if (settle.call != nullptr) {
     settle.call(settle.context);
   }

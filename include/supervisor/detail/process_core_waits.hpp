@@ -1,9 +1,9 @@
 #pragma once
 
 /// \file
-/// The blocking waits of `ProcessCore` (see process_core.hpp): a caller's wait for the start or
-/// the end of a process, and a thread runnable's `ready`. Each spins for at most the hand-off
-/// budget, then sleeps on the process's condition variable.
+/// The stop request of `ProcessCore` (see process_core.hpp) and the blocking waits it ends: a
+/// caller's wait for the start or the end of a process, and a thread runnable's `ready`. Each
+/// wait spins for at most the hand-off budget, then sleeps on the process's condition variable.
 
 #include <stop_token>
 #include <system_error>
@@ -17,6 +17,50 @@ namespace supervisor::detail {
 #define SUPERVISOR_PROCESS_CORE_ \
   template <class R>             \
   requires AnyKindRunnable<R>
+
+SUPERVISOR_PROCESS_CORE_
+std::error_code ProcessCore<R>::request_stop(bool forced, bool* was_initial) {
+  bool force = forced;
+  std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
+  CallerNode* woken = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (was_initial != nullptr) {
+      *was_initial = state_ == ProcessState::initial;
+    }
+    switch (state_) {
+      case ProcessState::initial:
+        done_ = true;
+        woken = take_callers(Until::done);
+        break;
+      case ProcessState::starting:
+        force = true;
+        break;
+      case ProcessState::running:
+        if (forced) {
+          break;  // Force alone: a graceful flag seen first would start a graceful path.
+        }
+        graceful_ = true;
+        graceful_token = stopping_ ? &stopping_->source : nullptr;
+        break;
+      case ProcessState::stopped:
+        return errc::invalid_state;
+    }
+    set_state(ProcessState::stopped);
+  }
+  changed_.notify_all();  // After unlocking: the woken thread need not block on the mutex.
+  resume_callers(woken);
+  if (graceful_token != nullptr) {
+    graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
+  }
+  if (is_coroutine && !force) {
+    wake_ready();  // a coroutine parked on `co_await ready` (`force_now` wakes it for force)
+  }
+  if (force) {
+    force_now();
+  }
+  return {};
+}
 
 SUPERVISOR_PROCESS_CORE_
 std::error_code ProcessCore<R>::await_start(const Cancel& cancel) {

@@ -164,8 +164,8 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
       if (!gate_pass) {
         return false;
       }
-      managed = std::make_shared<Managed>(*this, key, hash, std::move(runnable), parent_,
-                                          handoff_spin_, run_work_, tracker.get());
+      managed = Managed::make(*this, key, hash, std::move(runnable), parent_, handoff_spin_,
+                              run_work_, tracker.get());
       managed->born_pass = pass;
       managed->seen_pass.store(pass, std::memory_order_relaxed);
       if (!processes_.try_emplace(hash, key, managed)) {

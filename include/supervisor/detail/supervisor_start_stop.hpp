@@ -55,7 +55,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       ec = errc::not_running;
       return nullptr;
     }
-    auto managed = std::make_shared<Managed>(*this, key, hash, parent_, handoff_spin_, run_work_);
+    auto managed = Managed::make(*this, key, hash, parent_, handoff_spin_, run_work_);
     managed->born_pass = pass_id_.load();  // a pass already under way must not prune it
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
