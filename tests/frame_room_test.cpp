@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -49,9 +50,13 @@ struct FrameAddress {
 /// Where each life's root frame came from, and the helper task a life made on the side.
 struct Probe {
   std::mutex mutex;
-  std::vector<FrameHome> homes;  // the byte after each root frame, read by the frame itself
-  std::size_t frame_size = 0;    // the root frame's size, once the test knows it
-  bool helper_first = false;
+  // The byte after each root frame, read by the frame itself once its size is known (the first
+  // life's is not yet: its type learns the size from two).
+  std::vector<std::optional<FrameHome>> homes;
+  std::size_t frame_size = 0;       // the root frame's size, once the test knows it
+  bool helper_first = false;        // make a helper first, and keep it
+  bool helper_discarded = false;    // make a helper first, and destroy it at once
+  bool throw_after_helper = false;  // with `helper_first`: then throw instead of returning
   std::optional<Task<>> helper;
 };
 
@@ -64,6 +69,12 @@ struct Placed {
   Task<> run(const std::stop_token& /*force*/, AsyncReady& ready) const {
     if (probe->helper_first) {
       probe->helper.emplace(body(probe, ready, false));
+      if (probe->throw_after_helper) {
+        throw std::runtime_error("no root task");
+      }
+    }
+    if (probe->helper_discarded) {
+      (void)body(probe, ready, false);
     }
     return body(probe, ready, true);
   }
@@ -72,15 +83,20 @@ struct Placed {
   static Task<> body(std::shared_ptr<Probe> probe, AsyncReady& ready, bool root) {
     if (root) {
       auto* const frame = static_cast<std::byte*>(co_await FrameAddress{});
-      // Known by now even for the first life: learned once `run` returned, before any resume.
-      const std::size_t size =
-          probe->frame_size != 0 ? probe->frame_size : FrameRoomHint<Placed>::room() - 1;
+      const std::size_t known = FrameRoomHint<Placed>::room();
+      const std::size_t size = probe->frame_size != 0 ? probe->frame_size : known - 1;
       const std::lock_guard lock(probe->mutex);
-      probe->homes.push_back(static_cast<FrameHome>(frame[size]));
+      if (probe->frame_size != 0 || known != 0) {
+        probe->homes.emplace_back(static_cast<FrameHome>(frame[size]));
+      } else {
+        probe->homes.emplace_back();
+      }
     }
     co_await ready;
   }
 };
+
+using Homes = std::vector<std::optional<FrameHome>>;
 
 /// A supervisor of `R` on a pool of its own, with `run` on a thread of its own.
 template <class R>
@@ -108,7 +124,7 @@ struct PlacedRig {
       });
     });
     REQUIRE(in_callback.wait());
-    for (const char* key : {"a", "b", "c"}) {
+    for (const char* key : {"a", "b", "c", "d"}) {
       table->insert_or_assign(key, runnable);
     }
   }
@@ -119,36 +135,44 @@ struct PlacedRig {
     finish.request_stop();
     runner.reset();
   }
+  /// Ends `run`, then lets go of the supervisor and its table (and their runnables).
+  void end_and_drop() {
+    end();
+    sup.reset();
+    table.reset();
+  }
 };
 
 }  // namespace
 
-TEST_CASE("frame room: after a type's first process, each root frame is in its record's block",
+TEST_CASE("frame room: once a type's root frame had one size twice, it is in its record's block",
           "[coroutine][frame_room]") {
   using R = Placed<1>;
   R runnable;
   REQUIRE(FrameRoomHint<R>::room() == 0);
   PlacedRig<R> rig(runnable);
-  for (const char* key : {"a", "b", "c"}) {
+  for (const char* key : {"a", "b", "c", "d"}) {
     (void)rig.sup->start(key);
     rig.sup->stop(key);
   }
   rig.end();
   CHECK(rig.reports.entries().empty());
-  REQUIRE(FrameRoomHint<R>::room() > 0);  // learned from the first
+  REQUIRE(FrameRoomHint<R>::room() > 0);  // learned from the first two
   CHECK(runnable.probe->homes ==
-        std::vector<FrameHome>{FrameHome::heap, FrameHome::room, FrameHome::room});
+        Homes{std::nullopt, FrameHome::heap, FrameHome::room, FrameHome::room});
 }
 
 TEST_CASE(
-    "frame room: a task made on the side first keeps its record for good, and the type "
-    "gets no more room",
+    "frame room: a task made on the side first and kept keeps its record for good, and "
+    "the type gets no more room",
     "[coroutine][frame_room]") {
   using R = Placed<2>;
   R runnable;
   PlacedRig<R> rig(runnable);
-  (void)rig.sup->start("a");  // learns the frame's size
-  rig.sup->stop("a");
+  for (const char* key : {"a", "b"}) {  // learns the frame's size
+    (void)rig.sup->start(key);
+    rig.sup->stop(key);
+  }
   REQUIRE(FrameRoomHint<R>::room() > 0);
   runnable.probe->frame_size = FrameRoomHint<R>::room() - 1;
   runnable.probe->helper_first = true;
@@ -156,24 +180,76 @@ TEST_CASE(
 #if defined(FRAME_ROOM_TEST_ASAN)
     const __lsan::ScopedDisabler kept_for_good;  // the record is leaked on purpose
 #endif
-    (void)rig.sup->start("b");  // the helper takes the room; the root frame goes to the heap
-    rig.sup->stop("b");
+    (void)rig.sup->start("c");  // the helper takes the room; the root frame goes to the heap
+    rig.sup->stop("c");
   }
   runnable.probe->helper_first = false;
   CHECK(FrameRoomHint<R>::room() == 0);
-  (void)rig.sup->start("c");
-  rig.sup->stop("c");
-  rig.end();
+  (void)rig.sup->start("d");
+  rig.sup->stop("d");
+  rig.end_and_drop();
   CHECK(rig.reports.entries().empty());
-  // b's root frame went to the heap (the helper had the room), and c's: no more room.
+  // c's root frame went to the heap (the helper had the room), and d's: no more room.
   CHECK(runnable.probe->homes ==
-        std::vector<FrameHome>{FrameHome::heap, FrameHome::heap, FrameHome::heap});
+        Homes{std::nullopt, FrameHome::heap, FrameHome::heap, FrameHome::heap});
   FrameRoomHint<R>::learn(runnable.probe->frame_size);  // learns nothing: disabled for good
+  FrameRoomHint<R>::learn(runnable.probe->frame_size);
   CHECK(FrameRoomHint<R>::room() == 0);
-  // The helper outlives the process and its supervisor's run: freeing its frame reads the byte
-  // after it, in the record's block, which must still be there (AddressSanitizer tells).
+  // The probe's owners: this test's runnable, the helper's frame, and c's record, kept.
+  CHECK(runnable.probe.use_count() == 3);
+  // The helper outlives the process and its supervisor: freeing its frame reads the byte after
+  // it, in the record's block, which must still be there (AddressSanitizer tells).
   REQUIRE(runnable.probe->helper.has_value());
   runnable.probe->helper.reset();
+  CHECK(runnable.probe.use_count() == 2);
+}
+
+TEST_CASE("frame room: a task made on the side and kept by a `run` that throws keeps its record",
+          "[coroutine][frame_room]") {
+  using R = Placed<4>;
+  R runnable;
+  PlacedRig<R> rig(runnable);
+  for (const char* key : {"a", "b"}) {  // learns the frame's size
+    (void)rig.sup->start(key);
+    rig.sup->stop(key);
+  }
+  REQUIRE(FrameRoomHint<R>::room() > 0);
+  runnable.probe->helper_first = true;
+  runnable.probe->throw_after_helper = true;
+  {
+#if defined(FRAME_ROOM_TEST_ASAN)
+    const __lsan::ScopedDisabler kept_for_good;
+#endif
+    CHECK_THROWS_AS(rig.sup->start("c"), std::runtime_error);
+  }
+  rig.end_and_drop();
+  CHECK(FrameRoomHint<R>::room() == 0);
+  // This test's runnable, the helper's frame, and c's record, kept.
+  CHECK(runnable.probe.use_count() == 3);
+  runnable.probe->helper.reset();  // reads the byte after it, in c's block (ASan tells)
+  CHECK(runnable.probe.use_count() == 2);
+}
+
+TEST_CASE(
+    "frame room: a task made on the side first and destroyed at once leaves the room to "
+    "the root",
+    "[coroutine][frame_room]") {
+  using R = Placed<3>;
+  R runnable;
+  PlacedRig<R> rig(runnable);
+  for (const char* key : {"a", "b"}) {  // learns the frame's size
+    (void)rig.sup->start(key);
+    rig.sup->stop(key);
+  }
+  REQUIRE(FrameRoomHint<R>::room() > 0);
+  runnable.probe->helper_discarded = true;
+  (void)rig.sup->start("c");  // the helper takes the room and gives it back; then the root
+  rig.sup->stop("c");
+  rig.end_and_drop();
+  CHECK(rig.reports.entries().empty());
+  CHECK(FrameRoomHint<R>::room() > 0);  // nothing kept, nothing disabled
+  CHECK(runnable.probe->homes == Homes{std::nullopt, FrameHome::heap, FrameHome::room});
+  CHECK(runnable.probe.use_count() == 1);
 }
 
 TEST_CASE("frame room: an offer gives its room to the first frame of its size, once",
@@ -212,6 +288,38 @@ TEST_CASE("frame room: an offer gives its room to the first frame of its size, o
     third.destroy();
   }
   second.destroy();
-  first.destroy();  // frees nothing: the storage is ours
+  first.destroy();  // frees nothing (the storage is ours) and gives the room back
   CHECK(static_cast<FrameHome>(storage[size]) == FrameHome::room);
+  CHECK_FALSE(offer.room_taken_by_other(nullptr));
+  auto fourth = Maker::small().release();
+  CHECK(fourth.address() == storage);
+  offer.disarm();
+  auto fifth = Maker::small().release();  // not the offer's any more
+  CHECK(fifth.address() != storage);
+  CHECK(offer.room_taken_by_other(fifth.address()));  // what it saw stays readable
+  fifth.destroy();
+  fourth.destroy();
+}
+
+namespace {
+/// A runnable aligned beyond what `operator new` gives: its records get no room.
+struct alignas(64) Wide {
+  std::shared_ptr<Probe> probe = std::make_shared<Probe>();
+  Task<> run(const std::stop_token& /*force*/, AsyncReady& ready) const { co_await ready; }
+};
+}  // namespace
+
+TEST_CASE("frame room: a record aligned beyond operator new's gets none, and works as before",
+          "[coroutine][frame_room]") {
+  static_assert(alignof(Wide) > __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+  Wide runnable;
+  PlacedRig<Wide> rig(runnable);
+  for (const char* key : {"a", "b", "c"}) {
+    (void)rig.sup->start(key);
+    rig.sup->stop(key);
+  }
+  rig.end_and_drop();
+  CHECK(rig.reports.entries().empty());
+  CHECK(FrameRoomHint<Wide>::room() > 0);  // learned, but never given
+  CHECK(runnable.probe.use_count() == 1);
 }

@@ -170,7 +170,10 @@ struct TaskResult<Task<T>> {
 /// supervisor::AsyncReady& ready)` on the object (or through a pointer-like handle) returns
 /// `Task<>` or `Task<E>` with `E` convertible to `std::error_code` (non-zero: a failure). It must
 /// not also be a thread `Runnable` (a `run` taking `Ready&`). The library keeps its own copy, as
-/// for `Runnable`.
+/// for `Runnable`, with one exception: a `run` that first makes another task with a frame of the
+/// same size and keeps it past its return (where the record holds room for the returned task's
+/// frame) leaves that process's record, and its copy, never destroyed: at most once per type,
+/// which gets no such room afterwards (see task.hpp).
 template <class R>
 concept CoroutineRunnable =
     (detail::HasAsyncRunMember<R> || detail::HasAsyncRunThroughPointer<R>)&&!HasRun<R> &&

@@ -14,7 +14,9 @@
 /// Frames come from the global `operator new` (a failure throws `std::bad_alloc` from the
 /// coroutine's call), with one byte after each that says where it lives: the root frame of a
 /// supervised process usually lives inside the block of the process's record instead, so a
-/// coroutine process costs one allocation and one free (see detail/frame_room.hpp).
+/// coroutine process costs one allocation and one free (see detail/frame_room.hpp). Should a
+/// process's `run` make another task of the same frame size first, and keep it, that task takes
+/// the record's room instead: the record is then never freed, since the task may outlive it.
 
 #include <coroutine>
 #include <exception>

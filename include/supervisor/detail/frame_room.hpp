@@ -38,7 +38,10 @@ struct FrameRoom {
 /// Armed on this thread while a process's `run` makes its task. The room on offer (maybe none)
 /// is sized for the root frame of its type: a frame of exactly that size takes it, the first
 /// one made. Other frames go to the heap; the first of them is remembered, to learn its size if
-/// it turns out to be the root. Nests.
+/// it turns out to be the root. Nests (strictly: inner offers are disarmed first).
+///
+/// Assumes, as GCC and Clang do, that a coroutine handle's address is where `operator new` put
+/// the frame; were it not, nothing would be learned and no record would get room.
 class FrameOffer {
  public:
   explicit FrameOffer(FrameRoom room) noexcept : room_(room), previous_(current()) {
@@ -46,15 +49,24 @@ class FrameOffer {
   }
   FrameOffer(const FrameOffer&) = delete;
   FrameOffer& operator=(const FrameOffer&) = delete;
-  ~FrameOffer() { current() = previous_; }
+  ~FrameOffer() { disarm(); }
+
+  /// From here, frames made on this thread are not this offer's; what it saw stays readable.
+  void disarm() noexcept {
+    if (armed_) {
+      armed_ = false;
+      current() = previous_;
+    }
+  }
 
   /// The size the task's frame (at `frame`, its handle's address) asked for, if it was the first
   /// frame made on the heap under this offer; else 0 (it is in the room, or another came first).
   [[nodiscard]] std::size_t root_frame_size(const void* frame) const noexcept {
     return first_on_heap_ == frame ? first_size_ : 0;
   }
-  /// Whether a frame other than the task's took the room (`run` made another task of the same
-  /// size first): the record must then never be freed, since that frame may outlive it.
+  /// Whether a frame other than the task's (at `frame`, or null) took the room and is still
+  /// there: `run` made another task of the same size first, and kept it. The record must then
+  /// never be freed, since that frame may outlive it.
   [[nodiscard]] bool room_taken_by_other(const void* frame) const noexcept {
     return room_taken_ && room_.at != frame;
   }
@@ -79,10 +91,18 @@ class FrameOffer {
     return frame;
   }
 
-  /// `Task`'s frame deallocation: frees a heap frame; a frame in a room leaves it to its record.
+  /// `Task`'s frame deallocation: frees a heap frame; a frame in a room leaves it to its record
+  /// (and frees the room again if it goes while its offer is still armed).
   static void deallocate(void* frame, std::size_t size) noexcept {
     if (static_cast<std::byte*>(frame)[size] == static_cast<std::byte>(FrameHome::heap)) {
       ::operator delete(frame);
+      return;
+    }
+    for (FrameOffer* offer = current(); offer != nullptr; offer = offer->previous_) {
+      if (offer->room_.at == frame) {
+        offer->room_taken_ = false;
+        return;
+      }
     }
   }
 
@@ -99,38 +119,49 @@ class FrameOffer {
 
   FrameRoom room_;
   FrameOffer* previous_;
+  bool armed_ = true;
   bool room_taken_ = false;
   void* first_on_heap_ = nullptr;
   std::size_t first_size_ = 0;
 };
 
-/// The size the root frame of runnable type `R` last asked for on the heap (up to
-/// `max_frame_room`): the room its next records get. Zero until one has been seen, and for good
-/// once a frame other than the root took a room (`disable`).
+/// The size the root frame of runnable type `R` asked for on the heap twice in a row (up to
+/// `max_frame_room`): the room its next records get. Zero until then (a type whose root frames
+/// vary in size gets room only while they keep one size), and for good once a frame other than
+/// the root kept a room (`disable`).
 template <class R>
 class FrameRoomHint {
  public:
   /// The room the next record gets: the frame and the byte after it; 0: none.
   static std::size_t room() noexcept {
-    const std::size_t known = bytes().load(std::memory_order_relaxed);
+    const std::size_t known = state().known.load(std::memory_order_relaxed);
     return known == disabled || known == 0 ? 0 : known + 1;
   }
+  /// A root frame of `frame_size` went to the heap (0: none did).
   static void learn(std::size_t frame_size) noexcept {
     if (frame_size == 0 || frame_size > max_frame_room) {
       return;
     }
-    std::size_t seen = bytes().load(std::memory_order_relaxed);
-    while (seen != disabled && seen != frame_size &&
-           !bytes().compare_exchange_weak(seen, frame_size, std::memory_order_relaxed)) {
+    State& s = state();
+    if (s.last.exchange(frame_size, std::memory_order_relaxed) != frame_size) {
+      return;  // not twice in a row yet
+    }
+    std::size_t known = s.known.load(std::memory_order_relaxed);
+    while (known != disabled && known != frame_size &&
+           !s.known.compare_exchange_weak(known, frame_size, std::memory_order_relaxed)) {
     }
   }
-  static void disable() noexcept { bytes().store(disabled, std::memory_order_relaxed); }
+  static void disable() noexcept { state().known.store(disabled, std::memory_order_relaxed); }
 
  private:
   static constexpr std::size_t disabled = ~std::size_t{0};
-  static std::atomic<std::size_t>& bytes() noexcept {
-    static std::atomic<std::size_t> known{0};
-    return known;
+  struct State {
+    std::atomic<std::size_t> known{0};
+    std::atomic<std::size_t> last{0};
+  };
+  static State& state() noexcept {
+    static State s;
+    return s;
   }
 };
 

@@ -70,10 +70,14 @@ class ManagedProcess final : public ProcessCore<R> {
     this->set_runnable(std::move(runnable));
   }
 
-  /// A record, made with room for its frame if it is of the coroutine kind (frame_room.hpp).
+  /// A record, made with room for its frame if it is of the coroutine kind (frame_room.hpp) and
+  /// the room can be reached: aligned as `operator new` aligns, within 64 KiB of the record.
   template <class... Args>
   static std::shared_ptr<ManagedProcess> make(Args&&... args) {
-    if constexpr (ProcessCore<R>::is_coroutine) {
+    constexpr bool roomy = ProcessCore<R>::is_coroutine &&
+                           alignof(ManagedProcess) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ &&
+                           sizeof(ManagedProcess) + 256 <= 0xffff;
+    if constexpr (roomy) {
       return make_record_with_room<ManagedProcess>(FrameRoomHint<R>::room(),
                                                    std::forward<Args>(args)...);
     } else {

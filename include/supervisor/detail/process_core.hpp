@@ -85,9 +85,10 @@ class ProcessCore : public ReadyTarget,
   ProcessCore& operator=(const ProcessCore&) = delete;
   virtual ~ProcessCore() = default;
 
-  /// Room for the task's frame in this record's block (frame_room.hpp); null: none.
+  /// Room for the task's frame in this record's block (frame_room.hpp), before anyone else
+  /// sees the record. Kept as two 16-bit numbers (a pointer would cost every record 16 bytes):
+  /// a room beyond their reach is not used (`ManagedProcess::make` gives none).
   void give_frame_room(FrameRoom room) noexcept {
-    // As an offset from `this`: a pointer would cost every record 16 bytes.
     const auto offset = reinterpret_cast<std::uintptr_t>(room.at) -
                         reinterpret_cast<std::uintptr_t>(static_cast<void*>(this));
     if (offset <= 0xffff && room.bytes <= 0xffff) {
@@ -120,7 +121,8 @@ class ProcessCore : public ReadyTarget,
   /// The coroutine kind: `initial -> starting`, calls `run` on the calling thread (which makes
   /// the task's frame and runs none of its body), and schedules the task on `executor`. If
   /// either throws, the frame is destroyed, the process becomes `stopped` and done, and the
-  /// exception propagates.
+  /// exception propagates. The frame may go into the record's room; should another task that
+  /// `run` made and kept be there instead, the record is never freed (frame_room.hpp).
   std::error_code begin_start(ExecutorRef executor) requires CoroutineRunnable<R>;
 
   /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
@@ -374,6 +376,8 @@ class ProcessCore : public ReadyTarget,
   CallerNode* take_callers(Until reached) noexcept;
   void resume_callers(CallerNode* woken) noexcept;
 
+  FrameRoom frame_room() noexcept;
+  void keep_if_room_kept(const FrameOffer& offer, const void* task) noexcept;
   static void task_begins(void* context) noexcept;
   static void task_ends(void* context) noexcept;
   void finish_task() noexcept;

@@ -25,30 +25,27 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
   if (!enter_starting()) {
     return errc::invalid_state;
   }
+  // Declared before the `try`: a task made on the side may keep the room even if `run` throws.
+  FrameOffer offer(frame_room());
   try {
     ready_waiter_.set_executor(executor);
-    {
-      const FrameRoom room{reinterpret_cast<std::byte*>(this) + frame_room_offset_,
-                           frame_room_bytes_};
-      FrameOffer offer(frame_room_bytes_ != 0 ? room : FrameRoom{});
-      task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
-      FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
-      if (offer.room_taken_by_other(task_.address())) {
-        // A frame that may outlive the process lives in its record: the task's reference is
-        // never dropped, so the record is kept for good (leaked).
-        FrameRoomHint<R>::disable();
-        keep_forever_ = true;
-      }
-    }
+    task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
+    offer.disarm();  // before the task may run (an executor may resume it right here)
+    FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
+    keep_if_room_kept(offer, task_.address());
     task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this, &work_});
     self_ = this->shared_from_this();  // the task keeps its record, as a thread does
     executor.schedule_or_throw(task_);
   } catch (...) {
+    offer.disarm();
+    keep_if_room_kept(offer, task_ ? task_.address() : nullptr);
     if (task_) {
       task_.destroy();
       task_ = {};
     }
-    if (!keep_forever_) {
+    if (keep_forever_) {
+      self_ = this->shared_from_this();  // as below: never dropped
+    } else {
       self_.reset();  // not the last owner: the caller holds one
     }
     fail_launch();
@@ -60,6 +57,27 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
   // threads, where every call that would send one is refused.)
   launched_.store(true, std::memory_order_release);
   return {};
+}
+
+// The room in this record's block, if it has one (as `give_frame_room` left it).
+SUPERVISOR_PROCESS_CORE_
+FrameRoom ProcessCore<R>::frame_room() noexcept {
+  if (frame_room_bytes_ == 0) {
+    return {};
+  }
+  // Within the record's block, which `operator new` made as bytes.
+  return FrameRoom{reinterpret_cast<std::byte*>(this) + frame_room_offset_, frame_room_bytes_};
+}
+
+// A frame other than the task's lives in the room and may outlive the process: the task's
+// reference to the record is then never dropped, so the record is kept for good (leaked), and
+// its type gets no more room (so that happens at most once per type).
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R>::keep_if_room_kept(const FrameOffer& offer, const void* task) noexcept {
+  if (offer.room_taken_by_other(task)) {
+    FrameRoomHint<R>::disable();
+    keep_forever_ = true;
+  }
 }
 
 // First thing on the executor, before the body: as a thread's first steps.
