@@ -1,0 +1,128 @@
+// Coroutine processes under allocation faults, SQLite's way: a start and a stop of a coroutine
+// process, once its type has learned its frame's size (so the record is made with room for the
+// frame, frame_room.hpp), with the Nth allocation failing, for every N the pair makes. Whatever
+// fails: the failure reaches the caller or `on_error`, nothing terminates, the key ends up free
+// (a fresh start and stop of it work), and every copy of the runnable is destroyed once the
+// supervisor is (no record leaked, none freed twice: the sanitizer builds tell).
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <system_error>
+
+#include "../catch_shim.hpp"
+#include "../support.hpp"
+#include "inject.hpp"
+#include "supervisor/supervisor.hpp"
+
+namespace {
+
+/// A coroutine runnable that allocates nothing itself; its copies share one count of owners.
+struct Lean {
+  std::shared_ptr<int> owners = std::make_shared<int>(0);
+  supervisor::Task<> run(const std::stop_token& /*force*/, supervisor::AsyncReady& ready) const {
+    co_await ready;
+  }
+};
+
+/// The same with a frame too big for a record's room: it always has a block of its own.
+struct Bulky {
+  std::shared_ptr<int> owners = std::make_shared<int>(0);
+  supervisor::Task<> run(const std::stop_token& /*force*/, supervisor::AsyncReady& ready) const {
+    std::array<char, 2 * supervisor::detail::max_frame_room> scratch{};
+    co_await ready;
+    scratch[0] = 1;  // lives across the suspension: in the frame
+  }
+};
+
+/// A start and a stop of "k" with allocation fault `n` armed (0: counts only). Returns how many
+/// allocations they met.
+template <class R>
+long start_stop_with_fault(long n) {
+  using Sup = supervisor::Supervisor<std::string, R>;
+  const fault::Quiet quiet;
+  R runnable;
+  std::atomic<long> reported{0};
+  long met = 0;
+  {
+    supervisor::ThreadPool pool(1);
+    auto table = std::make_shared<supervisor::MapTable<std::string, R>>();
+    supervisor::Options<std::string> options;
+    options.executor = pool;
+    options.clock = std::make_shared<supervisor::ManualClock>();
+    options.restart_interval = std::chrono::hours(1);
+    options.on_error = [&](const supervisor::ErrorReport<std::string>& /*report*/) { ++reported; };
+    Sup sup(table, options);
+    sup.run([&] {
+      for (const char* key : {"learn1", "learn2", "k"}) {
+        table->insert_or_assign(key, runnable);
+      }
+      for (const char* key : {"learn1", "learn2"}) {  // the type learns its frame's size
+        (void)sup.start(key);
+        sup.stop(key);
+      }
+      bool caller_heard = false;
+      fault::arm(fault::Kind::alloc, n);
+      try {
+        const fault::Loud loud;
+        (void)sup.start("k");
+        sup.stop("k");
+      } catch (const std::bad_alloc&) {
+        caller_heard = true;
+      }
+      fault::disarm();
+      met = fault::count();
+      if (fault::fired() != 0) {
+        // Heard by the caller, or by the hook (a failure on a pool thread, a stop's
+        // leftovers), at least once.
+        CHECK((caller_heard || reported.load() > 0));
+      } else {
+        CHECK_FALSE(caller_heard);
+      }
+      // The key is free again, or still running: either way a stop and a start settle it.
+      std::error_code ec;
+      sup.stop("k", supervisor::Cancel{}, ec);
+      CHECK((!ec || ec == supervisor::errc::process_not_found));
+      (void)sup.start("k");
+      sup.stop("k");
+      CHECK(sup.keys().empty());
+    });
+  }
+  // The supervisor, its table and its pool are gone: only this copy is left.
+  CHECK(runnable.owners.use_count() == 1);
+  return met;
+}
+
+template <class R>
+void each_allocation_fails_in_turn() {
+  const long opportunities = start_stop_with_fault<R>(0);
+#if defined(FAULT_NO_NEW_REPLACEMENT)
+  WARN("allocation faults are compiled out of this build: none injected");
+#else
+  REQUIRE(opportunities > 0);
+#endif
+  for (long n = 1; n <= opportunities + 3; ++n) {
+    INFO("allocation " << n << " of " << opportunities);
+    (void)start_stop_with_fault<R>(n);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("coroutine start and stop, the frame in its record: each allocation fails in turn",
+          "[fault][coroutine_allocation]") {
+  each_allocation_fails_in_turn<Lean>();
+}
+
+TEST_CASE(
+    "coroutine start and stop, the frame in a block of its own: each allocation fails in "
+    "turn",
+    "[fault][coroutine_allocation]") {
+  each_allocation_fails_in_turn<Bulky>();
+}
