@@ -135,6 +135,14 @@ struct PlacedRig {
     finish.request_stop();
     runner.reset();
   }
+  /// Starts and stops "a" and "b": `R` learns its root frame's size (from two alike).
+  void learn_frame_size() {
+    for (const char* key : {"a", "b"}) {
+      (void)sup->start(key);
+      sup->stop(key);
+    }
+    REQUIRE(FrameRoomHint<R>::room() > 0);
+  }
   /// Ends `run`, then lets go of the supervisor and its table (and their runnables).
   void end_and_drop() {
     end();
@@ -169,11 +177,7 @@ TEST_CASE(
   using R = Placed<2>;
   R runnable;
   PlacedRig<R> rig(runnable);
-  for (const char* key : {"a", "b"}) {  // learns the frame's size
-    (void)rig.sup->start(key);
-    rig.sup->stop(key);
-  }
-  REQUIRE(FrameRoomHint<R>::room() > 0);
+  rig.learn_frame_size();
   runnable.probe->frame_size = FrameRoomHint<R>::room() - 1;
   runnable.probe->helper_first = true;
   {
@@ -209,11 +213,7 @@ TEST_CASE("frame room: a task made on the side and kept by a `run` that throws k
   using R = Placed<4>;
   R runnable;
   PlacedRig<R> rig(runnable);
-  for (const char* key : {"a", "b"}) {  // learns the frame's size
-    (void)rig.sup->start(key);
-    rig.sup->stop(key);
-  }
-  REQUIRE(FrameRoomHint<R>::room() > 0);
+  rig.learn_frame_size();
   runnable.probe->helper_first = true;
   runnable.probe->throw_after_helper = true;
   {
@@ -237,11 +237,7 @@ TEST_CASE(
   using R = Placed<3>;
   R runnable;
   PlacedRig<R> rig(runnable);
-  for (const char* key : {"a", "b"}) {  // learns the frame's size
-    (void)rig.sup->start(key);
-    rig.sup->stop(key);
-  }
-  REQUIRE(FrameRoomHint<R>::room() > 0);
+  rig.learn_frame_size();
   runnable.probe->helper_discarded = true;
   (void)rig.sup->start("c");  // the helper takes the room and gives it back; then the root
   rig.sup->stop("c");
