@@ -251,7 +251,9 @@ TEST_CASE(
 TEST_CASE("frame room: an offer gives its room to the first frame of its size, once",
           "[frame_room]") {
   struct Maker {
-    static Task<> small() { co_return; }
+    // Not inlined: Clang would otherwise elide the frame's allocation (it never escapes here),
+    // and no `operator new` would be seen.
+    [[gnu::noinline]] static Task<> small() { co_return; }
   };
   // Learn the size of `small`'s frame: the first heap frame under an offer with no room.
   std::size_t size = 0;
