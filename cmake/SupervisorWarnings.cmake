@@ -16,7 +16,11 @@ function(supervisor_set_sanitizers target)
                         "not ${CMAKE_CXX_COMPILER_ID}")
   endif()
 
-  set(flags "-fsanitize=${SUPERVISOR_SANITIZE}" -fno-omit-frame-pointer -g)
+  # Line tables only (-g1, GCC and Clang alike), except in Debug: all a sanitizer's stack trace
+  # needs, at a fraction of full debug info's compile time (GCC's ASan+UBSan at -O2: 176 s instead
+  # of 227 s for our largest test). A later -g level overrides an earlier one, such as the -g of
+  # RelWithDebInfo.
+  set(flags "-fsanitize=${SUPERVISOR_SANITIZE}" -fno-omit-frame-pointer $<IF:$<CONFIG:Debug>,-g,-g1>)
   if(SUPERVISOR_SANITIZE MATCHES "undefined")
     # Make UBSan findings fatal (and thus test failures) instead of printed-and-continued.
     list(APPEND flags -fno-sanitize-recover=undefined)
