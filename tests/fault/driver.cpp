@@ -64,7 +64,7 @@ Verdict parse(const std::string& text) {
 }
 
 /// Runs `n` in a child; a death or a timeout becomes a problem of its own.
-[[maybe_unused]] Verdict run_forked(const Scenario& scenario, Kind kind, long n) {
+[[maybe_unused]] Verdict run_forked(const Scenario& scenario, Kind kind, long n, Flavor flavor) {
   int out[2];
   int err[2];
   if (::pipe(out) != 0 || ::pipe(err) != 0) {
@@ -78,7 +78,7 @@ Verdict parse(const std::string& text) {
     ::close(err[0]);
     ::dup2(err[1], 2);
     g_child_fd = out[1];
-    const Verdict v = run_once(scenario, kind, n);
+    const Verdict v = run_once(scenario, kind, n, flavor);
     write_all(out[1], serialize(v));
     ::_exit(0);
   }
@@ -135,20 +135,20 @@ Verdict parse(const std::string& text) {
   return v;
 }
 
-Verdict run_one(const Scenario& scenario, Kind kind, long n) {
+Verdict run_one(const Scenario& scenario, Kind kind, long n, Flavor flavor) {
 #if defined(FAULT_UNDER_TSAN)
-  return run_once(scenario, kind, n);
+  return run_once(scenario, kind, n, flavor);
 #else
   if (std::getenv("FAULT_NO_FORK") != nullptr) {
-    return run_once(scenario, kind, n);
+    return run_once(scenario, kind, n, flavor);
   }
-  return run_forked(scenario, kind, n);
+  return run_forked(scenario, kind, n, flavor);
 #endif
 }
 
 }  // namespace
 
-Verdict run_once(const Scenario& scenario, Kind kind, long n) {
+Verdict run_once(const Scenario& scenario, Kind kind, long n, Flavor flavor) {
   Quiet quiet;
   install_thread_hook();
   Verdict verdict;
@@ -157,7 +157,7 @@ Verdict run_once(const Scenario& scenario, Kind kind, long n) {
   std::thread([] {}).join();
   const int baseline = thread_count();
   {
-    Rig rig(verdict);
+    Rig rig(verdict, flavor);
     scenario.setup(rig);
     arm(kind, n);
     try {
@@ -180,7 +180,7 @@ Verdict run_once(const Scenario& scenario, Kind kind, long n) {
   return verdict;
 }
 
-Sweep sweep(const Scenario& scenario, Kind kind) {
+Sweep sweep(const Scenario& scenario, Kind kind, Flavor flavor) {
   Sweep result;
   auto note = [&](long n, const Verdict& v) {
     ++result.runs;
@@ -188,17 +188,17 @@ Sweep sweep(const Scenario& scenario, Kind kind) {
       result.findings.push_back({n, p});
     }
   };
-  const Verdict dry = run_one(scenario, kind, 0);
+  const Verdict dry = run_one(scenario, kind, 0, flavor);
   note(0, dry);
   result.opportunities = dry.opportunities;
   if (const char* only = std::getenv("FAULT_ONLY_N")) {
     const long n = std::atol(only);
-    note(n, run_one(scenario, kind, n));
+    note(n, run_one(scenario, kind, n, flavor));
     return result;
   }
   // A few past K: the count varies a little with thread timing.
   for (long n = 1; n <= dry.opportunities + 3; ++n) {
-    note(n, run_one(scenario, kind, n));
+    note(n, run_one(scenario, kind, n, flavor));
   }
   return result;
 }

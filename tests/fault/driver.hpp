@@ -23,7 +23,7 @@ struct Scenario {
 };
 
 /// One run, in this process: set-up, story armed at `n` (0: count only), then every check.
-Verdict run_once(const Scenario& scenario, Kind kind, long n);
+Verdict run_once(const Scenario& scenario, Kind kind, long n, Flavor flavor);
 
 struct Finding {
   long n;
@@ -37,7 +37,7 @@ struct Sweep {
 };
 
 /// The dry run and every N. FAULT_ONLY_N=<n> runs that N alone (after the dry run).
-Sweep sweep(const Scenario& scenario, Kind kind);
+Sweep sweep(const Scenario& scenario, Kind kind, Flavor flavor);
 
 /// Ends this process with `verdict` delivered (from a child, to the parent; else on stderr): for
 /// a hang that leaves a thread no one can join.

@@ -9,38 +9,53 @@
 
 namespace {
 
-void check_sweep(const fault::Scenario& scenario, fault::Kind kind) {
-  const fault::Sweep result = fault::sweep(scenario, kind);
+void check_sweep(const fault::Scenario& scenario, fault::Kind kind, fault::Flavor flavor) {
+  const fault::Sweep result = fault::sweep(scenario, kind, flavor);
+  const char* prefix = flavor == fault::Flavor::coroutines ? "coroutine " : "";
   // A summary on stderr, for the log of a CI run.
-  std::fprintf(stderr, "[fault] %s / %s: K=%ld, %ld runs, %zu finding(s)\n", scenario.name,
-               std::string(fault::to_string(kind)).c_str(), result.opportunities, result.runs,
-               result.findings.size());
+  std::fprintf(stderr, "[fault] %s%s / %s: K=%ld, %ld runs, %zu finding(s)\n", prefix,
+               scenario.name, std::string(fault::to_string(kind)).c_str(), result.opportunities,
+               result.runs, result.findings.size());
   for (const auto& finding : result.findings) {
     std::fprintf(stderr, "[fault]   N=%ld: %s\n", finding.n, finding.problem.c_str());
   }
   CHECK(result.runs > 0);
   for (const auto& finding : result.findings) {
-    FAIL_CHECK(scenario.name << " / " << fault::to_string(kind) << " at N=" << finding.n << ": "
-                             << finding.problem);
+    FAIL_CHECK(prefix << scenario.name << " / " << fault::to_string(kind) << " at N=" << finding.n
+                      << ": " << finding.problem);
   }
 }
 
 }  // namespace
 
-#define FAULT_CASE(scenario, kind)                                                  \
-  TEST_CASE("fault: " #scenario " / " #kind, "[fault][" #scenario "][" #kind "]") { \
-    check_sweep(fault::scenarios::scenario, fault::Kind::kind);                     \
+#define FAULT_CASE(scenario, kind)                                                      \
+  TEST_CASE("fault: " #scenario " / " #kind, "[fault][" #scenario "][" #kind "]") {     \
+    check_sweep(fault::scenarios::scenario, fault::Kind::kind, fault::Flavor::threads); \
   }
 
-// Every scenario x kind.
-#define FAULT_SCENARIO(scenario)      \
-  FAULT_CASE(scenario, alloc)         \
-  FAULT_CASE(scenario, thread)        \
-  FAULT_CASE(scenario, key)           \
-  FAULT_CASE(scenario, runnable_copy) \
-  FAULT_CASE(scenario, runnable_move) \
-  FAULT_CASE(scenario, table)         \
-  FAULT_CASE(scenario, hook)
+// The same story with coroutine runnables (`CoWorker`) on a one-thread pool.
+#define FAULT_CO_CASE(scenario, kind)                                                      \
+  TEST_CASE("fault: coroutine " #scenario " / " #kind,                                     \
+            "[fault][coroutine][" #scenario "][" #kind "]") {                              \
+    check_sweep(fault::scenarios::scenario, fault::Kind::kind, fault::Flavor::coroutines); \
+  }
+
+// Every scenario x kind x flavor.
+#define FAULT_SCENARIO(scenario)         \
+  FAULT_CASE(scenario, alloc)            \
+  FAULT_CASE(scenario, thread)           \
+  FAULT_CASE(scenario, key)              \
+  FAULT_CASE(scenario, runnable_copy)    \
+  FAULT_CASE(scenario, runnable_move)    \
+  FAULT_CASE(scenario, table)            \
+  FAULT_CASE(scenario, hook)             \
+  FAULT_CO_CASE(scenario, alloc)         \
+  FAULT_CO_CASE(scenario, thread)        \
+  FAULT_CO_CASE(scenario, key)           \
+  FAULT_CO_CASE(scenario, runnable_copy) \
+  FAULT_CO_CASE(scenario, runnable_move) \
+  FAULT_CO_CASE(scenario, table)         \
+  FAULT_CO_CASE(scenario, hook)
 
 FAULT_SCENARIO(start)
 FAULT_SCENARIO(stop)

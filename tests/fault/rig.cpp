@@ -33,11 +33,19 @@ int thread_count() {
   return n;
 }
 
-Rig::Rig(Verdict& verdict) : verdict_(verdict) {
+Rig::Rig(Verdict& verdict, Flavor flavor) : verdict_(verdict) {
   supervisor::Options<FaultKey> options;
   options.clock = clock_;
   options.on_error = [this](const supervisor::ErrorReport<FaultKey>& r) { on_error(r); };
-  sup_ = std::make_unique<Sup>(std::make_shared<FaultTable>(map_), std::move(options));
+  if (flavor == Flavor::threads) {
+    sup_ = std::make_unique<Sup>(std::make_shared<FaultTable>(map_), std::move(options));
+    return;
+  }
+  const int before = thread_count();
+  pool_ = std::make_unique<supervisor::ThreadPool>(1);
+  pool_threads_ = thread_count() - before;
+  options.executor = *pool_;
+  co_sup_ = std::make_unique<CoSup>(std::make_shared<CoFaultTable>(co_map_), std::move(options));
 }
 
 Rig::~Rig() {
@@ -78,13 +86,18 @@ std::shared_ptr<Script> Rig::row(const std::string& name, Script::Start start, S
     retired_.push_back(slot);
   }
   scripts_[name] = script;
-  map_->insert_or_assign(FaultKey(name), Worker(script));
+  if (pool_) {
+    co_map_->insert_or_assign(FaultKey(name), CoWorker(script, *pool_));
+  } else {
+    map_->insert_or_assign(FaultKey(name), Worker(script));
+  }
   return script;
 }
 
 void Rig::erase_row(const std::string& name) {
   Quiet quiet;
   map_->erase(FaultKey(name));
+  co_map_->erase(FaultKey(name));
 }
 
 std::vector<std::string> Rig::names() const {
@@ -102,10 +115,12 @@ void Rig::start_run() {
     Quiet quiet;  // A new thread starts loud; only `run` itself is under test here.
     try {
       Loud loud;
-      sup_->run(supervisor::Cancel(cancel_.get_token(), 60s), [this](std::stop_token stopping) {
-        Quiet quiet;
-        in_callback_.notify();
-        test::wait_until_either(stopping, finish_.get_token());
+      with_sup([this](auto& sup) {
+        sup.run(supervisor::Cancel(cancel_.get_token(), 60s), [this](std::stop_token stopping) {
+          Quiet quiet;
+          in_callback_.notify();
+          test::wait_until_either(stopping, finish_.get_token());
+        });
       });
     } catch (...) {
       Quiet quiet;
@@ -206,7 +221,8 @@ Outcome Rig::call(const std::function<void(std::error_code&)>& f) {
 
 Outcome Rig::start(const std::string& name, supervisor::Cancel cancel) {
   const FaultKey key(name);
-  auto outcome = call([&](std::error_code& ec) { (void)sup_->start(key, cancel, ec); });
+  auto outcome = call(
+      [&](std::error_code& ec) { with_sup([&](auto& sup) { (void)sup.start(key, cancel, ec); }); });
   if (outcome.code == errc::deadline_exceeded) {
     hang("start of " + name);
   }
@@ -215,19 +231,20 @@ Outcome Rig::start(const std::string& name, supervisor::Cancel cancel) {
 
 Outcome Rig::stop(const std::string& name, supervisor::Cancel cancel) {
   const FaultKey key(name);
-  return call([&](std::error_code& ec) { sup_->stop(key, cancel, ec); });
+  return call(
+      [&](std::error_code& ec) { with_sup([&](auto& sup) { sup.stop(key, cancel, ec); }); });
 }
 
 Outcome Rig::get(const std::string& name) {
   const FaultKey key(name);
-  return call([&](std::error_code& ec) { (void)sup_->get(key, ec); });
+  return call([&](std::error_code& ec) { with_sup([&](auto& sup) { (void)sup.get(key, ec); }); });
 }
 
 bool Rig::has_process(const std::string& name) {
   Quiet quiet;
   std::error_code ec;
   try {
-    (void)sup_->get(FaultKey(name), ec);
+    with_sup([&](auto& sup) { (void)sup.get(FaultKey(name), ec); });
   } catch (...) {
     return true;  // cannot tell: keep waiting
   }
@@ -236,18 +253,22 @@ bool Rig::has_process(const std::string& name) {
 
 Outcome Rig::visit(const std::string& name) {
   const FaultKey key(name);
-  return call([&](std::error_code& ec) { ec = sup_->visit(key, [](const Worker&) {}); });
+  return call([&](std::error_code& ec) {
+    with_sup([&](auto& sup) { ec = sup.visit(key, [](const auto& /*runnable*/) {}); });
+  });
 }
 
 Outcome Rig::keys(std::vector<std::string>* out) {
   return call([&](std::error_code&) {
-    auto keys = sup_->keys();
-    Quiet quiet;
-    for (const auto& key : keys) {
-      if (out != nullptr) {
-        out->push_back(key.name);
+    with_sup([&](auto& sup) {
+      auto keys = sup.keys();
+      Quiet quiet;
+      for (const auto& key : keys) {
+        if (out != nullptr) {
+          out->push_back(key.name);
+        }
       }
-    }
+    });
   });
 }
 
@@ -304,6 +325,7 @@ void Rig::end_run_and_check(int baseline_threads) {
     }
     runner_.join();
   }
+  baseline_threads += pool_threads_;
   if (!within([&] { return thread_count() <= baseline_threads; }, patience() / 5)) {
     verdict_.fail("thread left: " + std::to_string(thread_count() - baseline_threads) +
                   " thread(s) still alive after run returned");

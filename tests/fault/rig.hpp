@@ -16,6 +16,7 @@
 #include <supervisor/supervisor.hpp>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "inject.hpp"
@@ -62,10 +63,15 @@ struct Outcome {
 };
 
 using Sup = supervisor::Supervisor<FaultKey, Worker, FaultHash, FaultEqual>;
+using CoSup = supervisor::Supervisor<FaultKey, CoWorker, FaultHash, FaultEqual>;
+
+/// Which kind of runnable the supervisor under test runs: `Worker`s (a thread each), or
+/// `CoWorker`s (coroutines on a one-thread pool of the rig's). The stories are the same.
+enum class Flavor { threads, coroutines };
 
 class Rig {
  public:
-  explicit Rig(Verdict& verdict);
+  Rig(Verdict& verdict, Flavor flavor);
   Rig(const Rig&) = delete;
   Rig& operator=(const Rig&) = delete;
   ~Rig();
@@ -133,14 +139,27 @@ class Rig {
   };
   void on_error(const supervisor::ErrorReport<FaultKey>& report);
   Outcome call(const std::function<void(std::error_code&)>& f);
+  /// Calls `f(supervisor)` with the supervisor under test, whichever its flavor.
+  template <class F>
+  decltype(auto) with_sup(F&& f) {
+    if (co_sup_) {
+      return std::forward<F>(f)(*co_sup_);
+    }
+    return std::forward<F>(f)(*sup_);
+  }
   [[nodiscard]] bool start_reported(const std::string& name) const;
 
   Verdict& verdict_;
   std::shared_ptr<supervisor::ManualClock> clock_ = std::make_shared<supervisor::ManualClock>();
   std::shared_ptr<FaultTable::Map> map_ = std::make_shared<FaultTable::Map>();
+  std::shared_ptr<CoFaultTable::Map> co_map_ = std::make_shared<CoFaultTable::Map>();
   std::map<std::string, std::shared_ptr<Script>> scripts_;
   std::vector<std::shared_ptr<Script>> retired_;  // replaced scripts, still checked for life
   std::unique_ptr<Sup> sup_;
+  // The coroutine flavor: the pool goes after the supervisor that schedules on it.
+  std::unique_ptr<supervisor::ThreadPool> pool_;
+  std::unique_ptr<CoSup> co_sup_;
+  int pool_threads_ = 0;  // the pool's own, not left behind by `run`
 
   mutable std::mutex report_mutex_;
   std::array<Report, 1024> report_log_{};

@@ -123,10 +123,81 @@ struct Worker {
   }
 };
 
-/// A MapTable whose every call, and its cursor's, is an injection point of kind `table`.
-class FaultTable {
+/// The coroutine runnable (`CoroutineRunnable`) that plays a `Script` as `Worker` does, on the
+/// supervisor's executor. Its own code runs quiet, in scopes that end before each suspension:
+/// `Quiet` is per thread, and the coroutine may go on on another one. `co_await ready` and the
+/// wait for force are the library's, and loud; so is the frame's allocation (the library's
+/// `Task`), which a fault may fail: `run` then throws before the process ever ran.
+struct CoWorker {
+  std::shared_ptr<Script> script;
+  supervisor::ExecutorRef executor;  // resumes the wait for force (`Script::Stop::ignore_graceful`)
+
+  CoWorker() = default;
+  CoWorker(std::shared_ptr<Script> s, supervisor::ExecutorRef e)
+      : script(std::move(s)), executor(e) {}
+  CoWorker(const CoWorker& other) : script(other.script), executor(other.executor) {
+    point(Kind::runnable_copy);
+  }
+  // Not noexcept, on purpose, as `Worker`'s.
+  CoWorker(CoWorker&& other)  // NOLINT
+      : script(std::move(other.script)), executor(other.executor) {
+    point(Kind::runnable_move);
+  }
+  CoWorker& operator=(const CoWorker&) = default;
+  CoWorker& operator=(CoWorker&&) noexcept = default;
+  ~CoWorker() = default;
+
+  supervisor::Task<> run(std::stop_token force, supervisor::AsyncReady& ready) const {
+    if (!script) {
+      co_return;  // A moved-from handle, as for `Worker`.
+    }
+    Script& s = *script;
+    struct Leave {
+      Script& s;
+      ~Leave() {
+        Quiet quiet;
+        --s.live;
+        s.returned.notify();
+      }
+    };
+    {
+      Quiet quiet;
+      ++s.live;
+    }
+    Leave leave{s};
+    {
+      Quiet quiet;
+      s.entered.notify();
+      switch (s.start) {
+        case Script::Start::ready:
+          break;
+        case Script::Start::exit_before_ready:
+          co_return;
+        case Script::Start::throw_before_ready:
+          throw std::runtime_error("worker failed to start");
+      }
+      s.readied.notify();
+    }
+    co_await ready(s.early.get_token());
+    {
+      Quiet quiet;
+      s.ready_returned.notify();
+      if (s.stop == Script::Stop::throw_error) {
+        throw std::runtime_error("worker failed");
+      }
+    }
+    if (s.stop == Script::Stop::ignore_graceful) {
+      co_await supervisor::until_stopped(force, executor);
+    }
+  }
+};
+
+/// A MapTable whose every call, and its cursor's, is an injection point of kind `table`; over
+/// `Worker`s (`FaultTable`) or `CoWorker`s (`CoFaultTable`).
+template <class W>
+class BasicFaultTable {
  public:
-  using Map = supervisor::MapTable<FaultKey, Worker, FaultHash, FaultEqual>;
+  using Map = supervisor::MapTable<FaultKey, W, FaultHash, FaultEqual>;
 
   class Cursor {
    public:
@@ -135,7 +206,7 @@ class FaultTable {
       point(Kind::table);
       return inner_.next();
     }
-    std::pair<FaultKey, Worker> get() {
+    std::pair<FaultKey, W> get() {
       point(Kind::table);
       return inner_.get();
     }
@@ -148,9 +219,9 @@ class FaultTable {
     Map::Cursor inner_;
   };
 
-  explicit FaultTable(std::shared_ptr<Map> map) : map_(std::move(map)) {}
+  explicit BasicFaultTable(std::shared_ptr<Map> map) : map_(std::move(map)) {}
 
-  std::optional<Worker> get(const FaultKey& key) {
+  std::optional<W> get(const FaultKey& key) {
     point(Kind::table);
     return map_->get(key);
   }
@@ -162,5 +233,8 @@ class FaultTable {
  private:
   std::shared_ptr<Map> map_;
 };
+
+using FaultTable = BasicFaultTable<Worker>;
+using CoFaultTable = BasicFaultTable<CoWorker>;
 
 }  // namespace fault
