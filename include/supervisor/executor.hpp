@@ -22,6 +22,8 @@
 #include <concepts>
 #include <coroutine>
 
+#include "supervisor/detail/fault_injection.hpp"
+
 namespace supervisor {
 
 template <class E>
@@ -56,7 +58,8 @@ class ExecutorRef {
     try {
       ops_->schedule(self_, h);
       return;
-    } catch (...) {  // NOLINT(bugprone-empty-catch): resumed below instead.
+    } catch (...) {
+      detail::fault_point(detail::FaultPoint::schedule_recovered);  // the fault tests' count
     }
     h.resume();
   }

@@ -43,7 +43,15 @@ long take(Kind kind) noexcept {
   return n;
 }
 
-void thread_hook(supervisor::detail::FaultPoint /*point*/) { point(Kind::thread); }
+std::atomic<long> g_recovered{0};
+
+void thread_hook(supervisor::detail::FaultPoint where) {
+  if (where == supervisor::detail::FaultPoint::schedule_recovered) {
+    g_recovered.store(current_tag(), std::memory_order_release);  // must not throw here
+    return;
+  }
+  point(Kind::thread);
+}
 
 }  // namespace
 
@@ -73,6 +81,7 @@ void arm(Kind kind, long n) {
   g_kind.store(Kind::none, std::memory_order_release);
   g_count.store(0, std::memory_order_release);
   g_fired.store(0, std::memory_order_release);
+  g_recovered.store(0, std::memory_order_release);
   g_target.store(n, std::memory_order_release);
   g_kind.store(kind, std::memory_order_release);
 }
@@ -80,6 +89,7 @@ void arm(Kind kind, long n) {
 void disarm() { g_kind.store(Kind::none, std::memory_order_release); }
 long count() { return g_count.load(std::memory_order_acquire); }
 long fired() { return g_fired.load(std::memory_order_acquire); }
+long recovered() { return g_recovered.load(std::memory_order_acquire); }
 
 void point(Kind kind) {
   if (const long n = take(kind)) {

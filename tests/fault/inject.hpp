@@ -21,7 +21,7 @@ namespace fault {
 enum class Kind : std::uint8_t {
   none,
   alloc,          // global operator new, every form
-  thread,         // supervisor::detail::fault_point(thread_create)
+  thread,         // supervisor::detail::fault_point(thread_create); FaultExecutor::schedule
   key,            // the key's copy constructor, its Hash and its KeyEqual
   runnable_copy,  // the runnable's copy constructor
   runnable_move,  // the runnable's move constructor
@@ -39,6 +39,9 @@ void disarm();
 long count();
 /// The tag of the fault that fired since `arm`, or 0.
 long fired();
+/// The tag of the injected fault the library recovered from by design, else 0: a `schedule`
+/// that threw, whose handle `ExecutorRef::schedule` resumed on the calling thread instead.
+long recovered();
 
 /// An opportunity of `kind`: throws the tagged exception if it is the armed one's turn. Does
 /// nothing on a `Quiet` thread. (The allocation form lives in inject.cpp.)

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <functional>
 #include <map>
 #include <memory>
@@ -64,6 +65,23 @@ struct Outcome {
 
 using Sup = supervisor::Supervisor<FaultKey, Worker, FaultHash, FaultEqual>;
 using CoSup = supervisor::Supervisor<FaultKey, CoWorker, FaultHash, FaultEqual>;
+
+/// The executor of the coroutine flavor: the rig's pool, with every `schedule` an injection point
+/// of kind `thread` (for a coroutine process, the counterpart of the thread made for it). A
+/// launch that cannot be scheduled fails; a wake-up that cannot is resumed where it was made
+/// (`ExecutorRef::schedule`).
+class FaultExecutor {
+ public:
+  explicit FaultExecutor(supervisor::ThreadPool& pool) : pool_(pool) {}
+  void schedule(std::coroutine_handle<> handle) {
+    point(Kind::thread);
+    pool_.schedule(handle);
+  }
+  [[nodiscard]] bool running_in_this_thread() const { return pool_.running_in_this_thread(); }
+
+ private:
+  supervisor::ThreadPool& pool_;
+};
 
 /// Which kind of runnable the supervisor under test runs: `Worker`s (a thread each), or
 /// `CoWorker`s (coroutines on a one-thread pool of the rig's). The stories are the same.
@@ -158,6 +176,7 @@ class Rig {
   std::unique_ptr<Sup> sup_;
   // The coroutine flavor: the pool goes after the supervisor that schedules on it.
   std::unique_ptr<supervisor::ThreadPool> pool_;
+  std::unique_ptr<FaultExecutor> executor_;
   std::unique_ptr<CoSup> co_sup_;
   int pool_threads_ = 0;  // the pool's own, not left behind by `run`
 

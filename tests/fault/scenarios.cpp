@@ -105,7 +105,11 @@ void exit_story(Rig& rig) {
   await_ready(rig, {"k0", "k1"});
   for (const char* name : {"k0", "k1"}) {
     auto script = rig.script(name);
-    script->early.request_stop();       // clean for k0; k1 then throws: reported as exit
+    {
+      // Loud: what the request runs is the library's (the wake-up of `ready`, its `schedule`).
+      Loud loud;
+      script->early.request_stop();  // clean for k0; k1 then throws: reported as exit
+    }
     if (script->readied.count() > 0) {  // (a fault may have kept it from starting at all)
       rig.wait(std::string(name) + " never returned", [&] { return script->returned.count() > 0; });
     }
@@ -147,7 +151,10 @@ void shutdown_story(Rig& rig) {
   (void)within([&] {
     return (k2->ready_returned.count() > 0 && k3->ready_returned.count() > 0) || rig.run_returned();
   });
-  rig.request_cancel();
+  {
+    Loud loud;  // as above: the cancel's callbacks are the library's (force, wake-ups)
+    rig.request_cancel();
+  }
   rig.await_run("run never returned after it was canceled");
 }
 

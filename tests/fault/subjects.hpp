@@ -201,7 +201,7 @@ class BasicFaultTable {
 
   class Cursor {
    public:
-    explicit Cursor(Map::Cursor inner) : inner_(std::move(inner)) {}
+    explicit Cursor(typename Map::Cursor inner) : inner_(std::move(inner)) {}
     bool next() {
       point(Kind::table);
       return inner_.next();
@@ -216,7 +216,7 @@ class BasicFaultTable {
     }
 
    private:
-    Map::Cursor inner_;
+    typename Map::Cursor inner_;
   };
 
   explicit BasicFaultTable(std::shared_ptr<Map> map) : map_(std::move(map)) {}

@@ -17,6 +17,10 @@ enum class FaultPoint {
   /// timer). A hook throws what `std::thread`'s constructor throws: `std::system_error` with
   /// `std::errc::resource_unavailable_try_again`.
   thread_create,
+  /// An executor's `schedule` threw, and `ExecutorRef::schedule` resumed the handle on the
+  /// calling thread instead: a failure the library recovers from by design, not an error to
+  /// report. Called inside the catch block; a hook must not throw here.
+  schedule_recovered,
 };
 
 #if defined(SUPERVISOR_FAULT_INJECTION)
