@@ -22,7 +22,10 @@ namespace {
 std::atomic<bool> g_limited{false};
 std::atomic<int> g_threads_left{0};
 
-void limited_threads(supervisor::detail::FaultPoint /*point*/) {
+void limited_threads(supervisor::detail::FaultPoint point) {
+  if (point != supervisor::detail::FaultPoint::thread_create) {
+    return;  // a recovery the library tells of (`schedule_recovered`): the hook must not throw
+  }
   if (g_limited.load() && g_threads_left.fetch_sub(1) <= 0) {
     throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
                             "simulated thread limit");

@@ -219,7 +219,13 @@ class ProcessCore : public ReadyTarget,
  private:
   struct RequestForce {
     ProcessCore* core;
-    void operator()() const noexcept { core->force_now(); }
+    void operator()() const noexcept {
+      // No caller holds the record here. A wake-up whose `schedule` fails is resumed on this
+      // thread (`ExecutorRef::schedule`): the task may end, and drop the record's last
+      // reference, before the request returns.
+      const std::shared_ptr<ProcessCore> keep = core->weak_from_this().lock();
+      core->force_now();
+    }
   };
 
   /// Requests force. The coroutine kind also wakes its coroutine if it is parked on `ready`
