@@ -87,8 +87,16 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
       for (std::size_t i = 0; i < filled && !out_of_slots; ++i) {
         // The initial pass must not hold up `run`: without a free slot it ends, and the loop
         // goes on at once. Later passes wait for a slot (or the shutdown).
-        if (!start_in_background(hashes[i], rows[i]->first, std::move(rows[i]->second), tracker,
-                                 pass, /*wait_for_slot=*/!tracker)) {
+        bool started = false;
+        try {
+          started = start_in_background(hashes[i], rows[i]->first, std::move(rows[i]->second),
+                                        tracker, pass, /*wait_for_slot=*/!tracker);
+        } catch (...) {  // only moving the runnable in can throw: that key's start failed
+          report(ErrorSource::start, &rows[i]->first, std::current_exception());
+          complete = false;  // the key may run, unseen by this pass: prune nothing
+          continue;
+        }
+        if (!started) {
           complete = false;
           out_of_slots = true;
           more = false;
