@@ -278,3 +278,26 @@ TEST_CASE("coroutine process: `ready.signal()` marks it running without suspendi
   CHECK(worker.script->graceful_ends == 1);
   CHECK(rig.log.kinds("w") == "starting ready stop_requested stopped");  // one `ready` only
 }
+
+TEST_CASE(
+    "coroutine process: `ready.executor()` is where it runs, the supervisor's own pool "
+    "by default",
+    "[coroutine][executor]") {
+  // No `Options::executor`: a stubborn session waits for force with
+  // `until_stopped(force, ready.executor())`, and is resumed there when a canceled stop forces it.
+  Rig rig;
+  Session stubborn;
+  stubborn.script->kind = Script::Kind::stubborn;  // its `executor` left empty
+  std::stop_source cancel;
+  stubborn.script->after_graceful = [&] { cancel.request_stop(); };
+  rig.table->insert_or_assign("s", stubborn);
+  rig.start_run();
+  REQUIRE(rig.log.wait_for("s", supervisor::EventKind::ready, 1));
+  std::error_code code;
+  rig.sup->stop("s", supervisor::Cancel(cancel.get_token()), code);
+  CHECK(code == supervisor::errc::canceled);
+  CHECK(stubborn.script->forced_ends == 1);
+  CHECK(stubborn.script->resumed_on_own_executor);
+  CHECK(stubborn.script->live == 0);
+  REQUIRE(rig.finish() == nullptr);
+}

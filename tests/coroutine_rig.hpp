@@ -48,7 +48,9 @@ struct Script {
   std::error_code inside_async_result;
   std::function<void()> after_graceful;
   std::function<void()> after_signal;
-  supervisor::ExecutorRef executor;  // where `until_stopped` resumes the session
+  /// Where `until_stopped` resumes the session; empty: `ready.executor()`, where it runs.
+  supervisor::ExecutorRef executor;
+  std::atomic<bool> resumed_on_own_executor{false};  // after a wait for force, on `ready`'s
   std::atomic<int> forced_ends{0};
 };
 
@@ -81,6 +83,7 @@ struct Session {
     if (s->inside_async) {
       s->inside_async_result = co_await s->inside_async();
     }
+    const supervisor::ExecutorRef here = s->executor ? s->executor : ready.executor();
     switch (s->kind) {
       case Script::Kind::fail_before_ready:
         co_return make_error_code(std::errc::io_error);
@@ -92,21 +95,22 @@ struct Session {
         co_await ready(force);  // force only: returns at once if already requested
         co_return std::error_code{};
       case Script::Kind::never_ready:
-        co_await supervisor::until_stopped(force, s->executor);
+        co_await supervisor::until_stopped(force, here);
         ++s->forced_ends;
         co_return std::error_code{};
       case Script::Kind::stubborn:
         co_await ready;
         if (!force.stop_requested()) {
           s->after_graceful();
-          co_await supervisor::until_stopped(force, s->executor);
+          co_await supervisor::until_stopped(force, here);
+          s->resumed_on_own_executor = ready.executor().running_in_this_thread();
         }
         ++s->forced_ends;
         co_return std::error_code{};
       case Script::Kind::ready_twice:
         co_await ready;
         co_await ready;  // woken already: goes on at once, having marked the process ready again
-        co_await Yield{s->executor};
+        co_await Yield{here};
         co_return std::error_code{};
       case Script::Kind::signal_then_work:
         ready.signal();

@@ -40,6 +40,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/executor.hpp"
 #include "supervisor/runnable.hpp"
 #include "supervisor/task.hpp"
 
@@ -64,6 +65,8 @@ class AsyncReadyTarget {
   virtual void wake_ready() noexcept = 0;
   /// As `ReadyTarget::stopping`.
   virtual std::stop_token stopping() = 0;
+  /// The executor the process runs on.
+  [[nodiscard]] virtual ExecutorRef executor() const noexcept = 0;
 
  protected:
   AsyncReadyTarget() = default;
@@ -127,6 +130,12 @@ class AsyncReady {
 
   /// As `Ready::stop_token`: requested once a graceful stop or force is requested.
   [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
+
+  /// The executor this process runs on, where its coroutine is resumed: `Options::executor`, or
+  /// the supervisor's own pool when none was given. For wake-ups of the process's own, such as
+  /// `co_await until_stopped(force, ready.executor())` (until_stopped.hpp). Valid until `run`
+  /// has returned; thread-safe.
+  [[nodiscard]] ExecutorRef executor() const noexcept { return target_->executor(); }
 
  private:
   detail::AsyncReadyTarget* target_;

@@ -37,6 +37,7 @@
 #include <mutex>
 #include <thread>
 
+#include "supervisor/detail/fault_injection.hpp"
 #include "supervisor/detail/mpmc_ring.hpp"
 #include "supervisor/detail/spin.hpp"
 
@@ -68,6 +69,7 @@ class ThreadPool {
     unsigned started = 0;
     try {
       for (; started < count_; ++started) {
+        detail::fault_point(detail::FaultPoint::thread_create);  // the fault tests' seam
         workers_[started].thread = std::thread([this, started] { work(workers_[started]); });
       }
     } catch (...) {

@@ -60,7 +60,8 @@ class UntilStopped {
 /// `co_await until_stopped(token, executor)`: goes on at once if `token` is already requested;
 /// else suspends until it is, and is then resumed on `executor` (from the thread that requested
 /// it). A token that can never be requested (`stop_possible()` false) never resumes it. In a
-/// coroutine runnable: `co_await until_stopped(force, executor)` waits for force alone.
+/// coroutine runnable: `co_await until_stopped(force, ready.executor())` waits for force alone,
+/// on the executor the process runs on (`AsyncReady::executor`).
 [[nodiscard]] inline UntilStopped until_stopped(std::stop_token token,
                                                 ExecutorRef executor) noexcept {
   return UntilStopped(std::move(token), executor);

@@ -41,11 +41,13 @@ Rig::Rig(Verdict& verdict, Flavor flavor) : verdict_(verdict) {
     sup_ = std::make_unique<Sup>(std::make_shared<FaultTable>(map_), std::move(options));
     return;
   }
-  const int before = thread_count();
-  pool_ = std::make_unique<supervisor::ThreadPool>(1);
-  pool_threads_ = thread_count() - before;
-  executor_ = std::make_unique<FaultExecutor>(*pool_);
-  options.executor = *executor_;
+  if (flavor == Flavor::coroutines) {
+    const int before = thread_count();
+    pool_ = std::make_unique<supervisor::ThreadPool>(1);
+    pool_threads_ = thread_count() - before;
+    executor_ = std::make_unique<FaultExecutor>(*pool_);
+    options.executor = *executor_;
+  }  // else (`own_pool`) `run` starts a pool of the supervisor's own, and joins it
   co_sup_ = std::make_unique<CoSup>(std::make_shared<CoFaultTable>(co_map_), std::move(options));
 }
 
@@ -87,8 +89,8 @@ std::shared_ptr<Script> Rig::row(const std::string& name, Script::Start start, S
     retired_.push_back(slot);
   }
   scripts_[name] = script;
-  if (pool_) {
-    co_map_->insert_or_assign(FaultKey(name), CoWorker(script, *executor_));
+  if (co_sup_) {
+    co_map_->insert_or_assign(FaultKey(name), CoWorker(script));
   } else {
     map_->insert_or_assign(FaultKey(name), Worker(script));
   }

@@ -84,8 +84,11 @@ class FaultExecutor {
 };
 
 /// Which kind of runnable the supervisor under test runs: `Worker`s (a thread each), or
-/// `CoWorker`s (coroutines on a one-thread pool of the rig's). The stories are the same.
-enum class Flavor { threads, coroutines };
+/// `CoWorker`s: coroutines on a one-thread pool of the rig's, whose every `schedule` may fail
+/// (`coroutines`), or on the pool the supervisor starts for its `run` when it is given no
+/// executor, one thread per core (`own_pool`: the default, with wake-ups across threads). The
+/// stories are the same.
+enum class Flavor { threads, coroutines, own_pool };
 
 class Rig {
  public:

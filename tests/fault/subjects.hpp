@@ -130,17 +130,13 @@ struct Worker {
 /// `Task`), which a fault may fail: `run` then throws before the process ever ran.
 struct CoWorker {
   std::shared_ptr<Script> script;
-  supervisor::ExecutorRef executor;  // resumes the wait for force (`Script::Stop::ignore_graceful`)
 
   CoWorker() = default;
-  CoWorker(std::shared_ptr<Script> s, supervisor::ExecutorRef e)
-      : script(std::move(s)), executor(e) {}
-  CoWorker(const CoWorker& other) : script(other.script), executor(other.executor) {
-    point(Kind::runnable_copy);
-  }
+  explicit CoWorker(std::shared_ptr<Script> s) : script(std::move(s)) {}
+  CoWorker(const CoWorker& other) : script(other.script) { point(Kind::runnable_copy); }
   // Not noexcept, on purpose, as `Worker`'s.
   CoWorker(CoWorker&& other)  // NOLINT
-      : script(std::move(other.script)), executor(other.executor) {
+      : script(std::move(other.script)) {
     point(Kind::runnable_move);
   }
   CoWorker& operator=(const CoWorker&) = default;
@@ -187,7 +183,7 @@ struct CoWorker {
       }
     }
     if (s.stop == Script::Stop::ignore_graceful) {
-      co_await supervisor::until_stopped(force, executor);
+      co_await supervisor::until_stopped(force, ready.executor());  // where it runs
     }
   }
 };

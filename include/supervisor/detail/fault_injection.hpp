@@ -14,8 +14,8 @@ namespace supervisor::detail {
 /// Where a fault can be injected.
 enum class FaultPoint {
   /// Just before the library creates a thread (a process's, the restart loop, the deadline
-  /// timer). A hook throws what `std::thread`'s constructor throws: `std::system_error` with
-  /// `std::errc::resource_unavailable_try_again`.
+  /// timer, a `ThreadPool`'s worker). A hook throws what `std::thread`'s constructor throws:
+  /// `std::system_error` with `std::errc::resource_unavailable_try_again`.
   thread_create,
   /// An executor's `schedule` threw, and `ExecutorRef::schedule` resumed the handle on the
   /// calling thread instead: a failure the library recovers from by design, not an error to

@@ -365,6 +365,7 @@ class ProcessCore : public ReadyTarget,
     return !released(early) && ready_waiter_.park(awaiting);
   }
   void wake_ready() noexcept override { ready_waiter_.wake(); }
+  [[nodiscard]] ExecutorRef executor() const noexcept override { return ready_waiter_.executor(); }
 
   // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
   enum class Until : unsigned char { begun, started, done };
