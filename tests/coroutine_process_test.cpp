@@ -280,21 +280,26 @@ TEST_CASE("coroutine process: `ready.signal()` marks it running without suspendi
 }
 
 TEST_CASE(
-    "coroutine process: `ready.executor()` is where it runs, the supervisor's own pool "
-    "by default",
+    "coroutine process: ready.executor() is where it runs (the supervisor's own pool by "
+    "default)",
     "[coroutine][executor]") {
-  // No `Options::executor`: a stubborn session waits for force with
-  // `until_stopped(force, ready.executor())`, and is resumed there when a canceled stop forces it.
+  // No `Options::executor`: a stubborn session, woken by a graceful stop, suspends in
+  // `until_stopped(force, ready.executor())`. Only then does the test, on a thread of its own,
+  // cancel the stop, which forces it from that thread: it is resumed on the pool, not there.
   Rig rig;
   Session stubborn;
   stubborn.script->kind = Script::Kind::stubborn;  // its `executor` left empty
-  std::stop_source cancel;
-  stubborn.script->after_graceful = [&] { cancel.request_stop(); };
+  stubborn.script->after_graceful = [] {};
   rig.table->insert_or_assign("s", stubborn);
   rig.start_run();
   REQUIRE(rig.log.wait_for("s", supervisor::EventKind::ready, 1));
+  std::stop_source cancel;
   std::error_code code;
-  rig.sup->stop("s", supervisor::Cancel(cancel.get_token()), code);
+  test::Background stopper(
+      [&] { rig.sup->stop("s", supervisor::Cancel(cancel.get_token()), code); });
+  REQUIRE(stubborn.script->parked_for_force.wait());
+  cancel.request_stop();
+  REQUIRE(stopper.join() == nullptr);
   CHECK(code == supervisor::errc::canceled);
   CHECK(stubborn.script->forced_ends == 1);
   CHECK(stubborn.script->resumed_on_own_executor);

@@ -51,7 +51,25 @@ struct Script {
   /// Where `until_stopped` resumes the session; empty: `ready.executor()`, where it runs.
   supervisor::ExecutorRef executor;
   std::atomic<bool> resumed_on_own_executor{false};  // after a wait for force, on `ready`'s
+  test::Event parked_for_force;  // a stubborn session has suspended, waiting for force
   std::atomic<int> forced_ends{0};
+};
+
+/// `co_await NoteParked{waiting, event}`: awaits `waiting`, and notifies `event` once the
+/// coroutine has suspended in it (not if it went on at once).
+struct NoteParked {
+  supervisor::UntilStopped& waiting;
+  test::Event& parked;
+  [[nodiscard]] bool await_ready() const noexcept { return waiting.await_ready(); }
+  bool await_suspend(std::coroutine_handle<> self) noexcept {
+    test::Event& event = parked;  // this awaiter may be gone once `waiting` has the handle
+    const bool suspended = waiting.await_suspend(self);
+    if (suspended) {
+      event.notify();
+    }
+    return suspended;
+  }
+  void await_resume() const noexcept {}
 };
 
 /// `co_await Yield{executor}`: schedules the coroutine again and suspends it.
@@ -102,7 +120,8 @@ struct Session {
         co_await ready;
         if (!force.stop_requested()) {
           s->after_graceful();
-          co_await supervisor::until_stopped(force, here);
+          auto waiting = supervisor::until_stopped(force, here);
+          co_await NoteParked{waiting, s->parked_for_force};
           s->resumed_on_own_executor = ready.executor().running_in_this_thread();
         }
         ++s->forced_ends;

@@ -133,8 +133,9 @@ class AsyncReady {
 
   /// The executor this process runs on, where its coroutine is resumed: `Options::executor`, or
   /// the supervisor's own pool when none was given. For wake-ups of the process's own, such as
-  /// `co_await until_stopped(force, ready.executor())` (until_stopped.hpp). Valid until `run`
-  /// has returned; thread-safe.
+  /// `co_await until_stopped(force, ready.executor())` (until_stopped.hpp). Thread-safe. The
+  /// supervisor's own pool is joined once every process has finished, as `run` ends: what else
+  /// is scheduled there (a task `spawn`ed on it) must have finished by then.
   [[nodiscard]] ExecutorRef executor() const noexcept { return target_->executor(); }
 
  private:
