@@ -22,8 +22,8 @@ enum class ErrorSource {
   close,
   /// A process that a pass started in the background failed to start (its exception, one from
   /// moving its runnable, `errc::exited_before_ready`, or `std::system_error` when no thread
-  /// could be made; the pass goes on with the next row); or a
-  /// runnable that failed while a `start` whose caller was told `canceled` waited for it.
+  /// could be made; the pass goes on with the next row); or a runnable that failed while a
+  /// `start` whose caller was told `canceled` waited for it.
   start,
   /// A running process returned with an exception on its own: it was removed and the next pass
   /// starts it again if its entry is still in the table. Also a runnable that failed while a
