@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "counted_coroutine.hpp"
 #include "kernel_threads.hpp"
 #include "supervisor/detail/mpmc_ring.hpp"
 #include "support.hpp"
@@ -25,19 +26,7 @@ void* as_value(std::uintptr_t n) {
   return reinterpret_cast<void*>(n);  // NOLINT(performance-no-int-to-ptr): a token, never read
 }
 
-/// A coroutine that counts itself done when resumed, and frees itself.
-struct Counted {
-  struct promise_type {
-    Counted get_return_object() noexcept {
-      return Counted{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept {}
-  };
-  std::coroutine_handle<promise_type> handle;
-};
+using test::Counted;  // counts itself done when resumed, then frees itself
 
 Counted record(std::vector<std::size_t>& order, std::size_t index, std::atomic<std::size_t>& done) {
   order.push_back(index);

@@ -6,6 +6,7 @@
 
 #include <coroutine>
 #include <exception>
+#include <stdexcept>
 #include <stop_token>
 #include <vector>
 
@@ -67,4 +68,21 @@ TEST_CASE("until_stopped: a token already requested goes on without suspending",
   CHECK(stage == 2);
   CHECK(finished);
   CHECK(executor.given.empty());  // nothing scheduled twice
+}
+
+TEST_CASE("until_stopped: an empty executor is a clear error where it is awaited",
+          "[coroutine][until_stopped]") {
+  RecordingExecutor executor;
+  std::stop_source source;
+  int stage = 0;
+  std::exception_ptr failure;
+  supervisor::spawn(executor, wait_for(source.get_token(), supervisor::ExecutorRef{}, stage),
+                    [&](std::exception_ptr e) { failure = std::move(e); });
+  executor.resume_the_one();
+  CHECK(stage == 1);  // it reached the await, and failed there: not suspended, nothing scheduled
+  REQUIRE(failure);
+  CHECK_THROWS_AS(std::rethrow_exception(failure), std::invalid_argument);
+  CHECK(executor.given.empty());
+  source.request_stop();  // no callback was left behind to resume it
+  CHECK(executor.given.empty());
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <coroutine>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <utility>
 
@@ -18,8 +19,16 @@ namespace supervisor {
 /// What `until_stopped` returns. Awaited once, where it was made; neither copied nor moved.
 class UntilStopped {
  public:
-  UntilStopped(std::stop_token token, ExecutorRef resume_on) noexcept
-      : token_(std::move(token)), executor_(resume_on) {}
+  /// Throws `std::invalid_argument` if `resume_on` is empty: there is nowhere to resume on, and
+  /// the thread that requests the token (maybe the supervisor's) must not run the coroutine.
+  UntilStopped(std::stop_token token, ExecutorRef resume_on)
+      : token_(std::move(token)), executor_(resume_on) {
+    if (!executor_) {
+      throw std::invalid_argument(
+          "supervisor::until_stopped: an empty ExecutorRef (use ready.executor() in a "
+          "coroutine runnable)");
+    }
+  }
   UntilStopped(const UntilStopped&) = delete;
   UntilStopped& operator=(const UntilStopped&) = delete;
   UntilStopped(UntilStopped&&) = delete;
@@ -62,8 +71,9 @@ class UntilStopped {
 /// it). A token that can never be requested (`stop_possible()` false) never resumes it. In a
 /// coroutine runnable: `co_await until_stopped(force, ready.executor())` waits for force alone,
 /// on the executor the process runs on (`AsyncReady::executor`).
-[[nodiscard]] inline UntilStopped until_stopped(std::stop_token token,
-                                                ExecutorRef executor) noexcept {
+/// Throws `std::invalid_argument` if `executor` is empty (a default-constructed `ExecutorRef`);
+/// in a coroutine runnable that is the runnable's own failure, reported with its key.
+[[nodiscard]] inline UntilStopped until_stopped(std::stop_token token, ExecutorRef executor) {
   return UntilStopped(std::move(token), executor);
 }
 

@@ -10,25 +10,13 @@
 #include <new>
 
 #include "../catch_shim.hpp"
+#include "../counted_coroutine.hpp"
 #include "inject.hpp"
 #include "supervisor/thread_pool.hpp"
 
 namespace {
 
-/// A coroutine that counts itself done when resumed, and frees itself; it allocates nothing
-/// when it runs, so the worker meets no fault.
-struct Counted {
-  struct promise_type {
-    Counted get_return_object() noexcept {
-      return Counted{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept {}
-  };
-  std::coroutine_handle<promise_type> handle;
-};
+using test::Counted;  // counts itself done when resumed, then frees itself
 
 Counted count_once(std::atomic<std::size_t>& done) {
   done.fetch_add(1);

@@ -58,22 +58,26 @@ class CoroutineHost {
     return pool != nullptr && pool->running_in_this_thread();
   }
 
-  /// Before a coroutine process is scheduled.
-  void launching() noexcept {
-    const std::lock_guard lock(mutex_);
-    ++unsettled_;
-  }
-  /// Once that process's last touch of the supervisor is over (or its launch failed). Under the
-  /// lock, so that `wait_settled` cannot return, and the supervisor go, before this returns.
+  /// Before a coroutine process is scheduled. Lock-free: it runs once per process.
+  void launching() noexcept { unsettled_.fetch_add(1); }
+  /// Once that process's last touch of the supervisor is over (or its launch failed).
+  /// A decrement that leaves others unsettled is lock-free. One that may be the last happens
+  /// under the lock: `wait_settled` sees zero only under it, so it cannot return, and the
+  /// supervisor go, before this is done with the lock and the condition.
   void settled() noexcept {
+    for (std::size_t seen = unsettled_.load(); seen > 1;) {
+      if (unsettled_.compare_exchange_weak(seen, seen - 1)) {
+        return;
+      }
+    }
     const std::lock_guard lock(mutex_);
-    if (--unsettled_ == 0) {
+    if (unsettled_.fetch_sub(1) == 1) {
       all_settled_.notify_all();
     }
   }
   void wait_settled() noexcept {
     std::unique_lock lock(mutex_);
-    while (unsettled_ != 0) {
+    while (unsettled_.load() != 0) {
       all_settled_.wait(lock);
     }
   }
@@ -84,7 +88,8 @@ class CoroutineHost {
   std::atomic<const ThreadPool*> own_view_{nullptr};
   std::mutex mutex_;
   std::condition_variable all_settled_;
-  std::size_t unsettled_ = 0;
+  // Only a decrement from 1 makes it zero, and that one holds `mutex_`.
+  std::atomic<std::size_t> unsettled_{0};
 };
 
 }  // namespace supervisor::detail
