@@ -20,10 +20,11 @@ enum class ErrorSource {
   row,
   /// A cursor's `close()` threw.
   close,
-  /// A process that a pass started in the background failed to start (its exception, one from
-  /// moving its runnable, `errc::exited_before_ready`, or `std::system_error` when no thread
-  /// could be made; the pass goes on with the next row); or a runnable that failed while a
-  /// `start` whose caller was told `canceled` waited for it.
+  /// A process that a pass (or `reconcile(key)`) started in the background failed to start (its
+  /// exception, one from moving its runnable into its record, `errc::exited_before_ready`, or
+  /// `std::system_error` when no thread could be made; the pass goes on with the next row); or
+  /// a runnable that failed while a `start` whose caller was told `canceled` waited for it. A
+  /// key that already runs is not started, so its runnable is never moved.
   start,
   /// A running process returned with an exception on its own: it was removed and the next pass
   /// starts it again if its entry is still in the table. Also a runnable that failed while a

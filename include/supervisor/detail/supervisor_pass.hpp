@@ -87,16 +87,10 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
       for (std::size_t i = 0; i < filled && !out_of_slots; ++i) {
         // The initial pass must not hold up `run`: without a free slot it ends, and the loop
         // goes on at once. Later passes wait for a slot (or the shutdown).
-        bool started = false;
-        try {
-          started = start_in_background(hashes[i], rows[i]->first, std::move(rows[i]->second),
-                                        tracker, pass, /*wait_for_slot=*/!tracker);
-        } catch (...) {  // only moving the runnable in can throw: that key's start failed
-          report(ErrorSource::start, &rows[i]->first, std::current_exception());
-          complete = false;  // the key may run, unseen by this pass: prune nothing
-          continue;
-        }
-        if (!started) {
+        // A runnable whose move throws fails that key's start alone, inside (reported with
+        // the key); a running key's runnable is not moved at all.
+        if (!start_in_background(hashes[i], rows[i]->first, std::move(rows[i]->second), tracker,
+                                 pass, /*wait_for_slot=*/!tracker)) {
           complete = false;
           out_of_slots = true;
           more = false;
@@ -128,7 +122,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::run_pass(
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
 bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
-    std::uint64_t hash, const Key& key, R runnable,
+    std::uint64_t hash, const Key& key, R&& runnable,
     const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
     bool wait_for_slot) noexcept {
   std::exception_ptr failure;
