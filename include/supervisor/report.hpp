@@ -24,7 +24,9 @@ enum class ErrorSource {
   /// exception, one from moving its runnable into its record, `errc::exited_before_ready`, or
   /// `std::system_error` when no thread could be made; the pass goes on with the next row); or
   /// a runnable that failed while a `start` whose caller was told `canceled` waited for it. A
-  /// key that already runs is not started, so its runnable is never moved.
+  /// key that already runs is not started, so its runnable is never moved. A failure before the
+  /// process exists (a copy of its key, a move of its runnable) is not recorded for the restart
+  /// policy: the next pass tries again, without backoff, as for a row that cannot be read.
   start,
   /// A running process returned with an exception on its own: it was removed and the next pass
   /// starts it again if its entry is still in the table. Also a runnable that failed while a

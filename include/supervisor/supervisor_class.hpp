@@ -292,9 +292,9 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// Checks one key against the table now, on the calling thread: starts its process in the
   /// background if its row exists, it has no process, and it is neither backing off nor given
   /// up; with `Options::prune`, asks its process to stop (without waiting) if the row is gone.
-  /// Does not wait for the start; a start that fails is reported (`ErrorSource::start`), as a
-  /// pass's. `errc::not_running` unless `run` is active; the table's exception, rethrown; the
-  /// exception of `Hash`, `KeyEqual` or a copy of the key.
+  /// Does not wait for the start; a start that fails (a copy of the key or a move of the
+  /// runnable included) is reported (`ErrorSource::start`), as a pass's. `errc::not_running`
+  /// unless `run` is active; the table's exception, or that of `Hash` or `KeyEqual`, rethrown.
   [[nodiscard]] std::error_code reconcile(const Key& key);
 
   /// Forgets the key's failures: its backoff, its count of consecutive failures, and its

@@ -132,8 +132,11 @@ class ManagedProcess final : public ProcessCore<R> {
   std::atomic<ticks> stop_requested_at{unset};
   std::atomic<ticks> exited_at{unset};
 
-  /// The pass during which the record was made, and the last pass that saw its row (pruning).
-  std::uint64_t born_pass = 0;
+  /// The pass under way once the record was in the map and its row read (no pass prunes it
+  /// before this is set), and the last pass that saw its row (pruning). A pass that began
+  /// before may have read the table without the row, or missed the record; one that begins
+  /// after cannot.
+  std::atomic<std::uint64_t> born_pass{std::numeric_limits<std::uint64_t>::max()};
   std::atomic<std::uint64_t> seen_pass{0};
 
   // ---- Events from threads other than the process's own (stop requested, forced) ----------

@@ -168,11 +168,13 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
       }
       managed = Managed::make(*this, key, hash, std::move(runnable), parent_, handoff_spin_,
                               run_work_, tracker.get());
-      managed->born_pass = pass;
       managed->seen_pass.store(pass, std::memory_order_relaxed);
       if (!processes_.try_emplace(hash, key, managed)) {
         return true;  // It got a process since the probe.
       }
+      // `pass` itself within a pass; for `reconcile(key)` a pass may have begun since it read
+      // the row, and missed the record.
+      managed->born_pass.store(pass_id_.load());
       registration.managed = std::move(managed);
       registration.managed->count_start();
       if (holds_slot) {

@@ -39,7 +39,7 @@ SUPERVISOR_MEMBER_
 void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
   if (options_.prune) {
     processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
-      if (managed->launched() && managed->born_pass < pass &&
+      if (managed->launched() && managed->born_pass.load() < pass &&
           managed->seen_pass.load(std::memory_order_relaxed) != pass &&
           managed->claim(detail::Claim::prune)) {
         mark_stop_requested(*managed);

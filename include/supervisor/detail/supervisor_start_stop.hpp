@@ -56,7 +56,6 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       return nullptr;
     }
     auto managed = Managed::make(*this, key, hash, parent_, handoff_spin_, run_work_);
-    managed->born_pass = pass_id_.load();  // a pass already under way must not prune it
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
       return nullptr;
@@ -70,6 +69,9 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
     ec = errc::not_in_table;
     return nullptr;
   }
+  // Once the row is read: a pass that began before may have read the table without it, and
+  // must not prune the process; one that begins after reads the row (or its removal).
+  registration.managed->born_pass.store(pass_id_.load());
   {
     const detail::StartGate::Pass pass(gate_);
     // `run` is shutting down, or shut down meanwhile and stopped the record (a later `run` may

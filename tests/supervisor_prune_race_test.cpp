@@ -1,0 +1,171 @@
+// A pruning pass and a `start` of a key the pass did not read: the pass must not prune the
+// process that `start` made, however their steps interleave. The start is held at each copy of
+// its key in turn (the key's copies are the only user code between its first step and its
+// insert into the map), a pass begins meanwhile and is held before it prunes, and only then does
+// the start go on, find its row and launch.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "support.hpp"
+
+using test::Probe;
+using test::Startup;
+
+namespace {
+
+/// Which copy of a `HeldKey`, made on a thread that allows it, holds: 0 for none.
+std::atomic<int> g_hold_at{0};
+std::atomic<int> g_copies{0};
+thread_local bool t_may_hold = false;
+test::Event* g_held = nullptr;     // notified when a copy holds
+test::Event* g_release = nullptr;  // what the held copy waits for
+
+/// A key whose copies, on a thread that allows it, are counted, and the `g_hold_at`-th holds.
+struct HeldKey {
+  std::string name;
+  HeldKey() = default;
+  explicit HeldKey(std::string n) : name(std::move(n)) {}
+  HeldKey(const HeldKey& other) : name(other.name) {
+    if (t_may_hold && ++g_copies == g_hold_at.load()) {
+      g_held->notify();
+      (void)g_release->wait();
+    }
+  }
+  HeldKey(HeldKey&&) noexcept = default;
+  HeldKey& operator=(const HeldKey&) = default;
+  HeldKey& operator=(HeldKey&&) noexcept = default;
+  ~HeldKey() = default;
+  friend bool operator==(const HeldKey& a, const HeldKey& b) { return a.name == b.name; }
+};
+
+struct HeldKeyHash {
+  std::size_t operator()(const HeldKey& key) const noexcept {
+    return std::hash<std::string>{}(key.name);
+  }
+};
+
+/// A `MapTable` whose cursor calls a hook before each `next()`: holds a pass before it prunes.
+struct HookTable {
+  using Rows = supervisor::MapTable<HeldKey, Probe, HeldKeyHash>;
+  std::shared_ptr<Rows> rows = std::make_shared<Rows>();
+  std::function<void(std::size_t position)> on_next;
+
+  struct Cursor {
+    Rows::Cursor inner;
+    HookTable* table;
+    std::size_t position = 0;
+    bool next() {
+      if (table->on_next) {
+        table->on_next(position);
+      }
+      ++position;
+      return inner.next();
+    }
+    std::pair<HeldKey, Probe> get() { return inner.get(); }
+    void close() { inner.close(); }
+  };
+
+  std::optional<Probe> get(const HeldKey& key) { return rows->get(key); }
+  Cursor iterate() { return Cursor{rows->iterate(), this}; }
+};
+
+using Sup = supervisor::Supervisor<HeldKey, Probe, HeldKeyHash>;
+
+}  // namespace
+
+TEST_CASE("a pruning pass does not prune a process that a start made while the pass ran",
+          "[supervisor][prune]") {
+  const HeldKey late("late");
+  int held_in_start = 0;
+  for (int hold_at = 1; hold_at <= 6; ++hold_at) {
+    CAPTURE(hold_at);
+    test::Event held;
+    test::Event release;
+    g_held = &held;
+    g_release = &release;
+    g_copies = 0;
+    g_hold_at = 0;
+    auto table = std::make_shared<HookTable>();
+    table->rows->insert_or_assign(HeldKey("early"), Probe::with(Startup::ready));
+    test::Event pass_at_end;
+    test::Event pass_go;
+    std::atomic<bool> hold_pass{false};
+    table->on_next = [&](std::size_t position) {
+      if (position == 1 && hold_pass.exchange(false)) {  // the last `next`: every row read
+        pass_at_end.notify();
+        (void)pass_go.wait();
+      }
+    };
+    auto clock = std::make_shared<supervisor::ManualClock>();
+    supervisor::Options<HeldKey> options;
+    options.clock = clock;
+    options.restart_interval = std::chrono::minutes(1);
+    options.prune = true;
+    auto late_stops = std::make_shared<std::atomic<int>>(0);
+    options.on_event = [late_stops](const supervisor::Event<HeldKey>& event) {
+      if (event.kind == supervisor::EventKind::stop_requested && event.key.name == "late") {
+        ++*late_stops;
+      }
+    };
+    Sup sup(table, options);
+    std::error_code started = supervisor::errc::not_running;
+    std::vector<std::string> after;
+    int stops_in_pass = -1;
+    bool held_here = false;
+    sup.run([&] {
+      REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
+      g_hold_at = hold_at;
+      test::Event start_over;
+      test::Background starter([&] {
+        t_may_hold = true;
+        (void)sup.start(late, started);
+        start_over.notify();
+        held.notify();  // no copy held: let the test go on
+      });
+      REQUIRE(held.wait());
+      held_here = start_over.count() == 0;
+      const auto arms = clock->arms();
+      if (held_here) {
+        // The start is held before its insert. A pass begins and reads every row (not `late`),
+        // then waits before it prunes; the row appears, and the start goes on and launches.
+        hold_pass = true;
+        clock->advance(options.restart_interval);
+        REQUIRE(pass_at_end.wait());
+        table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+        release.notify();
+        REQUIRE(starter.wait());
+        pass_go.notify();
+      } else {
+        release.notify();
+        REQUIRE(starter.wait());
+        clock->advance(options.restart_interval);
+      }
+      REQUIRE(clock->wait_for_arms(arms + 1));  // that pass is over, prune included
+      for (const HeldKey& key : sup.keys()) {
+        after.push_back(key.name);
+      }
+      stops_in_pass = late_stops->load();
+    });
+    g_hold_at = 0;
+    if (!held_here) {
+      continue;  // past the start's copies of its key: nothing held
+    }
+    ++held_in_start;
+    CHECK(started == std::error_code());
+    std::sort(after.begin(), after.end());
+    CHECK(after == std::vector<std::string>{"early", "late"});
+    CHECK(stops_in_pass == 0);  // the pass did not ask the new process to stop
+  }
+  CHECK(held_in_start >= 2);  // the start was held at more than one of its steps
+}
