@@ -2,7 +2,8 @@
 // process that `start` made, however their steps interleave. The start is held at each copy of
 // its key in turn (the key's copies are the only user code between its first step and its
 // insert into the map), a pass begins meanwhile and is held before it prunes, and only then does
-// the start go on, find its row and launch.
+// the start go on, find its row and launch. Likewise `reconcile(key)` with a start in flight
+// that reads its row after reconcile read none.
 
 #include <algorithm>
 #include <atomic>
@@ -55,11 +56,14 @@ struct HeldKeyHash {
   }
 };
 
-/// A `MapTable` whose cursor calls a hook before each `next()`: holds a pass before it prunes.
+/// A `MapTable` whose cursor calls a hook before each `next()` (holds a pass before it prunes),
+/// and whose `get` calls hooks before and after it reads the row.
 struct HookTable {
   using Rows = supervisor::MapTable<HeldKey, Probe, HeldKeyHash>;
   std::shared_ptr<Rows> rows = std::make_shared<Rows>();
   std::function<void(std::size_t position)> on_next;
+  std::function<void()> before_get;
+  std::function<void(bool found)> after_get;
 
   struct Cursor {
     Rows::Cursor inner;
@@ -76,11 +80,24 @@ struct HookTable {
     void close() { inner.close(); }
   };
 
-  std::optional<Probe> get(const HeldKey& key) { return rows->get(key); }
+  std::optional<Probe> get(const HeldKey& key) {
+    if (before_get) {
+      before_get();
+    }
+    std::optional<Probe> row = rows->get(key);
+    if (after_get) {
+      after_get(row.has_value());
+    }
+    return row;
+  }
   Cursor iterate() { return Cursor{rows->iterate(), this}; }
 };
 
 using Sup = supervisor::Supervisor<HeldKey, Probe, HeldKeyHash>;
+
+/// Which of the test's threads calls the table's `get`.
+enum class Role { other, starter, reconciler };
+thread_local Role t_role = Role::other;
 
 }  // namespace
 
@@ -168,4 +185,73 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
     CHECK(stops_in_pass == 0);  // the pass did not ask the new process to stop
   }
   CHECK(held_in_start >= 2);  // the start was held at more than one of its steps
+}
+
+TEST_CASE("reconcile(key) does not prune a start in flight that reads its row after reconcile did",
+          "[supervisor][prune]") {
+  // The start has its record in the map and is about to read its row; reconcile(key) finds the
+  // record, reads no row, and is held there; the row appears, the start reads it and launches;
+  // only then does reconcile go on. The row is in the table: the process must not be stopped.
+  auto table = std::make_shared<HookTable>();
+  table->rows->insert_or_assign(HeldKey("early"), Probe::with(Startup::ready));
+  test::Event start_in_get;
+  test::Event start_go;
+  test::Event reconcile_read;
+  test::Event reconcile_go;
+  table->before_get = [&] {
+    if (t_role == Role::starter) {
+      start_in_get.notify();
+      (void)start_go.wait();
+    }
+  };
+  table->after_get = [&](bool found) {
+    if (t_role == Role::reconciler && !found) {
+      reconcile_read.notify();
+      (void)reconcile_go.wait();
+    }
+  };
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  supervisor::Options<HeldKey> options;
+  options.clock = clock;
+  options.restart_interval = std::chrono::minutes(1);
+  options.prune = true;
+  auto late_stops = std::make_shared<std::atomic<int>>(0);
+  options.on_event = [late_stops](const supervisor::Event<HeldKey>& event) {
+    if (event.kind == supervisor::EventKind::stop_requested && event.key.name == "late") {
+      ++*late_stops;
+    }
+  };
+  Sup sup(table, options);
+  const HeldKey late("late");
+  std::error_code started = supervisor::errc::not_running;
+  std::error_code reconciled = supervisor::errc::not_running;
+  std::vector<std::string> after;
+  int stops = -1;
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
+    test::Background starter([&] {
+      t_role = Role::starter;
+      (void)sup.start(late, started);
+    });
+    REQUIRE(start_in_get.wait());
+    test::Background reconciler([&] {
+      t_role = Role::reconciler;
+      reconciled = sup.reconcile(late);
+    });
+    REQUIRE(reconcile_read.wait());
+    table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+    start_go.notify();
+    REQUIRE(starter.wait());  // launched and ready
+    reconcile_go.notify();
+    REQUIRE(reconciler.wait());
+    stops = late_stops->load();
+    for (const HeldKey& key : sup.keys()) {
+      after.push_back(key.name);
+    }
+  });
+  CHECK(started == std::error_code());
+  CHECK(reconciled == std::error_code());
+  CHECK(stops == 0);  // reconcile did not ask the new process to stop
+  std::sort(after.begin(), after.end());
+  CHECK(after == std::vector<std::string>{"early", "late"});
 }

@@ -114,9 +114,13 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
   if (managed && !options_.prune) {
     return {};
   }
+  // Before the row is read: a start launches only once it has read its row, so a process
+  // launched by now had a row then, and no row now means it left the table. One that launches
+  // later may have read a row that this read missed: it is not pruned.
+  const bool was_launched = managed && managed->launched();
   std::optional<R> row = table_->get(key);
   if (managed) {
-    if (!row && managed->launched() && managed->claim(detail::Claim::prune)) {
+    if (!row && was_launched && managed->claim(detail::Claim::prune)) {
       mark_stop_requested(*managed);
       stop_claimed(*managed, false);
     }
