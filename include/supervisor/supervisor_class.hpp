@@ -292,9 +292,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// Checks one key against the table now, on the calling thread: starts its process in the
   /// background if its row exists, it has no process, and it is neither backing off nor given
   /// up; with `Options::prune`, asks its process to stop (without waiting) if the row is gone.
-  /// Does not wait for the start; a start that fails (a copy of the key or a move of the
-  /// runnable included) is reported (`ErrorSource::start`), as a pass's. `errc::not_running`
-  /// unless `run` is active; the table's exception, or that of `Hash` or `KeyEqual`, rethrown.
+  /// Does not wait for the start; a failed start is reported (`ErrorSource::start`), as a pass's.
+  /// `errc::not_running` unless `run` is active; the table's, `Hash`'s or `KeyEqual`'s exception.
   [[nodiscard]] std::error_code reconcile(const Key& key);
 
   /// Forgets the key's failures: its backoff, its count of consecutive failures, and its
@@ -361,8 +360,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   enum class PassEnd : std::uint8_t { complete, partial, out_of_slots };
   PassEnd run_pass(const std::shared_ptr<detail::PassTracker>& tracker) noexcept;
   /// False if the pass must end early: shutting down, or no free start slot and `!wait_for_slot`
-  /// (the key is left to a later pass; else it waits for a slot). `runnable` is moved from only
-  /// once the key is found without a process: a running key's row is never moved.
+  /// (the key is left to a later pass; else it waits). Moves `runnable` only to start it.
   bool start_in_background(std::uint64_t hash, const Key& key, R&& runnable,
                            const std::shared_ptr<detail::PassTracker>& tracker, std::uint64_t pass,
                            bool wait_for_slot) noexcept;
