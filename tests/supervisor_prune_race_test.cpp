@@ -95,6 +95,21 @@ struct HookTable {
 
 using Sup = supervisor::Supervisor<HeldKey, Probe, HeldKeyHash>;
 
+/// Prunes, on `clock`, with a pass a minute; counts in `late_stops` the stops asked of "late".
+supervisor::Options<HeldKey> pruning_options(std::shared_ptr<supervisor::ManualClock> clock,
+                                             std::shared_ptr<std::atomic<int>> late_stops) {
+  supervisor::Options<HeldKey> options;
+  options.clock = std::move(clock);
+  options.restart_interval = std::chrono::minutes(1);
+  options.prune = true;
+  options.on_event = [late_stops = std::move(late_stops)](const supervisor::Event<HeldKey>& e) {
+    if (e.kind == supervisor::EventKind::stop_requested && e.key.name == "late") {
+      ++*late_stops;
+    }
+  };
+  return options;
+}
+
 /// Which of the test's threads calls the table's `get`.
 enum class Role { other, starter, reconciler };
 thread_local Role t_role = Role::other;
@@ -125,16 +140,8 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
       }
     };
     auto clock = std::make_shared<supervisor::ManualClock>();
-    supervisor::Options<HeldKey> options;
-    options.clock = clock;
-    options.restart_interval = std::chrono::minutes(1);
-    options.prune = true;
     auto late_stops = std::make_shared<std::atomic<int>>(0);
-    options.on_event = [late_stops](const supervisor::Event<HeldKey>& event) {
-      if (event.kind == supervisor::EventKind::stop_requested && event.key.name == "late") {
-        ++*late_stops;
-      }
-    };
+    const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
     Sup sup(table, options);
     std::error_code started = supervisor::errc::not_running;
     std::vector<std::string> after;
@@ -211,16 +218,8 @@ TEST_CASE("reconcile(key) does not prune a start in flight that reads its row af
     }
   };
   auto clock = std::make_shared<supervisor::ManualClock>();
-  supervisor::Options<HeldKey> options;
-  options.clock = clock;
-  options.restart_interval = std::chrono::minutes(1);
-  options.prune = true;
   auto late_stops = std::make_shared<std::atomic<int>>(0);
-  options.on_event = [late_stops](const supervisor::Event<HeldKey>& event) {
-    if (event.kind == supervisor::EventKind::stop_requested && event.key.name == "late") {
-      ++*late_stops;
-    }
-  };
+  const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
   Sup sup(table, options);
   const HeldKey late("late");
   std::error_code started = supervisor::errc::not_running;
