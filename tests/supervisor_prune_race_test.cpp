@@ -18,43 +18,19 @@
 #include <vector>
 
 #include "catch_shim.hpp"
+#include "held_key.hpp"
 #include "support.hpp"
 
+using test::g_copies;
+using test::g_held;
+using test::g_hold_at;
+using test::g_release;
+using test::HeldKey;
+using test::HeldKeyHash;
 using test::Probe;
 using test::Startup;
 
 namespace {
-
-/// Which copy of a `HeldKey`, made on a thread that allows it, holds: 0 for none.
-std::atomic<int> g_hold_at{0};
-std::atomic<int> g_copies{0};
-thread_local bool t_may_hold = false;
-test::Event* g_held = nullptr;     // notified when a copy holds
-test::Event* g_release = nullptr;  // what the held copy waits for
-
-/// A key whose copies, on a thread that allows it, are counted, and the `g_hold_at`-th holds.
-struct HeldKey {
-  std::string name;
-  HeldKey() = default;
-  explicit HeldKey(std::string n) : name(std::move(n)) {}
-  HeldKey(const HeldKey& other) : name(other.name) {
-    if (t_may_hold && ++g_copies == g_hold_at.load()) {
-      g_held->notify();
-      (void)g_release->wait();
-    }
-  }
-  HeldKey(HeldKey&&) noexcept = default;
-  HeldKey& operator=(const HeldKey&) = default;
-  HeldKey& operator=(HeldKey&&) noexcept = default;
-  ~HeldKey() = default;
-  friend bool operator==(const HeldKey& a, const HeldKey& b) { return a.name == b.name; }
-};
-
-struct HeldKeyHash {
-  std::size_t operator()(const HeldKey& key) const noexcept {
-    return std::hash<std::string>{}(key.name);
-  }
-};
 
 /// A `MapTable` whose cursor calls a hook before each `next()` (holds a pass before it prunes),
 /// and whose `get` calls hooks before and after it reads the row.
@@ -152,7 +128,7 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
       g_hold_at = hold_at;
       test::Event start_over;
       test::Background starter([&] {
-        t_may_hold = true;
+        test::t_may_hold = true;
         (void)sup.start(late, started);
         start_over.notify();
         held.notify();  // no copy held: let the test go on

@@ -413,8 +413,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   detail::ShardedMap<Key, ManagedPtr, Hash, KeyEqual> processes_;
   detail::RunLock run_lock_;
   detail::StartGate gate_;
-  // Set by `run` before it opens the gate, read by starts that pass it.
-  std::stop_token parent_;
+  std::stop_token parent_;  // set by `run` before it opens the gate, read by starts past it
   const detail::WorkContext* run_work_ = nullptr;
   detail::ThreadGroup threads_;
   detail::CoroutineHost coroutines_;  // coroutine processes: their executor, their count
@@ -426,7 +425,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   std::atomic<std::uint64_t> pass_id_{0};  // the last pass begun
   std::atomic<bool> pass_running_{false};  // coalescing of passes
   std::atomic<bool> pass_pending_{false};
-  std::atomic<bool> run_active_{false};  // `reconcile` works
+  std::atomic<bool> run_active_{false};   // `reconcile` works
+  std::atomic<bool> forcing_all_{false};  // `parent_` requested: the walk that forces has begun
   std::atomic<bool> shutting_down_{false};
   std::atomic<std::size_t> live_{0};     // launched processes not yet gone
   std::stop_source* drained_ = nullptr;  // `run`'s: requested when `live_` drops to 0

@@ -57,10 +57,41 @@ class EpochDomain {
     return *domain;
   }
 
+  class Pin;
+
+  /// A record held back for a walk on a thread that may have none yet (a stop callback runs on
+  /// whichever thread requests the stop): acquired where failing for memory is allowed, so that
+  /// the pin made with it later allocates nothing and cannot throw. One pin at a time uses it.
+  class Spare {
+   public:
+    Spare() : domain_(instance()), record_(domain_.acquire_record()) {}
+    ~Spare() { domain_.release_record(record_); }
+    Spare(const Spare&) = delete;
+    Spare& operator=(const Spare&) = delete;
+
+   private:
+    friend class EpochDomain::Pin;
+    EpochDomain& domain_;
+    Record* record_;
+  };
+
   /// Keeps every node reachable at its construction from being freed until its destruction.
   /// Nests on one thread. Not movable: it belongs to the thread that made it.
   class Pin {
    public:
+    /// Pins with this thread's record, or, if it has none, with `spare`'s, which the thread's
+    /// nested pins then use too: never allocates, never throws.
+    explicit Pin(Spare& spare) noexcept : domain_(spare.domain_) {
+      record_ = this_thread_.record;
+      if (record_ == nullptr) {
+        record_ = spare.record_;
+        lent_ = true;
+        this_thread_.record = record_;
+      }
+      if (record_->depth++ == 0) {
+        record_->pinned.store(domain_.epoch_.load());
+      }
+    }
     Pin() : domain_(instance()) {
       record_ = domain_.this_thread_record();
       if (record_ == nullptr) {
@@ -78,8 +109,10 @@ class EpochDomain {
       if (--record_->depth == 0) {
         record_->pinned.store(0);
       }
-      if (borrowed_) {
+      if (borrowed_ || lent_) {
         this_thread_.record = nullptr;
+      }
+      if (borrowed_) {
         domain_.release_record(record_);
       }
     }
@@ -89,7 +122,8 @@ class EpochDomain {
    private:
     EpochDomain& domain_;
     Record* record_ = nullptr;
-    bool borrowed_ = false;
+    bool borrowed_ = false;  // acquired for this pin (the thread's own is gone)
+    bool lent_ = false;      // a `Spare`'s
   };
 
   /// The current global epoch: what a writer tags a node it has just unlinked with.
@@ -230,8 +264,9 @@ class EpochDomain {
   static void before_fork() noexcept { forking_domain_.load()->mutex_.lock(); }
   static void after_fork_in_parent() noexcept { forking_domain_.load()->mutex_.unlock(); }
 
-  /// Only the forking thread lives on in the child: every other record goes back to the free
-  /// list, unpinned (their owners, and any scan standing on them, are gone), so the epoch can
+  /// Only the forking thread lives on in the child: every other record (a `Spare`'s too) goes
+  /// back to the free list, unpinned (their owners, and any scan standing on them, are gone; a
+  /// `Spare` belongs to a running supervisor, which the child must not use), so the epoch can
   /// advance again. The forking thread keeps its record, with its pins, and unlocks the lock it
   /// took before the fork (it is the same thread in the child).
   static void after_fork_in_child() noexcept {

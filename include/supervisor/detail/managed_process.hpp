@@ -45,13 +45,20 @@ enum class Origin : std::uint8_t { user_start, pass };
 /// event of the process), `process_gone()` (after), `start_settled()` for a paced start,
 /// `process_starting(ManagedProcess&)` (its first event) and `bool ending()` (`run` is shutting
 /// down or canceled).
+///
+/// Force follows `parent` through the owner (`ParentLink::by_owner`): when `parent` is
+/// requested, the owner sets `forcing_all_` and then calls `request_force` on every record in
+/// its map, all sequentially consistent; a record is in the map before it starts, and reads
+/// `forcing_all_` as it does.
 template <class Owner, class Key, class R>
-class ManagedProcess final : public ProcessCore<R> {
+class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
+  using Core = ProcessCore<R, ParentLink::by_owner>;
+
  public:
   /// A record without its runnable yet (a `start` registers the key, then asks the table).
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, const std::stop_token& parent,
                  std::chrono::nanoseconds spin, const WorkContext* outer)
-      : ProcessCore<R>(parent, spin, outer),
+      : Core(parent, spin, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
@@ -61,7 +68,7 @@ class ManagedProcess final : public ProcessCore<R> {
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, R runnable,
                  const std::stop_token& parent, std::chrono::nanoseconds spin,
                  const WorkContext* outer, PassTracker* tracker)
-      : ProcessCore<R>(parent, spin, outer),
+      : Core(parent, spin, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
@@ -74,7 +81,7 @@ class ManagedProcess final : public ProcessCore<R> {
   /// the room can be reached: aligned as `operator new` aligns, within 64 KiB of the record.
   template <class... Args>
   static std::shared_ptr<ManagedProcess> make(Args&&... args) {
-    constexpr bool roomy = ProcessCore<R>::is_coroutine &&
+    constexpr bool roomy = Core::is_coroutine &&
                            alignof(ManagedProcess) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ &&
                            sizeof(ManagedProcess) + 256 <= 0xffff;
     if constexpr (roomy) {
@@ -179,9 +186,11 @@ class ManagedProcess final : public ProcessCore<R> {
  private:
   void on_start() noexcept override { owner_.process_starting(*this); }
 
+  bool owner_forces_all() const noexcept override { return owner_.forcing_all_.load(); }
+
   void before_ready() noexcept override { owner_.process_becoming_ready(*this); }
 
-  typename ProcessCore<R>::SettleHook settle_hook() const noexcept override {
+  typename Core::SettleHook settle_hook() const noexcept override {
     return {[](void* owner) noexcept { static_cast<Owner*>(owner)->process_settled(); }, &owner_};
   }
 

@@ -39,6 +39,9 @@ namespace supervisor::detail {
 /// exactly once, on a thread other than the caller's, or throw (and never run it).
 using Launch = std::function<void(std::function<void()> body)>;
 
+/// How a process's force follows its parent token (see `ProcessCore`).
+enum class ParentLink : unsigned char { per_process, by_owner };
+
 /// The state machine of one process, independent of where its runnable executes.
 ///
 /// Held by `std::shared_ptr`: the thread that executes the runnable keeps it alive. Subclasses
@@ -58,11 +61,16 @@ using Launch = std::function<void(std::function<void()> body)>;
 /// still `initial`: a supervisor registers a key's record before it asks the table for the
 /// runnable. Readers that check `state()` first (acquire) see it once the state has left
 /// `initial`.
-template <class R>
+///
+/// Force follows the parent token, from `starting` on. `ParentLink::per_process`: through a
+/// `std::stop_callback` of its own. `by_owner`: none (64 bytes and two locked steps on the
+/// parent's shared state fewer per process); the owner forces every process it holds when the
+/// parent is requested, and a process it made visible checks the parent in `enter_starting`.
+template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
                     public AsyncReadyTarget,
-                    public std::enable_shared_from_this<ProcessCore<R>> {
+                    public std::enable_shared_from_this<ProcessCore<R, Link>> {
  public:
   static constexpr bool is_coroutine = CoroutineRunnable<R>;
 
@@ -215,6 +223,9 @@ class ProcessCore : public ReadyTarget,
     void* context = nullptr;
   };
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
+  /// `ParentLink::by_owner`: whether the owner's walk that forces every process it holds has
+  /// begun. Read once the record is visible to that walk, sequentially consistent.
+  [[nodiscard]] virtual bool owner_forces_all() const noexcept { return parent_.stop_requested(); }
 
  private:
   struct RequestForce {
@@ -273,13 +284,17 @@ class ProcessCore : public ReadyTarget,
       set_state(ProcessState::starting);
     }
     // Chained to the parent only now: the force signal belongs to the run that starts.
-    parent_link_.emplace(parent_, RequestForce{this});
+    if constexpr (Link == ParentLink::per_process) {
+      parent_link_.emplace(parent_, RequestForce{this});
+    } else if (owner_forces_all()) {
+      force_now();  // the owner's walk may have missed this record
+    }
     return true;
   }
 
   /// A launch that failed: `stopped` and done, with the launch's exception as the error.
   void fail_launch() noexcept {
-    parent_link_.reset();  // as in `finish_run`: no force request inside the record as it goes
+    unlink_parent();  // as in `finish_run`: no force request inside the record as it goes
     CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
@@ -295,8 +310,10 @@ class ProcessCore : public ReadyTarget,
   /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
   /// `on_exit`, then `done`.
   void finish_run(const std::exception_ptr& failure) noexcept {
-    // First, outside every lock: a parent's force request in flight ends before the record may go.
-    parent_link_.reset();
+    // First, outside every lock: a force request in flight through this record's own link ends
+    // before the record may go. (`by_owner`: the owner's walk holds a reference while it forces;
+    // callbacks on the force token that it runs may still be running when this process is done.)
+    unlink_parent();
     bool became_ready = false;
     {
       std::lock_guard lock(mutex_);
@@ -316,18 +333,7 @@ class ProcessCore : public ReadyTarget,
     resume_callers(woken);
   }
 
-  std::stop_token stopping() override {
-    std::lock_guard lock(mutex_);
-    if (!stopping_) {
-      stopping_ = std::make_unique<Stopping>();
-      if (graceful_ || force_.stop_requested()) {
-        stopping_->source.request_stop();
-      } else {
-        stopping_->on_force.emplace(force_.get_token(), RequestStopOf{&stopping_->source});
-      }
-    }
-    return stopping_->source.get_token();
-  }
+  std::stop_token stopping() override;
 
   /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
   void mark_ready() {
@@ -400,7 +406,14 @@ class ProcessCore : public ReadyTarget,
   std::stop_token parent_;
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
-  std::optional<std::stop_callback<RequestForce>> parent_link_;
+  struct NoParentLink {
+    void reset() noexcept {}
+  };
+  [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process,
+                                           std::optional<std::stop_callback<RequestForce>>,
+                                           NoParentLink>
+      parent_link_;
+  void unlink_parent() noexcept { parent_link_.reset(); }
   // `Ready::stop_token`: made on first request (most never ask), requested by a stop or force.
   struct Stopping {
     std::stop_source source;

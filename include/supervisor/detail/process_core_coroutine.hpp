@@ -16,12 +16,13 @@
 
 namespace supervisor::detail {
 
-#define SUPERVISOR_PROCESS_CORE_ \
-  template <class R>             \
+#define SUPERVISOR_PROCESS_CORE_      \
+  template <class R, ParentLink Link> \
   requires AnyKindRunnable<R>
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires CoroutineRunnable<R> {
+std::error_code ProcessCore<R, Link>::begin_start(ExecutorRef executor) requires
+    CoroutineRunnable<R> {
   if (!enter_starting()) {
     return errc::invalid_state;
   }
@@ -61,7 +62,7 @@ std::error_code ProcessCore<R>::begin_start(ExecutorRef executor) requires Corou
 
 // The room in this record's block, if it has one (as `give_frame_room` left it).
 SUPERVISOR_PROCESS_CORE_
-FrameRoom ProcessCore<R>::frame_room() noexcept {
+FrameRoom ProcessCore<R, Link>::frame_room() noexcept {
   if (frame_room_bytes_ == 0) {
     return {};
   }
@@ -73,7 +74,7 @@ FrameRoom ProcessCore<R>::frame_room() noexcept {
 // reference to the record is then never dropped, so the record is kept for good (leaked), and
 // its type gets no more room (so that happens at most once per type).
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::keep_if_room_kept(const FrameOffer& offer, const void* task) noexcept {
+void ProcessCore<R, Link>::keep_if_room_kept(const FrameOffer& offer, const void* task) noexcept {
   if (offer.room_taken_by_other(task)) {
     FrameRoomHint<R>::disable();
     keep_forever_ = true;
@@ -82,7 +83,7 @@ void ProcessCore<R>::keep_if_room_kept(const FrameOffer& offer, const void* task
 
 // First thing on the executor, before the body: as a thread's first steps.
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::task_begins(void* context) noexcept {
+void ProcessCore<R, Link>::task_begins(void* context) noexcept {
   auto* self = static_cast<ProcessCore*>(context);
   self->on_start();
   self->launched_.store(true, std::memory_order_release);
@@ -96,7 +97,7 @@ void ProcessCore<R>::task_begins(void* context) noexcept {
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::task_ends(void* context) noexcept {
+void ProcessCore<R, Link>::task_ends(void* context) noexcept {
   static_cast<ProcessCore*>(context)->finish_task();
 }
 
@@ -104,7 +105,7 @@ void ProcessCore<R>::task_ends(void* context) noexcept {
 // the last touch of `*this` (the task's reference may be the last one, and `run` may return as
 // soon as the hook has been called).
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::finish_task() noexcept {
+void ProcessCore<R, Link>::finish_task() noexcept {
   const std::exception_ptr failure = task_failure(task_);
   task_.destroy();
   task_ = {};
@@ -130,7 +131,7 @@ void ProcessCore<R>::finish_task() noexcept {
 /// linked into the process's list under its mutex, unlinked by whoever resumes it (the
 /// transition, or `cancel`'s callback), so exactly one of them schedules it.
 SUPERVISOR_PROCESS_CORE_
-class ProcessCore<R>::CallerWait {
+class ProcessCore<R, Link>::CallerWait {
  public:
   CallerWait(ProcessCore& core, Until until, std::stop_token cancel) noexcept
       : core_(&core), cancel_(std::move(cancel)) {
@@ -199,24 +200,24 @@ class ProcessCore<R>::CallerWait {
 };
 
 SUPERVISOR_PROCESS_CORE_
-auto ProcessCore<R>::until_started(std::stop_token cancel) noexcept
+auto ProcessCore<R, Link>::until_started(std::stop_token cancel) noexcept
     -> CallerWait requires CoroutineRunnable<R> {
   return CallerWait(*this, Until::started, std::move(cancel));
 }
 
 SUPERVISOR_PROCESS_CORE_
-auto ProcessCore<R>::until_done(std::stop_token cancel) noexcept
+auto ProcessCore<R, Link>::until_done(std::stop_token cancel) noexcept
     -> CallerWait requires CoroutineRunnable<R> {
   return CallerWait(*this, Until::done, std::move(cancel));
 }
 
 SUPERVISOR_PROCESS_CORE_
-auto ProcessCore<R>::until_begun() noexcept -> CallerWait requires CoroutineRunnable<R> {
+auto ProcessCore<R, Link>::until_begun() noexcept -> CallerWait requires CoroutineRunnable<R> {
   return CallerWait(*this, Until::begun, {});
 }
 
 SUPERVISOR_PROCESS_CORE_
-auto ProcessCore<R>::take_callers(Until reached) noexcept -> CallerNode* {
+auto ProcessCore<R, Link>::take_callers(Until reached) noexcept -> CallerNode* {
   CallerNode* woken = nullptr;
   CallerNode** link = &callers_;
   while (*link != nullptr) {
@@ -234,7 +235,7 @@ auto ProcessCore<R>::take_callers(Until reached) noexcept -> CallerNode* {
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::resume_callers(CallerNode* woken) noexcept {
+void ProcessCore<R, Link>::resume_callers(CallerNode* woken) noexcept {
   while (woken != nullptr) {
     CallerNode* const node = woken;
     woken = node->next;  // before the schedule: the node goes with its caller's frame

@@ -5,6 +5,8 @@
 /// caller's wait for the start or the end of a process, and a thread runnable's `ready`. Each
 /// wait spins for at most the hand-off budget, then sleeps on the process's condition variable.
 
+#include <memory>
+#include <mutex>
 #include <stop_token>
 #include <system_error>
 
@@ -14,12 +16,12 @@
 
 namespace supervisor::detail {
 
-#define SUPERVISOR_PROCESS_CORE_ \
-  template <class R>             \
+#define SUPERVISOR_PROCESS_CORE_      \
+  template <class R, ParentLink Link> \
   requires AnyKindRunnable<R>
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R>::request_stop(bool forced, bool* was_initial) {
+std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initial) {
   bool force = forced;
   std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
   CallerNode* woken = nullptr;
@@ -63,7 +65,7 @@ std::error_code ProcessCore<R>::request_stop(bool forced, bool* was_initial) {
 }
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R>::await_start(const Cancel& cancel) {
+std::error_code ProcessCore<R, Link>::await_start(const Cancel& cancel) {
   spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
              spin_);
   if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
@@ -75,7 +77,7 @@ std::error_code ProcessCore<R>::await_start(const Cancel& cancel) {
 }
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R>::await_done(const Cancel& cancel) {
+std::error_code ProcessCore<R, Link>::await_done(const Cancel& cancel) {
   spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
   std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
   if (ec) {
@@ -86,19 +88,19 @@ std::error_code ProcessCore<R>::await_done(const Cancel& cancel) {
 }
 
 SUPERVISOR_PROCESS_CORE_
-bool ProcessCore<R>::wait_done(const Cancel& cancel) {
+bool ProcessCore<R, Link>::wait_done(const Cancel& cancel) {
   spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
   return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::wait_done_forever() {
+void ProcessCore<R, Link>::wait_done_forever() {
   std::unique_lock lock(mutex_);
   changed_.wait(lock, [&] { return done_.load(); });
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R>::signal_ready_and_wait(const std::stop_token& early) {
+void ProcessCore<R, Link>::signal_ready_and_wait(const std::stop_token& early) {
   mark_ready();
   // A stop that follows readiness closely (a start then a stop) is caught without sleeping;
   // a quarter of the budget, since every process pays it once whether or not a stop comes.
@@ -122,6 +124,21 @@ void ProcessCore<R>::signal_ready_and_wait(const std::stop_token& early) {
   std::stop_callback wake_on_early(early, notify);
   std::unique_lock lock(mutex_);
   changed_.wait(lock, released);
+}
+
+// `Ready::stop_token`'s source, made on first request.
+SUPERVISOR_PROCESS_CORE_
+std::stop_token ProcessCore<R, Link>::stopping() {
+  std::lock_guard lock(mutex_);
+  if (!stopping_) {
+    stopping_ = std::make_unique<Stopping>();
+    if (graceful_ || force_.stop_requested()) {
+      stopping_->source.request_stop();
+    } else {
+      stopping_->on_force.emplace(force_.get_token(), RequestStopOf{&stopping_->source});
+    }
+  }
+  return stopping_->source.get_token();
 }
 
 #undef SUPERVISOR_PROCESS_CORE_

@@ -51,7 +51,22 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   { const detail::EpochDomain::Pin secure_record; }
 
   // The parent of every process: requested when `cancel`'s token is, or its deadline passes.
+  // Force follows it through one callback that walks the map, not one per process
+  // (`ParentLink::by_owner`). The walk runs on whichever thread requests the stop, so it pins
+  // with a record reserved here, where running out of memory can still fail `run`.
+  detail::EpochDomain::Spare force_walk_record;
   std::stop_source parent;
+  forcing_all_.store(false);
+  const std::stop_callback force_every_process(
+      parent.get_token(), [this, &force_walk_record]() noexcept {
+        // A process entering `starting` reads this after its record is in the map, and the map
+        // publishes and reads with sequentially consistent stores and loads (as here): either
+        // this walk finds the record, or the process sees the flag (`owner_forces_all`).
+        forcing_all_.store(true);
+        const detail::EpochDomain::Pin pin(force_walk_record);
+        processes_.for_each_unlocked(
+            [](const Key& /*key*/, const ManagedPtr& managed) { managed->request_force(); });
+      });
   std::stop_callback link(cancel.token(), [&parent]() noexcept { parent.request_stop(); });
 
   // The supervisor's own threads, before any process: out of threads, `run` fails here.
