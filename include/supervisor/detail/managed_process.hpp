@@ -72,8 +72,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
         owner_(owner),
         key_(key),
         hash_(hash),
-        origin_(Origin::pass),
-        tracker_(tracker) {
+        tracker_(tracker),
+        origin_(Origin::pass) {
     this->set_runnable(std::move(runnable));
   }
 
@@ -251,14 +251,16 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   static constexpr std::uint32_t exiting_bit = 1U << 31U;
   static constexpr std::uint32_t started_bit = 1U << 30U;
 
+  // The narrow fields together, after the wide ones: a record is 8 bytes smaller (at a million
+  // processes, its block is 16 bytes smaller) than in declaration-by-topic order.
   Owner& owner_;
   Key key_;
   std::uint64_t hash_;
-  Origin origin_;
   PassTracker* tracker_ = nullptr;  // the initial pass's (which `run` keeps until its end), or null
-  bool counted_ = false;            // set by the starter before the process can run
-  bool paced_ = false;              // likewise
   std::atomic<std::uint32_t> foreign_{0};
+  Origin origin_;
+  bool counted_ = false;  // set by the starter before the process can run
+  bool paced_ = false;    // likewise
   std::atomic<bool> tracker_finished_{false};
   std::atomic<Claim> claim_{Claim::none};
 };
