@@ -110,28 +110,37 @@ TEST_CASE("canceling run forces every running process before the request returns
   CHECK(Epoch::instance().records() <= records_before);  // the reserved record went back
 }
 
-TEST_CASE("canceling run forces every coroutine process of a large map before the request returns",
+TEST_CASE("canceling run forces every coroutine process of a grown map before the request returns",
           "[supervisor][force][coroutine]") {
-  // Enough keys that the map's shards grow while the initial pass fills them.
+  // Started one by one with `start`, which reserves nothing (a pass reserves for the table's
+  // size): the map's shards grow from 8 buckets to 32, and the walk reads the grown tables.
   constexpr std::size_t keys = 2000;
   auto tokens = std::make_shared<CoForceProbe::Tokens>();
   auto table = std::make_shared<supervisor::MapTable<std::size_t, CoForceProbe>>();
-  for (std::size_t i = 0; i < keys; ++i) {
-    table->insert_or_assign(i, CoForceProbe{tokens});
-  }
+  auto clock = std::make_shared<supervisor::ManualClock>();
   supervisor::Options<std::size_t> options;
-  options.clock = std::make_shared<supervisor::ManualClock>();
+  options.clock = clock;
   supervisor::Supervisor<std::size_t, CoForceProbe> sup(table, options);
   std::stop_source cancel;
+  std::size_t started = 0;
   std::size_t forced = 0;
   std::size_t seen = 0;
   std::error_code ec;
   sup.run(
       supervisor::Cancel(cancel.get_token()),
       [&] {
-        for (std::size_t n = tokens->count.load(); n < keys; n = tokens->count.load()) {
-          tokens->count.wait(n);
+        REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over (an empty table)
+        for (std::size_t i = 0; i < keys; ++i) {
+          table->insert_or_assign(i, CoForceProbe{tokens});
         }
+        test::Background starter([&] {
+          for (std::size_t i = 0; i < keys; ++i) {
+            std::error_code start_ec;
+            (void)sup.start(i, start_ec);
+            started += start_ec ? 0 : 1;
+          }
+        });
+        REQUIRE(starter.wait());
         test::Background canceler([&] { cancel.request_stop(); });
         REQUIRE(canceler.wait());
         const std::lock_guard lock(tokens->mutex);
@@ -141,6 +150,7 @@ TEST_CASE("canceling run forces every coroutine process of a large map before th
         }
       },
       ec);
+  CHECK(started == keys);
   CHECK(seen == keys);
   CHECK(forced == keys);
 }

@@ -12,7 +12,8 @@
 ///    graceful stop is not a cancellation: it may still use external resources here.
 /// 4. `force` is a cancellation signal: once requested, the runnable winds down as fast as it can.
 ///    A `std::stop_callback` on it (or on `ready`'s token) must not block until the process has
-///    ended: its end waits for a request of force in flight, so the two would wait for each other.
+///    ended: a standalone `Process`'s end waits for a request of force in flight, so the two
+///    would wait for each other (a supervisor's `run` waits for it before it returns).
 ///
 /// A runnable that returns without calling `ready` failed to start, even if it threw nothing.
 

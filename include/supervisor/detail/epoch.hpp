@@ -21,8 +21,9 @@ namespace supervisor::detail {
 /// Epoch-based reclamation: lets readers walk a structure without writing any shared cache line,
 /// while writers unlink nodes and free them only once no reader can still hold them.
 ///
-/// A reader brackets its walk with a `Pin`: it publishes the global epoch it saw in a record of
-/// its own thread (its own cache line), and clears it when done. A writer that unlinks a node
+/// A reader brackets its walk with a `Pin`: it publishes the global epoch it saw in a record its
+/// thread holds (its own cache line; on a thread without one, a `Spare`'s, lent for the pin), and
+/// clears it when done. A writer that unlinks a node
 /// retires it with the global epoch of that moment; the node may be freed once the global epoch
 /// has advanced twice past it. The epoch advances only when every pinned reader has seen the
 /// current one, so a reader that could have reached the node holds it back.
@@ -138,7 +139,8 @@ class EpochDomain {
   /// cannot throw).
   [[nodiscard]] static bool thread_has_record() noexcept { return this_thread_.record != nullptr; }
 
-  /// How many records `try_advance` reads: one per live thread that has pinned.
+  /// How many records `try_advance` reads: one per live thread that has pinned, and one per
+  /// `Spare` held.
   [[nodiscard]] std::size_t records() const noexcept { return record_count_.load(); }
 
   /// Advances the global epoch by one if every pinned reader has seen the current one. Returns
@@ -160,7 +162,7 @@ class EpochDomain {
  private:
   struct alignas(64) Record {
     std::atomic<std::uint64_t> pinned{0};  // 0 when not pinned, else the epoch seen at pinning
-    unsigned depth = 0;                    // touched only by the owning thread
+    unsigned depth = 0;                    // touched only by the thread that pins with it
     // The list of owned records: `next` is read by `try_advance` without the lock, and stays as
     // it is when the record leaves, so a scan standing on it goes on. The rest: under `mutex_`.
     std::atomic<Record*> next{nullptr};

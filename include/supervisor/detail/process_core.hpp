@@ -62,10 +62,11 @@ enum class ParentLink : unsigned char { per_process, by_owner };
 /// runnable. Readers that check `state()` first (acquire) see it once the state has left
 /// `initial`.
 ///
-/// Force follows the parent token, from `starting` on. `ParentLink::per_process`: through a
+/// Force follows the parent token. `ParentLink::per_process`: from `starting` on, through a
 /// `std::stop_callback` of its own. `by_owner`: none (64 bytes and two locked steps on the
-/// parent's shared state fewer per process); the owner forces every process it holds when the
-/// parent is requested, and a process it made visible checks the parent in `enter_starting`.
+/// parent's shared state fewer per process); the owner forces every record it holds, in any
+/// state, when the parent is requested, and one it made visible reads the owner's flag in
+/// `enter_starting` (`owner_forces_all`, which a `by_owner` subclass overrides).
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
@@ -223,8 +224,8 @@ class ProcessCore : public ReadyTarget,
     void* context = nullptr;
   };
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
-  /// `ParentLink::by_owner`: whether the owner's walk that forces every process it holds has
-  /// begun. Read once the record is visible to that walk, sequentially consistent.
+  /// `by_owner`: whether the owner's walk forcing all has begun; read once the walk can see the
+  /// record. A `by_owner` subclass overrides it, sequentially consistent (this default is not).
   [[nodiscard]] virtual bool owner_forces_all() const noexcept { return parent_.stop_requested(); }
 
  private:
@@ -274,7 +275,7 @@ class ProcessCore : public ReadyTarget,
     finish_run(failure);
   }
 
-  /// `initial -> starting`; false from any other state. Links force to the parent.
+  /// `initial -> starting`; false from any other state. Ties force to the parent.
   bool enter_starting() {
     {
       std::lock_guard lock(mutex_);
@@ -283,7 +284,7 @@ class ProcessCore : public ReadyTarget,
       }
       set_state(ProcessState::starting);
     }
-    // Chained to the parent only now: the force signal belongs to the run that starts.
+    // Only now: force belongs to the run that starts (a `by_owner` walk's is that run's too).
     if constexpr (Link == ParentLink::per_process) {
       parent_link_.emplace(parent_, RequestForce{this});
     } else if (owner_forces_all()) {
@@ -294,7 +295,7 @@ class ProcessCore : public ReadyTarget,
 
   /// A launch that failed: `stopped` and done, with the launch's exception as the error.
   void fail_launch() noexcept {
-    unlink_parent();  // as in `finish_run`: no force request inside the record as it goes
+    unlink_parent();  // as in `finish_run`
     CallerNode* woken = nullptr;
     {
       std::lock_guard lock(mutex_);
