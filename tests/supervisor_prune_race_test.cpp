@@ -3,7 +3,8 @@
 // its key in turn (the key's copies are the only user code between its first step and its
 // insert into the map), a pass begins meanwhile and is held before it prunes, and only then does
 // the start go on, find its row and launch. Likewise `reconcile(key)` with a start in flight
-// that reads its row after reconcile read none.
+// that reads its row after reconcile read none; and a `reconcile()` pass that outlives its run,
+// overlapping the next run's pass.
 
 #include <algorithm>
 #include <atomic>
@@ -32,12 +33,14 @@ using test::Startup;
 
 namespace {
 
-/// A `MapTable` whose cursor calls a hook before each `next()` (holds a pass before it prunes),
-/// and whose `get` calls hooks before and after it reads the row.
+/// A `MapTable` whose cursor calls a hook before each `next()` (holds a pass before it prunes)
+/// and one in `close()` (after the pass has marked every row it read, before it prunes), and
+/// whose `get` calls hooks before and after it reads the row.
 struct HookTable {
   using Rows = supervisor::MapTable<HeldKey, Probe, HeldKeyHash>;
   std::shared_ptr<Rows> rows = std::make_shared<Rows>();
   std::function<void(std::size_t position)> on_next;
+  std::function<void()> on_close;
   std::function<void()> before_get;
   std::function<void(bool found)> after_get;
 
@@ -53,7 +56,12 @@ struct HookTable {
       return inner.next();
     }
     std::pair<HeldKey, Probe> get() { return inner.get(); }
-    void close() { inner.close(); }
+    void close() {
+      if (table->on_close) {
+        table->on_close();
+      }
+      inner.close();
+    }
   };
 
   std::optional<Probe> get(const HeldKey& key) {
@@ -229,4 +237,150 @@ TEST_CASE("reconcile(key) does not prune a start in flight that reads its row af
   CHECK(stops == 0);  // reconcile did not ask the new process to stop
   std::sort(after.begin(), after.end());
   CHECK(after == std::vector<std::string>{"early", "late"});
+}
+
+TEST_CASE("a reconcile pass that outlives its run does not undo the next run's marks",
+          "[supervisor][prune]") {
+  // `reconcile()` begins a pass in one run, which is held before it reads a row; that run ends,
+  // the next begins, starts `late` again and runs a pass of its own, which marks `late` seen
+  // and is held before it prunes. Only then does the old pass go on: it reads `late` and marks
+  // it too. The later pass must still find its own mark, and not prune a key whose row it read.
+  auto table = std::make_shared<HookTable>();
+  const HeldKey late("late");
+  table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+  test::Event straggler_held;
+  test::Event straggler_go;
+  test::Event loop_pass_at_end;
+  test::Event loop_pass_go;
+  std::atomic<bool> hold_loop_pass{false};
+  table->on_next = [&](std::size_t position) {
+    if (t_role == Role::reconciler && position == 0) {  // before it reads a row
+      straggler_held.notify();
+      (void)straggler_go.wait();
+    }
+  };
+  table->on_close = [&] {
+    if (t_role == Role::other && hold_loop_pass.exchange(false)) {
+      loop_pass_at_end.notify();  // every row read and `late` marked, not yet pruned
+      (void)loop_pass_go.wait();
+    }
+  };
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  auto late_stops = std::make_shared<std::atomic<int>>(0);
+  const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
+  Sup sup(table, options);
+  std::error_code reconciled = supervisor::errc::not_running;
+  std::optional<test::Background> straggler;
+  // Whatever fails, nothing stays held (a held pass would hang the join of its thread).
+  struct Go {
+    test::Event& event;
+    ~Go() { event.notify(); }
+  };
+  const Go straggler_goes{straggler_go};
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
+    straggler.emplace([&] {
+      t_role = Role::reconciler;
+      reconciled = sup.reconcile();
+    });
+    REQUIRE(straggler_held.wait());
+  });
+  // The first run is over; its `reconcile` pass is not.
+  const int stops_before = late_stops->load();
+  std::vector<std::string> after;
+  int stops_in_second_run = -1;
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over: `late` runs again
+    const Go loop_pass_goes{loop_pass_go};
+    const auto arms = clock->arms();
+    hold_loop_pass = true;
+    clock->advance(options.restart_interval);
+    REQUIRE(loop_pass_at_end.wait());
+    straggler_go.notify();
+    REQUIRE(straggler->wait());
+    loop_pass_go.notify();
+    REQUIRE(clock->wait_for_arms(arms + 1));  // that pass is over, prune included
+    stops_in_second_run = late_stops->load() - stops_before;
+    for (const HeldKey& key : sup.keys()) {
+      after.push_back(key.name);
+    }
+  });
+  CHECK(reconciled == std::error_code());
+  CHECK(stops_in_second_run == 0);  // the second run's pass did not prune `late`
+  CHECK(after == std::vector<std::string>{"late"});
+}
+
+TEST_CASE("a reconcile pass that outlives its run does not forget a key the next run gave up",
+          "[supervisor][prune]") {
+  // As above, with a key given up (its runnable fails with `do_not_restart`): it has a history
+  // and no process. The later pass marks the history seen; the old pass, which began before it,
+  // ends first and must not take the history for one its own read missed, and forget it.
+  auto table = std::make_shared<HookTable>();
+  const HeldKey late("late");
+  Probe failing = Probe::with(Startup::ready);
+  failing.state->on_enter = [] {
+    throw std::system_error(supervisor::errc::do_not_restart, "not again");
+  };
+  table->rows->insert_or_assign(late, failing);
+  test::Event straggler_held;
+  test::Event straggler_go;
+  test::Event loop_pass_at_end;
+  test::Event loop_pass_go;
+  std::atomic<bool> hold_loop_pass{false};
+  table->on_next = [&](std::size_t position) {
+    if (t_role == Role::reconciler && position == 0) {
+      straggler_held.notify();
+      (void)straggler_go.wait();
+    }
+  };
+  table->on_close = [&] {
+    if (t_role == Role::other && hold_loop_pass.exchange(false)) {
+      loop_pass_at_end.notify();
+      (void)loop_pass_go.wait();
+    }
+  };
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  auto late_stops = std::make_shared<std::atomic<int>>(0);
+  supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
+  test::Event given_up;
+  options.on_error = [](const supervisor::ErrorReport<HeldKey>& /*report*/) {};  // expected
+  options.on_event = [&given_up](const supervisor::Event<HeldKey>& e) {
+    if (e.kind == supervisor::EventKind::given_up && e.key.name == "late") {
+      given_up.notify();
+    }
+  };
+  Sup sup(table, options);
+  std::error_code reconciled = supervisor::errc::not_running;
+  std::optional<test::Background> straggler;
+  struct Go {
+    test::Event& event;
+    ~Go() { event.notify(); }
+  };
+  const Go straggler_goes{straggler_go};
+  sup.run([&] {
+    REQUIRE(given_up.wait());
+    straggler.emplace([&] {
+      t_role = Role::reconciler;
+      reconciled = sup.reconcile();
+    });
+    REQUIRE(straggler_held.wait());
+  });
+  std::vector<std::string> known;  // the keys the second run's snapshot has, and their states
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
+    const Go loop_pass_goes{loop_pass_go};
+    const auto arms = clock->arms();
+    hold_loop_pass = true;
+    clock->advance(options.restart_interval);
+    REQUIRE(loop_pass_at_end.wait());
+    straggler_go.notify();
+    REQUIRE(straggler->wait());
+    loop_pass_go.notify();
+    REQUIRE(clock->wait_for_arms(arms + 1));
+    for (const auto& status : sup.snapshot().keys) {
+      known.push_back(status.key.name + ":" + std::string(supervisor::to_string(status.state)));
+    }
+  });
+  CHECK(reconciled == std::error_code());
+  CHECK(known == std::vector<std::string>{"late:given_up"});
 }

@@ -96,7 +96,7 @@ class KeyHistory {
     std::shared_ptr<const R> given_up_row;
     {
       std::lock_guard lock(mutex_);
-      seen_pass_ = pass;
+      seen_pass_ = std::max(seen_pass_, pass);  // a pass that began earlier may end later
       if (!given_up_) {
         return now < next_start_ ? Gate::backing_off : Gate::go;
       }
@@ -138,9 +138,11 @@ class KeyHistory {
     std::lock_guard lock(mutex_);
     return seen_pass_;
   }
+  /// Never lowers the mark: a pass that began earlier (a `reconcile()` that outlived its `run`)
+  /// may end later.
   void mark_seen(std::uint64_t pass) noexcept {
     std::lock_guard lock(mutex_);
-    seen_pass_ = pass;
+    seen_pass_ = std::max(seen_pass_, pass);
   }
 
   /// When the backoff ends, if the key is backing off (and not given up).

@@ -140,11 +140,18 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   std::atomic<ticks> exited_at{unset};
 
   /// The pass under way once the record was in the map and its row read (no pass prunes it
-  /// before this is set), and the last pass that saw its row (pruning). A pass that began
+  /// before this is set), and the latest pass that saw its row (pruning). A pass that began
   /// before may have read the table without the row, or missed the record; one that begins
   /// after cannot.
   std::atomic<std::uint64_t> born_pass{std::numeric_limits<std::uint64_t>::max()};
   std::atomic<std::uint64_t> seen_pass{0};
+  /// Never lowers `seen_pass`: passes can overlap (a `reconcile()` that outlived its `run`, and
+  /// the next run's), and an earlier one must not undo a later one's mark before it prunes.
+  void mark_seen(std::uint64_t pass) noexcept {
+    std::uint64_t seen = seen_pass.load(std::memory_order_relaxed);
+    while (seen < pass && !seen_pass.compare_exchange_weak(seen, pass, std::memory_order_relaxed)) {
+    }
+  }
 
   // ---- Events from threads other than the process's own (stop requested, forced) ----------
   /// Registers such an event; false once the process's last event has begun (then do not emit).

@@ -146,7 +146,7 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
               return false;
             }
             if (options_.prune) {
-              (*found)->seen_pass.store(pass, std::memory_order_relaxed);
+              (*found)->mark_seen(pass);
             }
             return true;
           })) {

@@ -40,7 +40,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
   if (options_.prune) {
     processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
       if (managed->launched() && managed->born_pass.load() < pass &&
-          managed->seen_pass.load(std::memory_order_relaxed) != pass &&
+          managed->seen_pass.load(std::memory_order_relaxed) < pass &&
           managed->claim(detail::Claim::prune)) {
         mark_stop_requested(*managed);
         stop_claimed(*managed, false);
@@ -51,7 +51,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
     return;
   }
   histories_.for_each_unlocked([&](const Key& key, const HistoryPtr& history) {
-    if (history->seen_pass() == pass) {
+    if (history->seen_pass() >= pass) {  // this pass, or a later one, read its row
       return;
     }
     try {
