@@ -202,7 +202,7 @@ TEST_CASE("review: graceful shutdown while a loop pass waits for a start slot do
 
 // ---- 2. a complete pass forgets the history of a key whose process exits during it --------
 //
-// `prune_and_forget` (supervisor_reconcile.hpp): a history is dropped when `seen_pass() != pass`
+// `prune_and_forget` (supervisor_reconcile.hpp): a history is dropped when `seen_pass() < pass`
 // and the key has no process. A running key's probe in `run_pass` did not mark its history seen;
 // if the process exits (and records a failure or a give-up into the old history) after the probe
 // and before the pass ends, the pass erases that history: backoff, give-up and counts are lost.

@@ -313,8 +313,9 @@ TEST_CASE("a reconcile pass that outlives its run does not undo the next run's m
 TEST_CASE("a reconcile pass that outlives its run does not forget a key the next run gave up",
           "[supervisor][prune]") {
   // As above, with a key given up (its runnable fails with `do_not_restart`): it has a history
-  // and no process. The later pass marks the history seen; the old pass, which began before it,
-  // ends first and must not take the history for one its own read missed, and forget it.
+  // and no process. The later pass marks the history seen, then the old pass reads the key and
+  // marks it too: that must not lower the later pass's mark, or the later pass, at its end,
+  // takes the history for one its read missed and forgets it (and the key starts again).
   auto table = std::make_shared<HookTable>();
   const HeldKey late("late");
   Probe failing = Probe::with(Startup::ready);

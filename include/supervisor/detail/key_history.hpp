@@ -133,7 +133,7 @@ class KeyHistory {
     ++restarts_;
   }
 
-  /// The pass that last saw the key's row.
+  /// The latest pass that saw the key's row.
   [[nodiscard]] std::uint64_t seen_pass() const noexcept {
     std::lock_guard lock(mutex_);
     return seen_pass_;
