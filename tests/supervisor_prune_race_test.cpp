@@ -239,73 +239,95 @@ TEST_CASE("reconcile(key) does not prune a start in flight that reads its row af
   CHECK(after == std::vector<std::string>{"early", "late"});
 }
 
-TEST_CASE("a reconcile pass that outlives its run does not undo the next run's marks",
-          "[supervisor][prune]") {
-  // `reconcile()` begins a pass in one run, which is held before it reads a row; that run ends,
-  // the next begins, starts `late` again and runs a pass of its own, which marks `late` seen
-  // and is held before it prunes. Only then does the old pass go on: it reads `late` and marks
-  // it too. The later pass must still find its own mark, and not prune a key whose row it read.
-  auto table = std::make_shared<HookTable>();
-  const HeldKey late("late");
-  table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+/// A `reconcile()` pass held before it reads a row and left running past its `run`; and, in the
+/// next run, a loop pass held in `close()`, after it marked what it read and before it prunes.
+/// Whatever fails, nothing stays held (a held pass would hold up the join of its thread).
+struct StragglerRig {
+  std::shared_ptr<HookTable> table = std::make_shared<HookTable>();
   test::Event straggler_held;
   test::Event straggler_go;
   test::Event loop_pass_at_end;
   test::Event loop_pass_go;
   std::atomic<bool> hold_loop_pass{false};
-  table->on_next = [&](std::size_t position) {
-    if (t_role == Role::reconciler && position == 0) {  // before it reads a row
-      straggler_held.notify();
-      (void)straggler_go.wait();
-    }
-  };
-  table->on_close = [&] {
-    if (t_role == Role::other && hold_loop_pass.exchange(false)) {
-      loop_pass_at_end.notify();  // every row read and `late` marked, not yet pruned
-      (void)loop_pass_go.wait();
-    }
-  };
-  auto clock = std::make_shared<supervisor::ManualClock>();
-  auto late_stops = std::make_shared<std::atomic<int>>(0);
-  const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
-  Sup sup(table, options);
   std::error_code reconciled = supervisor::errc::not_running;
   std::optional<test::Background> straggler;
-  // Whatever fails, nothing stays held (a held pass would hang the join of its thread).
-  struct Go {
-    test::Event& event;
-    ~Go() { event.notify(); }
-  };
-  const Go straggler_goes{straggler_go};
-  sup.run([&] {
-    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
-    straggler.emplace([&] {
+
+  StragglerRig() {
+    table->on_next = [this](std::size_t position) {
+      if (t_role == Role::reconciler && position == 0) {  // before it reads a row
+        straggler_held.notify();
+        (void)straggler_go.wait();
+      }
+    };
+    table->on_close = [this] {
+      if (t_role == Role::other && hold_loop_pass.exchange(false)) {
+        loop_pass_at_end.notify();  // every row read and marked, not yet pruned
+        (void)loop_pass_go.wait();
+      }
+    };
+  }
+  StragglerRig(const StragglerRig&) = delete;
+  StragglerRig& operator=(const StragglerRig&) = delete;
+  ~StragglerRig() {
+    straggler_go.notify();  // before `straggler` is joined
+    loop_pass_go.notify();
+  }
+
+  /// From the first run's callback: the pass begins on a thread of its own and is held.
+  void leave_straggler(Sup& sup) {
+    straggler.emplace([this, &sup] {
       t_role = Role::reconciler;
       reconciled = sup.reconcile();
     });
     REQUIRE(straggler_held.wait());
+  }
+
+  /// From the second run's callback: a loop pass marks, the old pass reads and marks and ends,
+  /// then the loop pass prunes and is over.
+  void interleave(supervisor::ManualClock& clock, std::chrono::steady_clock::duration interval) {
+    struct Go {
+      test::Event& event;
+      ~Go() { event.notify(); }
+    } loop_pass_goes{loop_pass_go};
+    const auto arms = clock.arms();
+    hold_loop_pass = true;
+    clock.advance(interval);
+    REQUIRE(loop_pass_at_end.wait());
+    straggler_go.notify();
+    REQUIRE(straggler->wait());
+    loop_pass_go.notify();
+    REQUIRE(clock.wait_for_arms(arms + 1));  // that pass is over, prune included
+  }
+};
+
+TEST_CASE("a reconcile pass that outlives its run does not undo the next run's marks",
+          "[supervisor][prune]") {
+  // The next run starts `late` again; its loop pass marks it seen, then the old pass reads
+  // `late` and marks it too. The later pass must still find its own mark, and not prune a key
+  // whose row it read.
+  StragglerRig rig;
+  const HeldKey late("late");
+  rig.table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+  auto clock = std::make_shared<supervisor::ManualClock>();
+  auto late_stops = std::make_shared<std::atomic<int>>(0);
+  const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
+  Sup sup(rig.table, options);
+  sup.run([&] {
+    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
+    rig.leave_straggler(sup);
   });
-  // The first run is over; its `reconcile` pass is not.
   const int stops_before = late_stops->load();
   std::vector<std::string> after;
   int stops_in_second_run = -1;
   sup.run([&] {
     REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over: `late` runs again
-    const Go loop_pass_goes{loop_pass_go};
-    const auto arms = clock->arms();
-    hold_loop_pass = true;
-    clock->advance(options.restart_interval);
-    REQUIRE(loop_pass_at_end.wait());
-    straggler_go.notify();
-    REQUIRE(straggler->wait());
-    loop_pass_go.notify();
-    REQUIRE(clock->wait_for_arms(arms + 1));  // that pass is over, prune included
+    rig.interleave(*clock, options.restart_interval);
     stops_in_second_run = late_stops->load() - stops_before;
     for (const HeldKey& key : sup.keys()) {
       after.push_back(key.name);
     }
   });
-  CHECK(reconciled == std::error_code());
+  CHECK(rig.reconciled == std::error_code());
   CHECK(stops_in_second_run == 0);  // the second run's pass did not prune `late`
   CHECK(after == std::vector<std::string>{"late"});
 }
@@ -316,33 +338,16 @@ TEST_CASE("a reconcile pass that outlives its run does not forget a key the next
   // and no process. The later pass marks the history seen, then the old pass reads the key and
   // marks it too: that must not lower the later pass's mark, or the later pass, at its end,
   // takes the history for one its read missed and forgets it (and the key starts again).
-  auto table = std::make_shared<HookTable>();
+  StragglerRig rig;
   const HeldKey late("late");
   Probe failing = Probe::with(Startup::ready);
   failing.state->on_enter = [] {
     throw std::system_error(supervisor::errc::do_not_restart, "not again");
   };
-  table->rows->insert_or_assign(late, failing);
-  test::Event straggler_held;
-  test::Event straggler_go;
-  test::Event loop_pass_at_end;
-  test::Event loop_pass_go;
-  std::atomic<bool> hold_loop_pass{false};
-  table->on_next = [&](std::size_t position) {
-    if (t_role == Role::reconciler && position == 0) {
-      straggler_held.notify();
-      (void)straggler_go.wait();
-    }
-  };
-  table->on_close = [&] {
-    if (t_role == Role::other && hold_loop_pass.exchange(false)) {
-      loop_pass_at_end.notify();
-      (void)loop_pass_go.wait();
-    }
-  };
+  rig.table->rows->insert_or_assign(late, failing);
   auto clock = std::make_shared<supervisor::ManualClock>();
-  auto late_stops = std::make_shared<std::atomic<int>>(0);
-  supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
+  supervisor::Options<HeldKey> options =
+      pruning_options(clock, std::make_shared<std::atomic<int>>(0));
   test::Event given_up;
   options.on_error = [](const supervisor::ErrorReport<HeldKey>& /*report*/) {};  // expected
   options.on_event = [&given_up](const supervisor::Event<HeldKey>& e) {
@@ -350,38 +355,19 @@ TEST_CASE("a reconcile pass that outlives its run does not forget a key the next
       given_up.notify();
     }
   };
-  Sup sup(table, options);
-  std::error_code reconciled = supervisor::errc::not_running;
-  std::optional<test::Background> straggler;
-  struct Go {
-    test::Event& event;
-    ~Go() { event.notify(); }
-  };
-  const Go straggler_goes{straggler_go};
+  Sup sup(rig.table, options);
   sup.run([&] {
     REQUIRE(given_up.wait());
-    straggler.emplace([&] {
-      t_role = Role::reconciler;
-      reconciled = sup.reconcile();
-    });
-    REQUIRE(straggler_held.wait());
+    rig.leave_straggler(sup);
   });
-  std::vector<std::string> known;  // the keys the second run's snapshot has, and their states
+  std::vector<std::string> known;  // the second run's snapshot: each key and its state
   sup.run([&] {
     REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
-    const Go loop_pass_goes{loop_pass_go};
-    const auto arms = clock->arms();
-    hold_loop_pass = true;
-    clock->advance(options.restart_interval);
-    REQUIRE(loop_pass_at_end.wait());
-    straggler_go.notify();
-    REQUIRE(straggler->wait());
-    loop_pass_go.notify();
-    REQUIRE(clock->wait_for_arms(arms + 1));
+    rig.interleave(*clock, options.restart_interval);
     for (const auto& status : sup.snapshot().keys) {
       known.push_back(status.key.name + ":" + std::string(supervisor::to_string(status.state)));
     }
   });
-  CHECK(reconciled == std::error_code());
+  CHECK(rig.reconciled == std::error_code());
   CHECK(known == std::vector<std::string>{"late:given_up"});
 }
