@@ -39,6 +39,27 @@ struct HeldKey {
   friend bool operator==(const HeldKey& a, const HeldKey& b) { return a.name == b.name; }
 };
 
+/// One round of holding: the events a `HeldKey` copy signals and waits on, with no copy counted
+/// and none held until `arm`. On destruction, holding is off and a held copy is let go.
+struct KeyHold {
+  Event held;     // notified when a copy holds
+  Event release;  // what the held copy waits for
+  KeyHold() {
+    g_held = &held;
+    g_release = &release;
+    g_copies = 0;
+    g_hold_at = 0;
+  }
+  KeyHold(const KeyHold&) = delete;
+  KeyHold& operator=(const KeyHold&) = delete;
+  ~KeyHold() {
+    g_hold_at = 0;
+    release.notify();
+  }
+  /// From here, the `at`-th copy made on a thread that allows it holds.
+  static void arm(int at) { g_hold_at = at; }
+};
+
 struct HeldKeyHash {
   std::size_t operator()(const HeldKey& key) const noexcept {
     return std::hash<std::string>{}(key.name);

@@ -160,12 +160,7 @@ TEST_CASE("canceling run forces a process whose start the walk missed", "[superv
   int held_in_start = 0;
   for (int hold_at = 1; hold_at <= 6; ++hold_at) {
     CAPTURE(hold_at);
-    test::Event held;
-    test::Event release;
-    test::g_held = &held;
-    test::g_release = &release;
-    test::g_copies = 0;
-    test::g_hold_at = 0;
+    test::KeyHold hold;
     auto table = std::make_shared<Table>();
     auto clock = std::make_shared<supervisor::ManualClock>();
     supervisor::Options<HeldKey> options;
@@ -180,24 +175,23 @@ TEST_CASE("canceling run forces a process whose start the walk missed", "[superv
         [&] {
           REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over (an empty table)
           table->insert_or_assign(late, probe);
-          test::g_hold_at = hold_at;
+          test::KeyHold::arm(hold_at);
           test::Event start_over;
           test::Background starter([&] {
             test::t_may_hold = true;
             std::error_code started;
             (void)sup.start(late, started);
             start_over.notify();
-            held.notify();  // no copy held: let the test go on
+            hold.held.notify();  // no copy held: let the test go on
           });
-          REQUIRE(held.wait());
+          REQUIRE(hold.held.wait());
           held_here = start_over.count() == 0;
           test::Background canceler([&] { cancel.request_stop(); });
           REQUIRE(canceler.wait());
-          release.notify();
+          hold.release.notify();
           REQUIRE(starter.wait());
         },
         ec);
-    test::g_hold_at = 0;
     if (!held_here) {
       continue;  // past the start's copies of its key: nothing held
     }

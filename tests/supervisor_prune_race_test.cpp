@@ -22,10 +22,6 @@
 #include "held_key.hpp"
 #include "support.hpp"
 
-using test::g_copies;
-using test::g_held;
-using test::g_hold_at;
-using test::g_release;
 using test::HeldKey;
 using test::HeldKeyHash;
 using test::Probe;
@@ -106,12 +102,7 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
   int held_in_start = 0;
   for (int hold_at = 1; hold_at <= 6; ++hold_at) {
     CAPTURE(hold_at);
-    test::Event held;
-    test::Event release;
-    g_held = &held;
-    g_release = &release;
-    g_copies = 0;
-    g_hold_at = 0;
+    test::KeyHold hold;
     auto table = std::make_shared<HookTable>();
     table->rows->insert_or_assign(HeldKey("early"), Probe::with(Startup::ready));
     test::Event pass_at_end;
@@ -133,15 +124,15 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
     bool held_here = false;
     sup.run([&] {
       REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
-      g_hold_at = hold_at;
+      test::KeyHold::arm(hold_at);
       test::Event start_over;
       test::Background starter([&] {
         test::t_may_hold = true;
         (void)sup.start(late, started);
         start_over.notify();
-        held.notify();  // no copy held: let the test go on
+        hold.held.notify();  // no copy held: let the test go on
       });
-      REQUIRE(held.wait());
+      REQUIRE(hold.held.wait());
       held_here = start_over.count() == 0;
       const auto arms = clock->arms();
       if (held_here) {
@@ -151,11 +142,11 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
         clock->advance(options.restart_interval);
         REQUIRE(pass_at_end.wait());
         table->rows->insert_or_assign(late, Probe::with(Startup::ready));
-        release.notify();
+        hold.release.notify();
         REQUIRE(starter.wait());
         pass_go.notify();
       } else {
-        release.notify();
+        hold.release.notify();
         REQUIRE(starter.wait());
         clock->advance(options.restart_interval);
       }
@@ -165,7 +156,6 @@ TEST_CASE("a pruning pass does not prune a process that a start made while the p
       }
       stops_in_pass = late_stops->load();
     });
-    g_hold_at = 0;
     if (!held_here) {
       continue;  // past the start's copies of its key: nothing held
     }
