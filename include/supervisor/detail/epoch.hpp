@@ -23,10 +23,10 @@ namespace supervisor::detail {
 ///
 /// A reader brackets its walk with a `Pin`: it publishes the global epoch it saw in a record its
 /// thread holds (its own cache line; on a thread without one, a `Spare`'s, lent for the pin), and
-/// clears it when done. A writer that unlinks a node
-/// retires it with the global epoch of that moment; the node may be freed once the global epoch
-/// has advanced twice past it. The epoch advances only when every pinned reader has seen the
-/// current one, so a reader that could have reached the node holds it back.
+/// clears it when done. A writer that unlinks a node retires it with the global epoch of that
+/// moment; the node may be freed once the global epoch has advanced twice past it. The epoch
+/// advances only when every pinned reader has seen the current one, so a reader that could have
+/// reached the node holds it back.
 ///
 /// One domain per program (per shared object: it is a function-local static of an inline
 /// function), which every map shares. Writers never wait for readers; a reader that stays
