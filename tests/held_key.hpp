@@ -21,6 +21,11 @@ inline std::atomic<int> g_copies{0};
 inline thread_local bool t_may_hold = false;
 inline Event* g_held = nullptr;     // notified when a copy holds
 inline Event* g_release = nullptr;  // what the held copy waits for
+/// Set on a thread, the next comparison of two keys there holds (once), signalling `g_compared`
+/// and waiting for `g_compare_go`.
+inline thread_local bool t_hold_compare = false;
+inline Event* g_compared = nullptr;
+inline Event* g_compare_go = nullptr;
 
 struct HeldKey {
   std::string name;
@@ -36,7 +41,14 @@ struct HeldKey {
   HeldKey& operator=(const HeldKey&) = default;
   HeldKey& operator=(HeldKey&&) noexcept = default;
   ~HeldKey() = default;
-  friend bool operator==(const HeldKey& a, const HeldKey& b) { return a.name == b.name; }
+  friend bool operator==(const HeldKey& a, const HeldKey& b) {
+    if (t_hold_compare) {
+      t_hold_compare = false;
+      g_compared->notify();
+      (void)g_compare_go->wait();
+    }
+    return a.name == b.name;
+  }
 };
 
 /// One round of holding: the events a `HeldKey` copy signals and waits on, with no copy counted

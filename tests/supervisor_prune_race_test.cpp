@@ -3,16 +3,16 @@
 // its key in turn (the key's copies are the only user code between its first step and its
 // insert into the map), a pass begins meanwhile and is held before it prunes, and only then does
 // the start go on, find its row and launch. Likewise `reconcile(key)` with a start in flight
-// that reads its row after reconcile read none; and a `reconcile()` pass that outlives its run,
-// overlapping the next run's pass.
+// that reads its row after reconcile read none; and `reconcile(key)` finding, with the pass
+// number it read earlier, a process that a later pass has marked. (A `reconcile()` pass cannot
+// outlive its run and overlap the next run's: `run` waits for it, see
+// tests/fault/reconcile_in_flight_test.cpp.)
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -20,58 +20,16 @@
 
 #include "catch_shim.hpp"
 #include "held_key.hpp"
+#include "hook_table.hpp"
 #include "support.hpp"
 
 using test::HeldKey;
 using test::HeldKeyHash;
+using test::HookTable;
 using test::Probe;
 using test::Startup;
 
 namespace {
-
-/// A `MapTable` whose cursor calls a hook before each `next()` (holds a pass before it prunes)
-/// and one in `close()` (after the pass has marked every row it read, before it prunes), and
-/// whose `get` calls hooks before and after it reads the row.
-struct HookTable {
-  using Rows = supervisor::MapTable<HeldKey, Probe, HeldKeyHash>;
-  std::shared_ptr<Rows> rows = std::make_shared<Rows>();
-  std::function<void(std::size_t position)> on_next;
-  std::function<void()> on_close;
-  std::function<void()> before_get;
-  std::function<void(bool found)> after_get;
-
-  struct Cursor {
-    Rows::Cursor inner;
-    HookTable* table;
-    std::size_t position = 0;
-    bool next() {
-      if (table->on_next) {
-        table->on_next(position);
-      }
-      ++position;
-      return inner.next();
-    }
-    std::pair<HeldKey, Probe> get() { return inner.get(); }
-    void close() {
-      if (table->on_close) {
-        table->on_close();
-      }
-      inner.close();
-    }
-  };
-
-  std::optional<Probe> get(const HeldKey& key) {
-    if (before_get) {
-      before_get();
-    }
-    std::optional<Probe> row = rows->get(key);
-    if (after_get) {
-      after_get(row.has_value());
-    }
-    return row;
-  }
-  Cursor iterate() { return Cursor{rows->iterate(), this}; }
-};
 
 using Sup = supervisor::Supervisor<HeldKey, Probe, HeldKeyHash>;
 
@@ -229,135 +187,86 @@ TEST_CASE("reconcile(key) does not prune a start in flight that reads its row af
   CHECK(after == std::vector<std::string>{"early", "late"});
 }
 
-/// A `reconcile()` pass held before it reads a row and left running past its `run`; and, in the
-/// next run, a loop pass held in `close()`, after it marked what it read and before it prunes.
-/// Whatever fails, nothing stays held (a held pass would hold up the join of its thread).
-struct StragglerRig {
-  std::shared_ptr<HookTable> table = std::make_shared<HookTable>();
-  test::Event straggler_held;
-  test::Event straggler_go;
-  test::Event loop_pass_at_end;
-  test::Event loop_pass_go;
-  std::atomic<bool> hold_loop_pass{false};
-  std::error_code reconciled = supervisor::errc::not_running;
-  std::optional<test::Background> straggler;
-
-  StragglerRig() {
-    table->on_next = [this](std::size_t position) {
-      if (t_role == Role::reconciler && position == 0) {  // before it reads a row
-        straggler_held.notify();
-        (void)straggler_go.wait();
-      }
-    };
-    table->on_close = [this] {
-      if (t_role == Role::other && hold_loop_pass.exchange(false)) {
-        loop_pass_at_end.notify();  // every row read and marked, not yet pruned
-        (void)loop_pass_go.wait();
-      }
-    };
-  }
-  StragglerRig(const StragglerRig&) = delete;
-  StragglerRig& operator=(const StragglerRig&) = delete;
-  ~StragglerRig() {
-    straggler_go.notify();  // before `straggler` is joined
-    loop_pass_go.notify();
-  }
-
-  /// From the first run's callback: the pass begins on a thread of its own and is held.
-  void leave_straggler(Sup& sup) {
-    straggler.emplace([this, &sup] {
-      t_role = Role::reconciler;
-      reconciled = sup.reconcile();
-    });
-    REQUIRE(straggler_held.wait());
-  }
-
-  /// From the second run's callback: a loop pass marks, the old pass reads and marks and ends,
-  /// then the loop pass prunes and is over.
-  void interleave(supervisor::ManualClock& clock, std::chrono::steady_clock::duration interval) {
-    struct Go {
-      test::Event& event;
-      ~Go() { event.notify(); }
-    } loop_pass_goes{loop_pass_go};
-    const auto arms = clock.arms();
-    hold_loop_pass = true;
-    clock.advance(interval);
-    REQUIRE(loop_pass_at_end.wait());
-    straggler_go.notify();
-    REQUIRE(straggler->wait());
-    loop_pass_go.notify();
-    REQUIRE(clock.wait_for_arms(arms + 1));  // that pass is over, prune included
-  }
-};
-
-TEST_CASE("a reconcile pass that outlives its run does not undo the next run's marks",
+TEST_CASE("reconcile(key) that finds a process a later pass marked does not undo that mark",
           "[supervisor][prune]") {
-  // The next run starts `late` again; its loop pass marks it seen, then the old pass reads
-  // `late` and marks it too. The later pass must still find its own mark, and not prune a key
-  // whose row it read.
-  StragglerRig rig;
+  // reconcile(late) reads the row while `late` has no process; a pass starts it; reconcile reads
+  // that pass's number and is held as it probes the map (in its comparison of keys). A later
+  // pass marks `late` and is held before it prunes; reconcile goes on and marks `late` with its
+  // older number. The later pass must still find its own mark, and not prune `late`.
+  auto table = std::make_shared<HookTable>();
+  table->rows->insert_or_assign(HeldKey("early"), Probe::with(Startup::ready));
   const HeldKey late("late");
-  rig.table->rows->insert_or_assign(late, Probe::with(Startup::ready));
+  Probe late_probe = Probe::with(Startup::ready);
+  test::Event reconcile_read;
+  test::Event reconcile_go;
+  test::Event compared;
+  test::Event compare_go;
+  test::Event pass_at_end;
+  test::Event pass_go;
+  std::atomic<bool> hold_pass{false};
+  test::g_compared = &compared;
+  test::g_compare_go = &compare_go;
+  struct LetGo {  // whatever fails, nothing stays held past the run
+    test::Event& a;
+    test::Event& b;
+    test::Event& c;
+    ~LetGo() {
+      a.notify();
+      b.notify();
+      c.notify();
+    }
+  } let_go{reconcile_go, compare_go, pass_go};
+  table->after_get = [&](bool found) {
+    if (t_role == Role::reconciler && found) {
+      reconcile_read.notify();
+      (void)reconcile_go.wait();
+      test::t_hold_compare = true;  // its next comparison of keys is its probe of the map
+    }
+  };
+  table->on_close = [&] {
+    if (hold_pass.exchange(false)) {
+      pass_at_end.notify();
+      (void)pass_go.wait();
+    }
+  };
   auto clock = std::make_shared<supervisor::ManualClock>();
   auto late_stops = std::make_shared<std::atomic<int>>(0);
   const supervisor::Options<HeldKey> options = pruning_options(clock, late_stops);
-  Sup sup(rig.table, options);
+  Sup sup(table, options);
+  std::error_code reconciled = supervisor::errc::not_running;
+  std::vector<std::string> after;
+  int stops = -1;
   sup.run([&] {
     REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
-    rig.leave_straggler(sup);
-  });
-  const int stops_before = late_stops->load();
-  std::vector<std::string> after;
-  int stops_in_second_run = -1;
-  sup.run([&] {
-    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over: `late` runs again
-    rig.interleave(*clock, options.restart_interval);
-    stops_in_second_run = late_stops->load() - stops_before;
+    table->rows->insert_or_assign(late, late_probe);
+    test::Background reconciler([&] {
+      t_role = Role::reconciler;
+      reconciled = sup.reconcile(late);
+    });
+    REQUIRE(reconcile_read.wait());
+    auto arms = clock->arms();
+    clock->advance(options.restart_interval);  // a pass starts `late`
+    REQUIRE(late_probe.state->readied.wait());
+    REQUIRE(clock->wait_for_arms(arms + 1));
+    reconcile_go.notify();
+    REQUIRE(compared.wait());  // reconcile has read the pass number, and probes
+    arms = clock->arms();
+    hold_pass = true;
+    clock->advance(options.restart_interval);  // the next pass marks `late`
+    REQUIRE(pass_at_end.wait());
+    compare_go.notify();
+    REQUIRE(reconciler.wait());
+    pass_go.notify();
+    REQUIRE(clock->wait_for_arms(arms + 1));  // that pass is over, prune included
+    stops = late_stops->load();
     for (const HeldKey& key : sup.keys()) {
       after.push_back(key.name);
     }
   });
-  CHECK(rig.reconciled == std::error_code());
-  CHECK(stops_in_second_run == 0);  // the second run's pass did not prune `late`
-  CHECK(after == std::vector<std::string>{"late"});
-}
-
-TEST_CASE("a reconcile pass that outlives its run does not forget a key the next run gave up",
-          "[supervisor][prune]") {
-  // As above, with a key given up (its runnable fails with `do_not_restart`): it has a history
-  // and no process. The later pass marks the history seen, then the old pass reads the key and
-  // marks it too: that must not lower the later pass's mark, or the later pass, at its end,
-  // takes the history for one its read missed and forgets it (and the key starts again).
-  StragglerRig rig;
-  const HeldKey late("late");
-  Probe failing = Probe::with(Startup::ready);
-  failing.state->on_enter = [] {
-    throw std::system_error(supervisor::errc::do_not_restart, "not again");
-  };
-  rig.table->rows->insert_or_assign(late, failing);
-  auto clock = std::make_shared<supervisor::ManualClock>();
-  supervisor::Options<HeldKey> options =
-      pruning_options(clock, std::make_shared<std::atomic<int>>(0));
-  test::Event given_up;
-  options.on_error = [](const supervisor::ErrorReport<HeldKey>& /*report*/) {};  // expected
-  options.on_event = [&given_up](const supervisor::Event<HeldKey>& e) {
-    if (e.kind == supervisor::EventKind::given_up && e.key.name == "late") {
-      given_up.notify();
-    }
-  };
-  Sup sup(rig.table, options);
-  sup.run([&] {
-    REQUIRE(given_up.wait());
-    rig.leave_straggler(sup);
-  });
-  std::vector<std::string> known;  // the second run's snapshot: each key and its state
-  sup.run([&] {
-    REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over
-    rig.interleave(*clock, options.restart_interval);
-    for (const auto& status : sup.snapshot().keys) {
-      known.push_back(status.key.name + ":" + std::string(supervisor::to_string(status.state)));
-    }
-  });
-  CHECK(rig.reconciled == std::error_code());
-  CHECK(known == std::vector<std::string>{"late:given_up"});
+  test::g_compared = nullptr;
+  test::g_compare_go = nullptr;
+  CHECK(reconciled == std::error_code());
+  CHECK(stops == 0);  // the later pass did not prune `late`
+  std::sort(after.begin(), after.end());
+  CHECK(after == std::vector<std::string>{"early", "late"});
 }

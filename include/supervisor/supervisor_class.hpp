@@ -21,6 +21,7 @@
 #include "supervisor/async_calls.hpp"
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/call_admission.hpp"
 #include "supervisor/detail/coroutine_host.hpp"
 #include "supervisor/detail/epoch.hpp"
 #include "supervisor/detail/invoke.hpp"
@@ -145,10 +146,11 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   ///    that does not wait.
   /// 5. Calls `callback` on this thread, with a `std::stop_token` if it takes one: requested when
   ///    `cancel`'s token is requested or its deadline passes.
-  /// 6. When it returns (or throws): stops the loop, closes the gate (later starts fail with
+  /// 6. When it returns (or throws): refuses later `reconcile` calls, stops the loop, waits for
+  ///    the `reconcile` calls under way, closes the gate (later starts fail with
   ///    `errc::not_running`), stops every process (gracefully; forced once `cancel` fires), and
-  ///    waits for all of them and for every thread the supervisor started. This shutdown neither
-  ///    allocates nor fails half-way.
+  ///    waits for all of them and every thread the supervisor started. It neither allocates nor
+  ///    fails half-way. A pass holds it up as long as its table's reads and hooks take.
   ///
   /// `cancel` is the parent of every process: when its token is requested or its deadline
   /// passes, every process is forced. It does not interrupt `callback`; the callback should
@@ -157,7 +159,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// Outcome: the callback's: its exception is rethrown intact after shutdown, and a
   /// `std::error_code` it returns is thrown as `std::system_error` (or stored in `ec`).
   /// `std::errc::resource_deadlock_would_occur`, at once and with no effect, if called from
-  /// anything this `run` waits for: its own callback or hooks, or one of its processes.
+  /// anything this `run` waits for: its callback or hooks, a process, a `reconcile` under way.
   template <class Callback>
   void run(Cancel cancel, Callback&& callback) {
     std::error_code ec;
@@ -286,7 +288,9 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// it will begin (it does not wait for them). If a pass is already running (the loop's, or
   /// another caller's), it makes that pass run once more and returns at once: calls are
   /// coalesced, at most one pass runs and at most one more is pending. The table's `iterate`
-  /// runs on the thread that runs the pass. `errc::not_running` unless `run` is active.
+  /// runs on the thread that runs the pass. `errc::not_running` unless `run` is active. `run`'s
+  /// shutdown waits until a call it admitted is done with the supervisor (table reads and hooks
+  /// included): never make a pass wait for what only that shutdown ends.
   [[nodiscard]] std::error_code reconcile();
 
   /// Checks one key against the table now, on the calling thread: starts its process in the
@@ -294,6 +298,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   /// up; with `Options::prune`, asks its process to stop (without waiting) if the row is gone.
   /// Does not wait for the start; a failed start is reported (`ErrorSource::start`), as a pass's.
   /// `errc::not_running` unless `run` is active; the table's, `Hash`'s or `KeyEqual`'s exception.
+  /// `run` waits for it as for `reconcile()`.
   [[nodiscard]] std::error_code reconcile(const Key& key);
 
   /// Forgets the key's failures: its backoff, its count of consecutive failures, and its
@@ -318,10 +323,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
                  Callback&& callback, std::error_code& ec);
 
   /// Removes the entry of `managed` if it is still there. Calls no user code; never throws.
-  void forget(const Managed& managed) noexcept {
-    processes_.erase_value(managed.hash(),
-                           [&](const ManagedPtr& value) { return value.get() == &managed; });
-  }
+  void forget(const Managed& managed) noexcept;
 
   void report(ErrorSource source, const Key* key, std::exception_ptr error) noexcept;
 
@@ -370,7 +372,6 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   using time_point = std::chrono::steady_clock::time_point;
   using History = detail::KeyHistory<R>;
   using HistoryPtr = std::shared_ptr<History>;
-  friend class detail::KeyHistory<R>;
 
   [[nodiscard]] time_point now() const noexcept;
   void emit(const Event<Key>& event) noexcept;
@@ -384,9 +385,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   void process_gone() noexcept;
   void process_settled() noexcept { coroutines_.settled(); }
   /// A coroutine supervisor's blocking call from a thread of its executor: refused.
-  [[nodiscard]] bool would_block_executor() const noexcept {
-    return Managed::is_coroutine && coroutines_.on_executor_thread();
-  }
+  [[nodiscard]] bool would_block_executor() const noexcept;
   void start_settled() noexcept { pacer_.release(); }
   static const std::exception_ptr& exited_before_ready_error();
   double draw_spread() noexcept;
@@ -397,13 +396,12 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   bool may_start_automatically(std::uint64_t hash, const Key& key, const R& row,
                                std::uint64_t pass);
   void count_restart(const Managed& managed);
+  void mark_history_seen(std::uint64_t hash, const Key& key, std::uint64_t pass);
   [[nodiscard]] std::optional<time_point> next_retry_due() const noexcept;
   void finish_complete_pass(std::uint64_t pass) noexcept;
   void prune_and_forget(std::uint64_t pass);
   /// `run` is shutting down or canceled: exits no longer count for the policy.
-  [[nodiscard]] bool ending() const noexcept {
-    return shutting_down_.load() || parent_.stop_requested();
-  }
+  [[nodiscard]] bool ending() const noexcept;
   void run_passes_coalesced() noexcept;
 
   std::shared_ptr<detail::AnyTable<Key, R>> table_;
@@ -425,8 +423,8 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   std::atomic<std::uint64_t> pass_id_{0};  // the last pass begun
   std::atomic<bool> pass_running_{false};  // coalescing of passes
   std::atomic<bool> pass_pending_{false};
-  std::atomic<bool> run_active_{false};   // `reconcile` works
-  std::atomic<bool> forcing_all_{false};  // `parent_` requested: the walk that forces has begun
+  detail::CallAdmission reconcile_calls_;  // open while `run` is: `reconcile` works
+  std::atomic<bool> forcing_all_{false};   // `parent_` requested: the walk that forces has begun
   std::atomic<bool> shutting_down_{false};
   std::atomic<std::size_t> live_{0};     // launched processes not yet gone
   std::stop_source* drained_ = nullptr;  // `run`'s: requested when `live_` drops to 0

@@ -21,6 +21,9 @@ enum class FaultPoint {
   /// calling thread instead: a failure the library recovers from by design, not an error to
   /// report. Called inside the catch block; a hook must not throw here.
   schedule_recovered,
+  /// Not a fault: `run`'s shutdown is about to wait for `reconcile` calls still inside
+  /// (`CallAdmission`). A test holds one there to show the wait; a hook must not throw here.
+  run_waits_for_calls,
 };
 
 #if defined(SUPERVISOR_FAULT_INJECTION)

@@ -96,7 +96,7 @@ class KeyHistory {
     std::shared_ptr<const R> given_up_row;
     {
       std::lock_guard lock(mutex_);
-      seen_pass_ = std::max(seen_pass_, pass);  // a pass that began earlier may end later
+      seen_pass_ = std::max(seen_pass_, pass);  // as `mark_seen`
       if (!given_up_) {
         return now < next_start_ ? Gate::backing_off : Gate::go;
       }
@@ -138,8 +138,9 @@ class KeyHistory {
     std::lock_guard lock(mutex_);
     return seen_pass_;
   }
-  /// Never lowers the mark: a pass that began earlier (a `reconcile()` that outlived its `run`)
-  /// may end later.
+  /// Never lowers the mark. Passes do not overlap, but an exit marks with the pass it read
+  /// earlier, and a pass that began since may have marked the key already (as it found the
+  /// exiting process in the map, `Supervisor::start_in_background`).
   void mark_seen(std::uint64_t pass) noexcept {
     std::lock_guard lock(mutex_);
     seen_pass_ = std::max(seen_pass_, pass);

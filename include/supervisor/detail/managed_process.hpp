@@ -56,9 +56,9 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
 
  public:
   /// A record without its runnable yet (a `start` registers the key, then asks the table).
-  ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, const std::stop_token& parent,
-                 std::chrono::nanoseconds spin, const WorkContext* outer)
-      : Core(parent, spin, outer),
+  ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, std::chrono::nanoseconds spin,
+                 const WorkContext* outer)
+      : Core(std::stop_token(), spin, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
@@ -66,9 +66,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
 
   /// A record with its runnable (a restart pass has it from the table's row).
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, R runnable,
-                 const std::stop_token& parent, std::chrono::nanoseconds spin,
-                 const WorkContext* outer, PassTracker* tracker)
-      : Core(parent, spin, outer),
+                 std::chrono::nanoseconds spin, const WorkContext* outer, PassTracker* tracker)
+      : Core(std::stop_token(), spin, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
@@ -92,11 +91,15 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
     }
   }
 
-  /// Claims the right to remove the key. Returns whether `who` won.
+  /// Claims the right to remove the key. Returns whether `who` won. Sequentially consistent,
+  /// as is `leaving`: a pass that finds the record either sees the claim, or begins before the
+  /// exit that follows it marks the key's history (`Supervisor::start_in_background`).
   bool claim(Claim who) noexcept {
     Claim expected = Claim::none;
-    return claim_.compare_exchange_strong(expected, who, std::memory_order_acq_rel);
+    return claim_.compare_exchange_strong(expected, who);
   }
+  /// Someone has claimed the key: the process is on its way out of the map.
+  [[nodiscard]] bool leaving() const noexcept { return claim_.load() != Claim::none; }
 
   [[nodiscard]] const Key& key() const noexcept { return key_; }
   [[nodiscard]] std::uint64_t hash() const noexcept { return hash_; }
@@ -145,8 +148,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   /// after cannot.
   std::atomic<std::uint64_t> born_pass{std::numeric_limits<std::uint64_t>::max()};
   std::atomic<std::uint64_t> seen_pass{0};
-  /// Never lowers `seen_pass`: passes can overlap (a `reconcile()` that outlived its `run`, and
-  /// the next run's), and an earlier one must not undo a later one's mark before it prunes.
+  /// Never lowers `seen_pass`. Passes do not overlap, but `reconcile(key)` probes with the pass
+  /// number it read before its probe, which a pass that has marked the record since outdates.
   void mark_seen(std::uint64_t pass) noexcept {
     std::uint64_t seen = seen_pass.load(std::memory_order_relaxed);
     while (seen < pass && !seen_pass.compare_exchange_weak(seen, pass, std::memory_order_relaxed)) {
@@ -194,6 +197,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   void on_start() noexcept override { owner_.process_starting(*this); }
 
   bool owner_forces_all() const noexcept override { return owner_.forcing_all_.load(); }
+
+  ExecutorRef owner_executor() const noexcept override { return owner_.coroutines_.executor(); }
 
   void before_ready() noexcept override { owner_.process_becoming_ready(*this); }
 

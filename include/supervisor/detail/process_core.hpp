@@ -224,9 +224,18 @@ class ProcessCore : public ReadyTarget,
     void* context = nullptr;
   };
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
+  /// `by_owner`: the executor the owner gave `begin_start` (the same for all its records, for as
+  /// long as any of them is unsettled), so that no record keeps a copy.
+  [[nodiscard]] virtual ExecutorRef owner_executor() const noexcept { return {}; }
   /// `by_owner`: whether the owner's walk forcing all has begun; read once the walk can see the
   /// record. A `by_owner` subclass overrides it, sequentially consistent (this default is not).
-  [[nodiscard]] virtual bool owner_forces_all() const noexcept { return parent_.stop_requested(); }
+  [[nodiscard]] virtual bool owner_forces_all() const noexcept {
+    if constexpr (Link == ParentLink::per_process) {
+      return parent_.stop_requested();
+    } else {
+      return false;
+    }
+  }
 
  private:
   struct RequestForce {
@@ -276,63 +285,14 @@ class ProcessCore : public ReadyTarget,
   }
 
   /// `initial -> starting`; false from any other state. Ties force to the parent.
-  bool enter_starting() {
-    {
-      std::lock_guard lock(mutex_);
-      if (state_ != ProcessState::initial) {
-        return false;
-      }
-      set_state(ProcessState::starting);
-    }
-    // Only now: force belongs to the run that starts (a `by_owner` walk's is that run's too).
-    if constexpr (Link == ParentLink::per_process) {
-      parent_link_.emplace(parent_, RequestForce{this});
-    } else if (owner_forces_all()) {
-      force_now();  // the owner's walk may have missed this record
-    }
-    return true;
-  }
+  bool enter_starting();
 
   /// A launch that failed: `stopped` and done, with the launch's exception as the error.
-  void fail_launch() noexcept {
-    unlink_parent();  // as in `finish_run`
-    CallerNode* woken = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      set_state(ProcessState::stopped);
-      error_ = std::current_exception();
-      done_ = true;
-      woken = take_callers(Until::done);
-    }
-    changed_.notify_all();
-    resume_callers(woken);
-  }
+  void fail_launch() noexcept;
 
   /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
   /// `on_exit`, then `done`.
-  void finish_run(const std::exception_ptr& failure) noexcept {
-    // First, outside every lock: a force request in flight through this record's own link ends
-    // before the record may go. (`by_owner`: the owner's walk holds a reference while it forces;
-    // callbacks on the force token that it runs may still be running when this process is done.)
-    unlink_parent();
-    bool became_ready = false;
-    {
-      std::lock_guard lock(mutex_);
-      set_state(ProcessState::stopped);
-      error_ = failure;
-      became_ready = ready_;
-    }
-    force_.request_stop();  // Releases anything still tied to the force signal.
-    on_exit(became_ready, failure);
-    CallerNode* woken = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-      woken = take_callers(Until::done);
-    }
-    changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
-    resume_callers(woken);
-  }
+  void finish_run(const std::exception_ptr& failure) noexcept;
 
   std::stop_token stopping() override;
 
@@ -371,8 +331,16 @@ class ProcessCore : public ReadyTarget,
   bool park_ready(std::coroutine_handle<> awaiting, const std::stop_token& early) override {
     return !released(early) && ready_waiter_.park(awaiting);
   }
-  void wake_ready() noexcept override { ready_waiter_.wake(); }
-  [[nodiscard]] ExecutorRef executor() const noexcept override { return ready_waiter_.executor(); }
+  void wake_ready() noexcept override {
+    ready_waiter_.wake([this]() noexcept { return executor(); });
+  }
+  [[nodiscard]] ExecutorRef executor() const noexcept override {
+    if constexpr (Link == ParentLink::per_process) {
+      return executor_;
+    } else {
+      return owner_executor();
+    }
+  }
 
   // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
   enum class Until : unsigned char { begun, started, done };
@@ -399,12 +367,20 @@ class ProcessCore : public ReadyTarget,
   typename TaskHandleOf<R>::type task_;
   std::shared_ptr<ProcessCore> self_;
   ReadyWaiter ready_waiter_;
+  struct NoExecutor {};  // `by_owner`: `owner_executor`
+  [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process, ExecutorRef, NoExecutor>
+      executor_;
   AsyncReady async_ready_{*this};
 
   // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
   std::optional<R> runnable_;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
-  std::stop_token parent_;
+  struct NoParent {  // `by_owner`: the owner holds the parent
+    explicit NoParent(const std::stop_token& /*parent*/) noexcept {}
+  };
+  [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process, std::stop_token,
+                                           NoParent>
+      parent_;
   std::chrono::nanoseconds spin_;
   std::stop_source force_;
   struct NoParentLink {

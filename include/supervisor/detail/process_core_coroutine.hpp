@@ -29,7 +29,9 @@ std::error_code ProcessCore<R, Link>::begin_start(ExecutorRef executor) requires
   // Declared before the `try`: a task made on the side may keep the room even if `run` throws.
   FrameOffer offer(frame_room());
   try {
-    ready_waiter_.set_executor(executor);
+    if constexpr (Link == ParentLink::per_process) {
+      executor_ = executor;
+    }
     task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
     offer.disarm();  // before the task may run (an executor may resume it right here)
     FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
@@ -183,7 +185,7 @@ class ProcessCore<R, Link>::CallerWait {
     if (resume) {
       // Outside the lock (the executor is user code). The process is not done yet (done takes
       // every linked caller first), and its task waits in `finish_task` until this is over.
-      core_->ready_waiter_.executor().schedule(resume);
+      core_->executor().schedule(resume);
       std::lock_guard lock(core_->mutex_);
       if (--core_->cancels_in_flight_ == 0) {
         core_->changed_.notify_all();  // under the lock: the task may free the record next
@@ -239,7 +241,7 @@ void ProcessCore<R, Link>::resume_callers(CallerNode* woken) noexcept {
   while (woken != nullptr) {
     CallerNode* const node = woken;
     woken = node->next;  // before the schedule: the node goes with its caller's frame
-    ready_waiter_.executor().schedule(node->handle);
+    executor().schedule(node->handle);
   }
 }
 

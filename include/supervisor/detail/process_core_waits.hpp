@@ -1,10 +1,12 @@
 #pragma once
 
 /// \file
-/// The stop request of `ProcessCore` (see process_core.hpp) and the blocking waits it ends: a
-/// caller's wait for the start or the end of a process, and a thread runnable's `ready`. Each
-/// wait spins for at most the hand-off budget, then sleeps on the process's condition variable.
+/// The state changes of `ProcessCore` (see process_core.hpp): entering `starting`, a failed
+/// launch, the exit path, and the stop request with the blocking waits it ends: a caller's
+/// wait for the start or the end of a process, and a thread runnable's `ready`. Each wait spins
+/// for at most the hand-off budget, then sleeps on the process's condition variable.
 
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -19,6 +21,64 @@ namespace supervisor::detail {
 #define SUPERVISOR_PROCESS_CORE_      \
   template <class R, ParentLink Link> \
   requires AnyKindRunnable<R>
+
+SUPERVISOR_PROCESS_CORE_
+bool ProcessCore<R, Link>::enter_starting() {
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ != ProcessState::initial) {
+      return false;
+    }
+    set_state(ProcessState::starting);
+  }
+  // Only now: force belongs to the run that starts (a `by_owner` walk's is that run's too).
+  if constexpr (Link == ParentLink::per_process) {
+    parent_link_.emplace(parent_, RequestForce{this});
+  } else if (owner_forces_all()) {
+    force_now();  // the owner's walk may have missed this record
+  }
+  return true;
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R, Link>::fail_launch() noexcept {
+  unlink_parent();  // as in `finish_run`
+  CallerNode* woken = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    set_state(ProcessState::stopped);
+    error_ = std::current_exception();
+    done_ = true;
+    woken = take_callers(Until::done);
+  }
+  changed_.notify_all();
+  resume_callers(woken);
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure) noexcept {
+  // First, outside every lock: a force request in flight through this record's own link ends
+  // before the record may go. (`by_owner`: the owner's walk holds a reference while it forces;
+  // callbacks on the force token that it runs may still be running when this process is done.)
+  unlink_parent();
+  bool became_ready = false;
+  {
+    std::lock_guard lock(mutex_);
+    set_state(ProcessState::stopped);
+    error_ = failure;
+    became_ready = ready_;
+  }
+  force_.request_stop();  // Releases anything still tied to the force signal.
+  on_exit(became_ready, failure);
+  CallerNode* woken = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    woken = take_callers(Until::done);
+  }
+  changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
+  resume_callers(woken);
+}
 
 SUPERVISOR_PROCESS_CORE_
 std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initial) {

@@ -18,9 +18,6 @@ namespace supervisor::detail {
 /// (a stop, force, the early token); `arm` and `park` only from the parking coroutine.
 class ReadyWaiter {
  public:
-  void set_executor(ExecutorRef executor) noexcept { executor_ = executor; }
-  [[nodiscard]] ExecutorRef executor() const noexcept { return executor_; }
-
   /// Forgets the wake-ups before this suspension. Before its wake-up callbacks are registered.
   void arm() noexcept { word_.store(nullptr); }
 
@@ -30,12 +27,13 @@ class ReadyWaiter {
     return word_.compare_exchange_strong(expected, awaiting.address());
   }
 
-  /// Schedules the parked coroutine on the executor, if one is parked; else makes the next
-  /// `park` refuse.
-  void wake() noexcept {
+  /// Schedules the parked coroutine on `executor_of()`'s executor, if one is parked; else makes
+  /// the next `park` refuse. (The executor is the owner's: a record does not keep a copy.)
+  template <class ExecutorOf>
+  void wake(const ExecutorOf& executor_of) noexcept {
     void* const parked = word_.exchange(woken());
     if (parked != nullptr && parked != woken()) {
-      executor_.schedule(std::coroutine_handle<>::from_address(parked));
+      executor_of().schedule(std::coroutine_handle<>::from_address(parked));
     }
   }
 
@@ -45,7 +43,6 @@ class ReadyWaiter {
     static char mark;
     return &mark;
   }
-  ExecutorRef executor_;
   std::atomic<void*> word_{nullptr};
 };
 

@@ -114,6 +114,15 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
     managed.close_foreign_events();
   }
   if (claim != detail::Claim::own_exit) {  // someone stopped it
+    if (!ending()) {
+      // Its row may still be in the table: a pass that found this record, before the claim,
+      // and ends after the key is free must not forget the key's history (its failures).
+      try {
+        mark_history_seen(managed.hash(), managed.key(), pass_id_.load());
+      } catch (...) {  // The user's `KeyEqual`: the history may be forgotten a pass early.
+        report(ErrorSource::exit, &managed.key(), std::current_exception());
+      }
+    }
     if (options_.on_event) {
       Event<Key> event{EventKind::stopped, managed.key(), at, {}, {}, 0, {}};
       if (const auto requested = Managed::time_of(managed.stop_requested_at)) {
@@ -184,6 +193,16 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
       loop->nudge();
     }
   }
+}
+
+SUPERVISOR_MEMBER_
+bool Supervisor<Key, R, Hash, KeyEqual>::ending() const noexcept {
+  return shutting_down_.load() || parent_.stop_requested();
+}
+
+SUPERVISOR_MEMBER_
+bool Supervisor<Key, R, Hash, KeyEqual>::would_block_executor() const noexcept {
+  return Managed::is_coroutine && coroutines_.on_executor_thread();
 }
 
 SUPERVISOR_MEMBER_
@@ -290,6 +309,19 @@ bool Supervisor<Key, R, Hash, KeyEqual>::may_start_automatically(std::uint64_t h
   HistoryPtr history = histories_.visit(
       hash, key, [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
   return !history || history->may_start(now(), row, pass) == History::Gate::go;
+}
+
+SUPERVISOR_MEMBER_
+void Supervisor<Key, R, Hash, KeyEqual>::mark_history_seen(std::uint64_t hash, const Key& key,
+                                                           std::uint64_t pass) {
+  if (history_count_.load() == 0) {
+    return;
+  }
+  HistoryPtr history = histories_.visit(
+      hash, key, [](const HistoryPtr* found) { return found != nullptr ? *found : nullptr; });
+  if (history) {
+    history->mark_seen(pass);
+  }
 }
 
 SUPERVISOR_MEMBER_

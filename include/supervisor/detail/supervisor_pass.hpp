@@ -141,15 +141,25 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     } give_back_slot{*this, holds_slot};
     try {
       // Most rows of a pass already run: one lock-free probe, and nothing else.
-      if (processes_.visit(hash, key, [&](const ManagedPtr* found) {
-            if (found == nullptr) {
-              return false;
-            }
-            if (options_.prune) {
-              (*found)->mark_seen(pass);
-            }
-            return true;
-          })) {
+      enum class Found : std::uint8_t { none, running, leaving };
+      const Found found = processes_.visit(hash, key, [&](const ManagedPtr* record) {
+        if (record == nullptr) {
+          return Found::none;
+        }
+        if (options_.prune) {
+          (*record)->mark_seen(pass);
+        }
+        // A process on its way out may have marked its key's history with an earlier pass, and
+        // may leave the map before this pass ends: then the history, not the record, must say
+        // that this pass saw the key. One not yet claimed marks the history itself as it exits
+        // (unless `run` is ending), with this pass or a later one: the claim and `pass_id_` are
+        // sequentially consistent.
+        return history_count_.load() != 0 && (*record)->leaving() ? Found::leaving : Found::running;
+      });
+      if (found == Found::leaving) {
+        mark_history_seen(hash, key, pass);
+      }
+      if (found != Found::none) {
         return true;
       }
       if (!may_start_automatically(hash, key, runnable, pass)) {
@@ -166,8 +176,8 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
       if (!gate_pass) {
         return false;
       }
-      managed = Managed::make(*this, key, hash, std::move(runnable), parent_, handoff_spin_,
-                              run_work_, tracker.get());
+      managed = Managed::make(*this, key, hash, std::move(runnable), handoff_spin_, run_work_,
+                              tracker.get());
       managed->seen_pass.store(pass, std::memory_order_relaxed);
       if (!processes_.try_emplace(hash, key, managed)) {
         return true;  // It got a process since the probe.

@@ -57,7 +57,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::prune_and_forget(std::uint64_t pass) {
     try {
       const bool has_process = processes_.visit(
           history->hash(), key, [](const ManagedPtr* found) { return found != nullptr; });
-      if (!has_process && histories_.erase_value(history->hash(), [&](const HistoryPtr& value) {
+      // Read again once no process is found: a process of the key that this pass found running
+      // may have exited since the read above, marking the history (with this pass or a later
+      // one) before it left the map. An exit while `run` ends marks nothing: keep it all then.
+      if (!has_process && !ending() && history->seen_pass() < pass &&
+          histories_.erase_value(history->hash(), [&](const HistoryPtr& value) {
             return value.get() == history.get();
           })) {
         history_count_.fetch_sub(1);
@@ -93,9 +97,13 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile() {
   if (would_block_executor()) {  // the pass may wait for start slots held by coroutines
     return std::make_error_code(std::errc::resource_deadlock_would_occur);
   }
-  if (!run_active_.load()) {
+  const detail::CallAdmission::Ticket admitted(reconcile_calls_);  // `run` waits for it
+  if (!admitted) {
     return errc::not_running;
   }
+  // This thread works for `run` meanwhile: a hook of the pass that calls `run` fails at once.
+  const detail::WorkContext work{this, detail::current_work()};
+  const detail::WorkScope working(&work);
   run_passes_coalesced();
   return {};
 }
@@ -105,9 +113,12 @@ std::error_code Supervisor<Key, R, Hash, KeyEqual>::reconcile(const Key& key) {
   if (would_block_executor()) {  // a stop's event may wait for the task's first resumption
     return std::make_error_code(std::errc::resource_deadlock_would_occur);
   }
-  if (!run_active_.load()) {
+  const detail::CallAdmission::Ticket admitted(reconcile_calls_);  // `run` waits for it
+  if (!admitted) {
     return errc::not_running;
   }
+  const detail::WorkContext work{this, detail::current_work()};  // as in `reconcile()`
+  const detail::WorkScope working(&work);
   const std::uint64_t hash = processes_.hash_of(key);
   ManagedPtr managed = processes_.visit(
       hash, key, [](const ManagedPtr* found) { return found != nullptr ? *found : nullptr; });

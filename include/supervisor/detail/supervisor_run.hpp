@@ -147,7 +147,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
     ~InitialPass() { end(); }
   } initial_pass(*this, loop);
   gate_.open();
-  run_active_.store(true);
+  reconcile_calls_.open();
 
   std::exception_ptr failure;
   // Outlives the shutdown below: the initial pass's processes count their starts in it through a
@@ -188,11 +188,14 @@ void Supervisor<Key, R, Hash, KeyEqual>::run(Cancel cancel, Callback&& callback,
   // Shutdown: nothing below allocates or throws, so it cannot stop half-way. First, nothing
   // more counts for the policy, and a loop pass waiting for a start slot gives up (the slots
   // are held by starts that only the shutdown below can end).
-  run_active_.store(false);
+  reconcile_calls_.close();
   shutting_down_.store(true);
   pacer_.close();
   loop.stop();
   loop_.store(nullptr);
+  // A `reconcile` admitted before the close ends its pass (its starts no longer wait for a
+  // slot) before the shutdown: no pass of this run outlives it, or overlaps the next run's.
+  reconcile_calls_.wait_empty();
   shut_down(parent.stop_requested());
   if (deadline_timer.joinable()) {
     deadline_timer.request_stop();

@@ -17,6 +17,13 @@
 
 namespace supervisor {
 
+template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
+requires std::copy_constructible<Key>
+void Supervisor<Key, R, Hash, KeyEqual>::forget(const Managed& managed) noexcept {
+  processes_.erase_value(managed.hash(),
+                         [&](const ManagedPtr& value) { return value.get() == &managed; });
+}
+
 // A start takes the key with one insert of the record, still `initial` and without its runnable;
 // asks the table outside every lock; then gives the record its runnable and launches it. Each
 // step that touches the map holds a gate pass, so `run`'s shutdown either sees the record (and
@@ -55,7 +62,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       ec = errc::not_running;
       return nullptr;
     }
-    auto managed = Managed::make(*this, key, hash, parent_, handoff_spin_, run_work_);
+    auto managed = Managed::make(*this, key, hash, handoff_spin_, run_work_);
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
       return nullptr;
