@@ -41,6 +41,8 @@ class CoroutineHost {
     own_.reset();
   }
 
+  /// Between `open` and `close`: from `run`'s starts, and from a coroutine process that has not
+  /// settled (which `close` waits for). Not from any thread at any time, as `on_executor_thread`.
   [[nodiscard]] ExecutorRef executor() noexcept {
     if (user_) {
       return user_;

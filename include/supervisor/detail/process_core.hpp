@@ -224,18 +224,12 @@ class ProcessCore : public ReadyTarget,
     void* context = nullptr;
   };
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
-  /// `by_owner`: the executor the owner gave `begin_start` (the same for all its records, for as
-  /// long as any of them is unsettled), so that no record keeps a copy.
+  /// `by_owner`, which every such subclass overrides (the defaults serve no one): the executor
+  /// the owner gave `begin_start`, the same for all its records while any is unsettled, so that
+  /// no record keeps a copy; and whether the owner's walk forcing all has begun, read once the
+  /// walk can see the record, sequentially consistent.
   [[nodiscard]] virtual ExecutorRef owner_executor() const noexcept { return {}; }
-  /// `by_owner`: whether the owner's walk forcing all has begun; read once the walk can see the
-  /// record. A `by_owner` subclass overrides it, sequentially consistent (this default is not).
-  [[nodiscard]] virtual bool owner_forces_all() const noexcept {
-    if constexpr (Link == ParentLink::per_process) {
-      return parent_.stop_requested();
-    } else {
-      return false;
-    }
-  }
+  [[nodiscard]] virtual bool owner_forces_all() const noexcept { return false; }
 
  private:
   struct RequestForce {

@@ -28,7 +28,8 @@ class ReadyWaiter {
   }
 
   /// Schedules the parked coroutine on `executor_of()`'s executor, if one is parked; else makes
-  /// the next `park` refuse. (The executor is the owner's: a record does not keep a copy.)
+  /// the next `park` refuse. Asks for the executor only then (a supervisor's record reads its
+  /// owner's, which is valid only while the process is unsettled).
   template <class ExecutorOf>
   void wake(const ExecutorOf& executor_of) noexcept {
     void* const parked = word_.exchange(woken());
