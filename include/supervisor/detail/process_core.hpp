@@ -63,10 +63,11 @@ enum class ParentLink : unsigned char { per_process, by_owner };
 /// `initial`.
 ///
 /// Force follows the parent token. `ParentLink::per_process`: from `starting` on, through a
-/// `std::stop_callback` of its own. `by_owner`: none (64 bytes and two locked steps on the
-/// parent's shared state fewer per process); the owner forces every record it holds, in any
-/// state, when the parent is requested, and one it made visible reads the owner's flag in
-/// `enter_starting` (`owner_forces_all`, which a `by_owner` subclass overrides).
+/// `std::stop_callback` of its own. `by_owner`: none, and no copy of the parent token or of the
+/// executor (88 bytes and two locked steps on the parent's shared state fewer per process); the
+/// owner forces every record it holds, in any state, when the parent is requested, one it made
+/// visible reads the owner's flag in `enter_starting`, and the executor is the owner's
+/// (`owner_forces_all`, `owner_executor`, which a `by_owner` subclass overrides).
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
