@@ -136,8 +136,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
   // On its own. A startup cut short by `run`'s cancellation, without an error, is no failure;
   // and nothing that ends while `run` is being canceled or shut down counts for the policy
   // (that would also allocate in a shutdown that promises not to).
-  const bool ending = parent_.stop_requested() || shutting_down_.load();
-  const bool canceled = ending && !failure;
+  const bool run_ending = ending();
+  const bool canceled = run_ending && !failure;
   const bool failed = !canceled && (failure || !became_ready);
   std::error_code said;  // what the runnable said with its error, if one of ours
   if (failure) {
@@ -157,7 +157,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
   }
 
   typename History::Verdict verdict;
-  if (!ending) {
+  if (!run_ending) {
     verdict = record_history(managed, at, failed, error, said == errc::do_not_restart);
   }
   if (options_.on_event) {
@@ -169,7 +169,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
     event.consecutive_failures = verdict.consecutive_failures;
     event.error = error;
     emit(event);
-    if (!ending && !verdict.given_up_now && !escalated_.load()) {
+    if (!run_ending && !verdict.given_up_now && !escalated_.load()) {
       Event<Key> scheduled{EventKind::restart_scheduled, managed.key(), at, {}, {}, 0, {}};
       scheduled.delay = verdict.delay;
       scheduled.consecutive_failures = verdict.consecutive_failures;
@@ -185,7 +185,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::process_exiting(
   if (verdict.given_up_now) {
     report(ErrorSource::given_up, &managed.key(), error);
   }
-  if (failed && !ending && (said == errc::escalate || count_for_escalation(at))) {
+  if (failed && !run_ending && (said == errc::escalate || count_for_escalation(at))) {
     escalate(managed.key(), at, error);
   }
   if (failed && options_.restart.retry_when_due && verdict.delay.count() > 0) {
