@@ -59,4 +59,24 @@ inline bool other_threads_asleep_in_kernel() {
   return true;
 }
 
+/// How many threads of this process, the calling one aside, are asleep in the kernel; -1 where
+/// the kernel cannot be asked.
+inline int other_threads_asleep_count() {
+#if defined(__linux__)
+  const long self = this_thread_id();
+  int asleep = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator task("/proc/self/task", ec), end; !ec && task != end;
+       task.increment(ec)) {
+    const long id = std::stol(task->path().filename().string());
+    if (id != self && asleep_in_kernel(id)) {
+      ++asleep;
+    }
+  }
+  return asleep;
+#else
+  return -1;
+#endif
+}
+
 }  // namespace test

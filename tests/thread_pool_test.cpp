@@ -3,6 +3,7 @@
 
 #include "supervisor/thread_pool.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -115,6 +116,18 @@ struct Hold {
     released.notify_all();
   }
 };
+
+/// Counts itself in `started`, waits until `all` have, then counts itself in `finished`: each
+/// keeps a worker until all have one.
+Counted meet_all(std::atomic<std::size_t>& started, std::size_t all,
+                 std::atomic<std::size_t>& finished) {
+  started.fetch_add(1);
+  started.notify_all();
+  wait_for(started, all);
+  finished.fetch_add(1);
+  finished.notify_all();
+  co_return;
+}
 
 Counted hold_worker(Hold& hold) {
   hold.held.fetch_add(1);
@@ -324,4 +337,33 @@ TEST_CASE("thread pool: a spinner that turns to queued work wakes a watcher for 
   warm.wait(false);
   mark(go);
   CHECK(finishes(ran, ran));
+}
+
+TEST_CASE("thread pool: at most half of the idle workers spin and a spinner wakes a sleeper",
+          "[thread_pool]") {
+  // Idle workers that may spin for an hour: without the limit all of them would spin for as
+  // long as the test lasts. With it, half sleep (one of two, two of four). Then work that needs
+  // every worker at once (each coroutine blocks until all have started) must still run: the
+  // spinner that takes the first wakes a sleeper while more is queued, and so on.
+  if (test::other_threads_asleep_count() < 0) {
+    return;  // no kernel to ask (not Linux): nothing to check
+  }
+  const unsigned threads = GENERATE(2U, 4U);
+  CAPTURE(threads);
+  const int asleep_before = test::other_threads_asleep_count();  // threads of other tests
+  supervisor::ThreadPool pool(threads, std::chrono::hours(1), std::chrono::hours(1));
+  const int sleepers = static_cast<int>(threads - std::max(1U, threads / 2));
+  REQUIRE(test::eventually(
+      [&] { return test::other_threads_asleep_count() == asleep_before + sleepers; }));
+  std::atomic<std::size_t> started{0};
+  std::atomic<std::size_t> done{0};
+  for (unsigned i = 0; i < threads; ++i) {
+    pool.schedule(meet_all(started, threads, done).handle);
+  }
+  const bool all_ran = test::eventually([&] { return done.load() == threads; });
+  if (!all_ran) {
+    started.store(threads);  // let the blocked ones go, so that the pool can be destroyed
+    started.notify_all();
+  }
+  CHECK(all_ran);
 }
