@@ -167,6 +167,8 @@ TEST_CASE("a pass that finds a process stopped before the pass ends keeps its ke
   std::vector<std::string> known;  // after the pass
   sup.run([&] {
     REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over: `late` failed once
+    // ... and its process has left the map (else the next pass finds it leaving, and skips it)
+    REQUIRE(test::eventually([&] { return sup.keys().empty(); }));
     auto arms = clock->arms();
     clock->advance(options.restart_interval);  // the next pass starts it again
     REQUIRE(flaky.state->readied.wait());
@@ -215,6 +217,8 @@ TEST_CASE("a pass that looks for a process as a stop ends it keeps its key's his
   std::vector<std::string> known;  // after the pass
   sup.run([&] {
     REQUIRE(clock->wait_for_sleepers(1));  // the initial pass is over: `late` failed once
+    // ... and its process has left the map (else the next pass finds it leaving, and skips it)
+    REQUIRE(test::eventually([&] { return sup.keys().empty(); }));
     auto arms = clock->arms();
     clock->advance(options.restart_interval);  // `late` starts again
     REQUIRE(flaky.state->readied.wait());

@@ -200,11 +200,14 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     } catch (...) {
       failure = std::current_exception();
     }
+    // No thread for it: a failed start, for the restart policy too. Outside the gate (the
+    // history's lookup calls `KeyEqual`), and before the key is freed: a pass that found the
+    // record and ends meanwhile must find it still, or it forgets the key's old history.
+    if (no_thread) {
+      (void)record_history(*no_thread, now(), true, failure, false);
+    }
   }
   // Outside the gate: the hook may call back in.
-  if (no_thread) {  // No thread for it: a failed start, for the restart policy too.
-    (void)record_history(*no_thread, now(), true, failure, false);
-  }
   if (failure) {
     report(ErrorSource::start, &key, failure);
   }
