@@ -164,14 +164,20 @@ class Floor {
   // The waits name what they wait for, so that only the step that reaches it wakes the waiter
   // (a wake-up per process would cost the floor a futex call per process, as the library's
   // pass tracker does not).
+  // Each spins first for as long as the library's `start` and `stop` do
+  // (`detail::coroutine_handoff_spin`): the other side is a running pool thread.
   void wait_ready(std::size_t n) {
     ready_target_.store(n);
+    supervisor::detail::spin_until([&] { return ready_.load() >= n; },
+                                   supervisor::detail::coroutine_handoff_spin);
     for (std::size_t seen = ready_.load(); seen < n; seen = ready_.load()) {
       ready_.wait(seen);
     }
   }
   void wait_live(std::size_t target) {
     live_target_.store(target);
+    supervisor::detail::spin_until([&] { return live_.load() == target; },
+                                   supervisor::detail::coroutine_handoff_spin);
     for (std::size_t seen = live_.load(); seen != target; seen = live_.load()) {
       live_.wait(seen);
     }
