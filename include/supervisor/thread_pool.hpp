@@ -10,10 +10,10 @@
 /// scheduling many coroutines and the workers taking them never wait for each other; past that,
 /// the handles wait in an overflow list under a lock. A worker that finds nothing spins for a
 /// while, then sleeps; `schedule` to the shared queue wakes a sleeper only when no worker spins.
-/// At most half of the workers (at least one) spin at a time; the others sleep at once. One
-/// spinner takes a hand-off as fast as several; more would take the cores that the busy workers
-/// and the threads waiting on them need (on 2 cores, the bench's start+stop cycle from an
-/// outside thread took 5.5 µs with both workers spinning, 3.9-4.6 µs with one).
+/// At most half of the workers (at least one) spin at a time; the others sleep at once, and a
+/// worker that takes queued work wakes one of them while more waits. An idle pool so burns half
+/// the cores it would; on 2 cores the bench's cycles and shutdown did not move beyond their
+/// noise (alternate runs with both workers spinning, 2026-12-06).
 ///
 /// A coroutine that schedules another and then suspends (a start, a stop, a wake-up) hands it to
 /// the same thread, which resumes it next: no lock, no wake-up, and no other thread touching the
