@@ -24,6 +24,9 @@ enum class FaultPoint {
   /// Not a fault: `run`'s shutdown is about to wait for `reconcile` calls still inside
   /// (`CallAdmission`). A test holds one there to show the wait; a hook must not throw here.
   run_waits_for_calls,
+  /// Not a fault: a start refused a thread has recorded its failure in the key's history and is
+  /// about to free the key. A test holds one there; a hook must not throw here.
+  failed_launch_recorded,
 };
 
 #if defined(SUPERVISOR_FAULT_INJECTION)

@@ -18,6 +18,7 @@
 #include <system_error>
 #include <utility>
 
+#include "supervisor/detail/fault_injection.hpp"
 #include "supervisor/supervisor_class.hpp"
 
 namespace supervisor {
@@ -202,9 +203,13 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
     }
     // No thread for it: a failed start, for the restart policy too. Outside the gate (the
     // history's lookup calls `KeyEqual`), and before the key is freed: a pass that found the
-    // record and ends meanwhile must find it still, or it forgets the key's old history.
+    // record and ends meanwhile must find it still, or it forgets the key's old history. Claimed
+    // first, as an exit is: a pass that begins after the history's mark and finds the record
+    // leaving marks the history itself, or it would forget it once the record has gone.
     if (no_thread) {
+      (void)no_thread->claim(detail::Claim::own_exit);
       (void)record_history(*no_thread, now(), true, failure, false);
+      detail::fault_point(detail::FaultPoint::failed_launch_recorded);  // a test seam
     }
   }
   // Outside the gate: the hook may call back in.
