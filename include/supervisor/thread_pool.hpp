@@ -11,9 +11,9 @@
 /// the handles wait in an overflow list under a lock. A worker that finds nothing spins for a
 /// while, then sleeps; `schedule` to the shared queue wakes a sleeper only when no worker spins.
 /// At most half of the workers (at least one) spin at a time; the others sleep at once, and a
-/// worker that takes queued work wakes one of them while more waits. An idle pool so burns half
-/// the cores it would; on 2 cores the bench's cycles and shutdown did not move beyond their
-/// noise (alternate runs with both workers spinning, 2026-12-06).
+/// worker that takes queued work wakes one of them while more waits. So a pool between bursts
+/// (`spin` after each) burns half the cores it would; on 2 cores the bench's cycles and shutdown
+/// did not move beyond their noise (alternate runs with both workers spinning, 2026-12-06).
 ///
 /// A coroutine that schedules another and then suspends (a start, a stop, a wake-up) hands it to
 /// the same thread, which resumes it next: no lock, no wake-up, and no other thread touching the
