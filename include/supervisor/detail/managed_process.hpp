@@ -199,6 +199,9 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   bool owner_forces_all() const noexcept override { return owner_.forcing_all_.load(); }
 
   ExecutorRef owner_executor() const noexcept override { return owner_.coroutines_.executor(); }
+  std::chrono::nanoseconds owner_handoff_spin() const noexcept override {
+    return owner_.handoff_spin();
+  }
 
   void before_ready() noexcept override { owner_.process_becoming_ready(*this); }
 

@@ -63,11 +63,12 @@ enum class ParentLink : unsigned char { per_process, by_owner };
 /// `initial`.
 ///
 /// Force follows the parent token. `ParentLink::per_process`: from `starting` on, through a
-/// `std::stop_callback` of its own. `by_owner`: none, and no copy of the parent token or of the
-/// executor (88 bytes and two locked steps on the parent's shared state fewer per process); the
-/// owner forces every record it holds, in any state, when the parent is requested, one it made
-/// visible reads the owner's flag in `enter_starting`, and the executor is the owner's
-/// (`owner_forces_all`, `owner_executor`, which a `by_owner` subclass overrides).
+/// `std::stop_callback` of its own. `by_owner`: none, and no copy of the parent token, of the
+/// executor or of the hand-off spin (96 bytes and two locked steps on the parent's shared state
+/// fewer per process); the owner forces every record it holds, in any state, when the parent is
+/// requested, one it made visible reads the owner's flag in `enter_starting`, and the executor
+/// and the spin are the owner's (`owner_forces_all`, `owner_executor`, `owner_handoff_spin`,
+/// which a `by_owner` subclass overrides).
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
@@ -227,9 +228,11 @@ class ProcessCore : public ReadyTarget,
   [[nodiscard]] virtual SettleHook settle_hook() const noexcept { return {}; }
   /// `by_owner`, which every such subclass overrides (the defaults serve no one): the executor
   /// the owner gave `begin_start`, the same for all its records while any is unsettled, so that
-  /// no record keeps a copy; and whether the owner's walk forcing all has begun, read once the
-  /// walk can see the record, sequentially consistent.
+  /// no record keeps a copy; the owner's hand-off spin, fixed for its life; and whether the
+  /// owner's walk forcing all has begun, read once the walk can see the record, sequentially
+  /// consistent.
   [[nodiscard]] virtual ExecutorRef owner_executor() const noexcept { return {}; }
+  [[nodiscard]] virtual std::chrono::nanoseconds owner_handoff_spin() const noexcept { return {}; }
   [[nodiscard]] virtual bool owner_forces_all() const noexcept { return false; }
 
  private:
@@ -367,16 +370,35 @@ class ProcessCore : public ReadyTarget,
       executor_;
   AsyncReady async_ready_{*this};
 
-  // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both.
+  // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both. The small fields
+  // after them fill what would be padding before the next 8-byte member.
   std::optional<R> runnable_;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
-  struct NoParent {  // `by_owner`: the owner holds the parent
+  std::atomic<bool> begun_{false};
+  std::atomic<bool> launched_{false};
+  bool keep_forever_ = false;            // another frame than the task's lives in the record's room
+  std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
+  std::uint16_t frame_room_bytes_ = 0;   // 0: none
+  struct NoParent {                      // `by_owner`: the owner holds the parent
     explicit NoParent(const std::stop_token& /*parent*/) noexcept {}
   };
   [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process, std::stop_token,
                                            NoParent>
       parent_;
-  std::chrono::nanoseconds spin_;
+  struct NoSpin {  // `by_owner`: `owner_handoff_spin`
+    explicit NoSpin(std::chrono::nanoseconds /*spin*/) noexcept {}
+  };
+  [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process,
+                                           std::chrono::nanoseconds, NoSpin>
+      spin_;
+  /// The busy-wait's bound before a blocking hand-off (see `spin_until`).
+  [[nodiscard]] std::chrono::nanoseconds handoff_spin() const noexcept {
+    if constexpr (Link == ParentLink::per_process) {
+      return spin_;
+    } else {
+      return owner_handoff_spin();
+    }
+  }
   std::stop_source force_;
   struct NoParentLink {
     void reset() noexcept {}
@@ -402,16 +424,10 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
-  // In what is otherwise padding.
-  std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
-  std::uint16_t frame_room_bytes_ = 0;   // 0: none
-  std::exception_ptr error_;
-  CallerNode* callers_ = nullptr;
   // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
   std::atomic<unsigned> cancels_in_flight_{0};
-  std::atomic<bool> begun_{false};
-  std::atomic<bool> launched_{false};
-  bool keep_forever_ = false;  // another frame than the task's lives in the record's room
+  std::exception_ptr error_;
+  CallerNode* callers_ = nullptr;
   WorkContext work_;
 };
 

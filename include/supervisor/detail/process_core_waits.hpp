@@ -127,7 +127,7 @@ std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initia
 SUPERVISOR_PROCESS_CORE_
 std::error_code ProcessCore<R, Link>::await_start(const Cancel& cancel) {
   spin_until([&] { return ready_.load() || done_.load() || cancel.token().stop_requested(); },
-             spin_);
+             handoff_spin());
   if (std::error_code ec = wait(changed_, mutex_, cancel, [&] { return ready_ || done_; })) {
     force_now();
     wait_done_forever();
@@ -138,7 +138,7 @@ std::error_code ProcessCore<R, Link>::await_start(const Cancel& cancel) {
 
 SUPERVISOR_PROCESS_CORE_
 std::error_code ProcessCore<R, Link>::await_done(const Cancel& cancel) {
-  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
+  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, handoff_spin());
   std::error_code ec = wait(changed_, mutex_, cancel, [&] { return done_.load(); });
   if (ec) {
     force_now();
@@ -149,7 +149,7 @@ std::error_code ProcessCore<R, Link>::await_done(const Cancel& cancel) {
 
 SUPERVISOR_PROCESS_CORE_
 bool ProcessCore<R, Link>::wait_done(const Cancel& cancel) {
-  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, spin_);
+  spin_until([&] { return done_.load() || cancel.token().stop_requested(); }, handoff_spin());
   return !wait(changed_, mutex_, cancel, [&] { return done_.load(); });
 }
 
@@ -168,7 +168,7 @@ void ProcessCore<R, Link>::signal_ready_and_wait(const std::stop_token& early) {
   auto released = [&] {
     return graceful_.load() || force.stop_requested() || early.stop_requested();
   };
-  if (spin_until(released, spin_ / 4)) {
+  if (spin_until(released, handoff_spin() / 4)) {
     return;
   }
   // Registered before taking the lock: a callback on an already-requested token runs at once.
