@@ -56,9 +56,9 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
 
  public:
   /// A record without its runnable yet (a `start` registers the key, then asks the table).
-  ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, std::chrono::nanoseconds spin,
-                 const WorkContext* outer)
-      : Core(std::stop_token(), spin, outer),
+  /// The hand-off spin is the owner's (`owner_handoff_spin`), as are the parent and the executor.
+  ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, const WorkContext* outer)
+      : Core(std::stop_token(), {}, outer),
         owner_(owner),
         key_(key),
         hash_(hash),
@@ -66,8 +66,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
 
   /// A record with its runnable (a restart pass has it from the table's row).
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, R runnable,
-                 std::chrono::nanoseconds spin, const WorkContext* outer, PassTracker* tracker)
-      : Core(std::stop_token(), spin, outer),
+                 const WorkContext* outer, PassTracker* tracker)
+      : Core(std::stop_token(), {}, outer),
         owner_(owner),
         key_(key),
         hash_(hash),

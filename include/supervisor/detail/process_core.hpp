@@ -379,7 +379,8 @@ class ProcessCore : public ReadyTarget,
   bool keep_forever_ = false;            // another frame than the task's lives in the record's room
   std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
   std::uint16_t frame_room_bytes_ = 0;   // 0: none
-  struct NoParent {                      // `by_owner`: the owner holds the parent
+
+  struct NoParent {  // `by_owner`: the owner holds the parent
     explicit NoParent(const std::stop_token& /*parent*/) noexcept {}
   };
   [[no_unique_address]] std::conditional_t<Link == ParentLink::per_process, std::stop_token,

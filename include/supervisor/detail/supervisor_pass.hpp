@@ -177,8 +177,7 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
       if (!gate_pass) {
         return false;
       }
-      managed = Managed::make(*this, key, hash, std::move(runnable), handoff_spin_, run_work_,
-                              tracker.get());
+      managed = Managed::make(*this, key, hash, std::move(runnable), run_work_, tracker.get());
       managed->seen_pass.store(pass, std::memory_order_relaxed);
       if (!processes_.try_emplace(hash, key, managed)) {
         return true;  // It got a process since the probe.

@@ -62,7 +62,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       ec = errc::not_running;
       return nullptr;
     }
-    auto managed = Managed::make(*this, key, hash, handoff_spin_, run_work_);
+    auto managed = Managed::make(*this, key, hash, run_work_);
     if (!processes_.try_emplace(hash, key, managed)) {
       ec = errc::process_exists;
       return nullptr;
