@@ -13,6 +13,7 @@
 #include "supervisor/errors.hpp"            // errc and its error category
 #include "supervisor/events.hpp"            // EventKind, Event: Options::on_event
 #include "supervisor/executor.hpp"          // Executor concept, ExecutorRef
+#include "supervisor/map_table.hpp"         // MapTable: an in-memory Table
 #include "supervisor/options.hpp"           // Options of a Supervisor
 #include "supervisor/process.hpp"           // Process<R>: one runnable's state machine
 #include "supervisor/process_state.hpp"     // ProcessState
@@ -23,7 +24,7 @@
 #include "supervisor/snapshot.hpp"          // KeyState, KeyStatus, Snapshot
 #include "supervisor/spawn.hpp"             // spawn: run a Task<> nobody awaits
 #include "supervisor/supervisor_class.hpp"  // Supervisor<Key, R>
-#include "supervisor/table.hpp"             // Table concept, MapTable
+#include "supervisor/table.hpp"             // Table concept
 #include "supervisor/task.hpp"              // Task<T>: what coroutine runnables return
 #include "supervisor/thread_pool.hpp"       // ThreadPool: the stdlib executor
 #include "supervisor/until_stopped.hpp"     // until_stopped: await a stop token (force alone)

@@ -1,7 +1,8 @@
 #pragma once
 
 /// \file
-/// `Table`: the desired state, owned by the user; `MapTable`, an in-memory one.
+/// `Table`: the desired state, owned by the user (`MapTable`, in `map_table.hpp`, is an in-memory
+/// one, included here).
 ///
 /// A table maps keys to runnables. It is the source of truth: the supervisor keeps the running
 /// processes equal to it. A process removes itself for good by erasing its own entry before it
@@ -12,12 +13,10 @@
 #include <concepts>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
-#include <unordered_map>
 #include <utility>
-#include <vector>
+
+#include "supervisor/map_table.hpp"
 
 namespace supervisor {
 
@@ -61,89 +60,6 @@ template <class T, class Key, class R>
 concept Table = requires(T& table, const Key& key) {
   { table.get(key) } -> std::convertible_to<std::optional<R>>;
   { table.iterate() } -> TableCursor<Key, R>;
-};
-
-/// An in-memory `Table`: an `std::unordered_map` behind a `std::shared_mutex`.
-///
-/// Thread-safe: every member may be called from any thread, including from inside a runnable
-/// (the usual way for a process to remove itself for good is `table.erase(my_key)` before
-/// returning). `iterate` copies the rows, so a pass never holds the lock while it starts processes.
-/// Under the table's lock run only the key's hash and equality and the copies and moves of keys
-/// and runnables; rows are destroyed after it is released. `R` must be move-assignable here (the
-/// supervisor itself never assigns runnables).
-template <class Key, class R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
-class MapTable {
- public:
-  class Cursor {
-   public:
-    explicit Cursor(std::vector<std::pair<Key, R>> rows) : rows_(std::move(rows)) {}
-    bool next() { return ++position_ <= rows_.size(); }
-    [[nodiscard]] std::size_t size() const noexcept { return rows_.size(); }
-    // Moves the row out: the supervisor reads each row once, and a pass over rows that already
-    // run then touches no runnable's reference count.
-    [[nodiscard]] std::pair<Key, R> get() { return std::move(rows_[position_ - 1]); }
-    void close() noexcept { rows_.clear(); }
-
-   private:
-    std::vector<std::pair<Key, R>> rows_;
-    std::size_t position_ = 0;
-  };
-
-  MapTable() = default;
-  MapTable(std::initializer_list<std::pair<const Key, R>> rows) : rows_(rows) {}
-
-  [[nodiscard]] std::optional<R> get(const Key& key) const {
-    std::shared_lock lock(mutex_);
-    auto it = rows_.find(key);
-    if (it == rows_.end()) {
-      return std::nullopt;
-    }
-    return it->second;
-  }
-
-  [[nodiscard]] Cursor iterate() const {
-    std::shared_lock lock(mutex_);
-    return Cursor({rows_.begin(), rows_.end()});
-  }
-
-  /// Inserts or replaces the row for `key`. A replaced runnable is destroyed after the lock is
-  /// released (its destructor may use the table).
-  void insert_or_assign(const Key& key, R runnable) {
-    std::optional<R> replaced;
-    std::unique_lock lock(mutex_);
-    auto it = rows_.find(key);
-    if (it == rows_.end()) {
-      rows_.emplace(key, std::move(runnable));
-      return;
-    }
-    replaced.emplace(std::move(it->second));
-    it->second = std::move(runnable);
-  }
-
-  /// Removes the row for `key`; returns whether there was one. The row is destroyed after the
-  /// lock is released.
-  bool erase(const Key& key) {
-    typename decltype(rows_)::node_type erased;
-    {
-      std::unique_lock lock(mutex_);
-      erased = rows_.extract(key);
-    }
-    return !erased.empty();
-  }
-
-  [[nodiscard]] bool contains(const Key& key) const {
-    std::shared_lock lock(mutex_);
-    return rows_.contains(key);
-  }
-
-  [[nodiscard]] std::size_t size() const {
-    std::shared_lock lock(mutex_);
-    return rows_.size();
-  }
-
- private:
-  mutable std::shared_mutex mutex_;
-  std::unordered_map<Key, R, Hash, KeyEqual> rows_;
 };
 
 namespace detail {

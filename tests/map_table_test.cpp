@@ -1,0 +1,190 @@
+#include "catch_shim.hpp"  // first: it picks the Catch2 v2 or v3 header
+
+// Standard headers after the test support.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <supervisor/map_table.hpp>
+#include <utility>
+#include <vector>
+
+// MapTable's index, against a std::map doing the same operations: long probe runs, runs that wrap
+// around the index's end, removals from the middle of a run, growth, and every failure a user type
+// can cause leaving the table as it was.
+
+namespace {
+
+/// A deterministic sequence (splitmix64), so that a failure replays.
+class Sequence {
+ public:
+  explicit Sequence(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next() {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27U)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31U);
+  }
+  std::uint64_t below(std::uint64_t n) { return next() % n; }
+
+ private:
+  std::uint64_t state_;
+};
+
+/// Few distinct hashes: keys pile up in long probe runs that meet and wrap around.
+struct CollidingHash {
+  std::size_t operator()(int key) const { return static_cast<std::size_t>(key % 7); }
+};
+
+/// Whether `table` holds exactly `model`'s rows, by every reading member.
+template <class Table>
+bool same(const Table& table, const std::map<int, int>& model, int key_space) {
+  if (table.size() != model.size()) {
+    return false;
+  }
+  std::map<int, int> listed;
+  auto cursor = table.iterate();
+  while (cursor.next()) {
+    if (!listed.insert(cursor.get()).second) {
+      return false;  // a row listed twice
+    }
+  }
+  cursor.close();
+  if (listed != model) {
+    return false;
+  }
+  for (int key = 0; key < key_space; ++key) {
+    const auto it = model.find(key);
+    const std::optional<int> expected =
+        it == model.end() ? std::nullopt : std::optional<int>(it->second);
+    if (table.get(key) != expected || table.contains(key) != expected.has_value()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+template <class Hash>
+void churn(std::uint64_t seed, int key_space, int operations) {
+  supervisor::MapTable<int, int, Hash> table;
+  std::map<int, int> model;
+  Sequence random(seed);
+  for (int op = 0; op < operations; ++op) {
+    const int key = static_cast<int>(random.below(static_cast<std::uint64_t>(key_space)));
+    // More inserts than erases at first, then the other way round: the index grows, then empties.
+    const bool insert = random.below(100) < (op < operations / 2 ? 70U : 30U);
+    if (insert) {
+      table.insert_or_assign(key, op);
+      model.insert_or_assign(key, op);
+    } else {
+      REQUIRE(table.erase(key) == (model.erase(key) == 1));
+    }
+    const auto it = model.find(key);
+    REQUIRE(table.get(key) == (it == model.end() ? std::nullopt : std::optional<int>(it->second)));
+    if (op % 97 == 0) {
+      REQUIRE(same(table, model, key_space));
+    }
+  }
+  REQUIRE(same(table, model, key_space));
+  for (int key = 0; key < key_space; ++key) {
+    table.erase(key);
+  }
+  CHECK(table.size() == 0);
+  CHECK_FALSE(table.iterate().next());
+}
+
+/// A key type whose hash, equality and copy each throw when told to.
+struct Touchy {
+  int value = 0;
+  static inline bool throw_on_copy = false;
+  static inline bool throw_on_equal = false;
+  static inline bool throw_on_hash = false;
+  explicit Touchy(int v) : value(v) {}
+  Touchy(const Touchy& other) : value(other.value) {
+    if (throw_on_copy) {
+      throw std::runtime_error("copy");
+    }
+  }
+  Touchy& operator=(const Touchy&) = default;
+  ~Touchy() = default;
+  friend bool operator==(const Touchy& a, const Touchy& b) {
+    if (throw_on_equal) {
+      throw std::runtime_error("equal");
+    }
+    return a.value == b.value;
+  }
+};
+struct TouchyHash {
+  std::size_t operator()(const Touchy& key) const {
+    if (Touchy::throw_on_hash) {
+      throw std::runtime_error("hash");
+    }
+    return static_cast<std::size_t>(key.value % 3);
+  }
+};
+using TouchyTable = supervisor::MapTable<Touchy, int, TouchyHash>;
+
+std::map<int, int> rows_of(const TouchyTable& table) {
+  std::map<int, int> rows;
+  auto cursor = table.iterate();
+  while (cursor.next()) {
+    auto row = cursor.get();
+    rows.emplace(row.first.value, row.second);
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("MapTable agrees with a std::map through inserts, replaces and erases", "[table]") {
+  SECTION("keys in long colliding probe runs") { churn<CollidingHash>(1, 200, 20'000); }
+  SECTION("std::hash, growing to thousands of rows and back") {
+    churn<std::hash<int>>(2, 5'000, 40'000);
+  }
+}
+
+TEST_CASE("MapTable is as it was when a key's hash, equality or copy throws", "[table]") {
+  TouchyTable table;
+  std::map<int, int> model;
+  for (int i = 0; i < 40; ++i) {  // growth included: 40 rows take the index to 128 slots
+    table.insert_or_assign(Touchy(i), i);
+    model.emplace(i, i);
+  }
+  REQUIRE(rows_of(table) == model);
+  bool* const flags[] = {&Touchy::throw_on_hash, &Touchy::throw_on_equal, &Touchy::throw_on_copy};
+  for (bool* flag : flags) {
+    for (int key : {5, 40, 41}) {  // present, and absent (40 and 41 would be new rows)
+      CAPTURE(key, flag == &Touchy::throw_on_hash, flag == &Touchy::throw_on_equal);
+      *flag = true;
+      const bool copy_only = flag == &Touchy::throw_on_copy;
+      // A replace copies no key; an erase and a lookup copy none either.
+      if (!copy_only || key >= 40) {
+        CHECK_THROWS(table.insert_or_assign(Touchy(key), 100));
+      }
+      if (!copy_only) {
+        CHECK_THROWS(table.erase(Touchy(key)));
+        CHECK_THROWS((void)table.get(Touchy(key)));
+        CHECK_THROWS((void)table.contains(Touchy(key)));
+      }
+      *flag = false;
+      CHECK(rows_of(table) == model);
+      CHECK(table.size() == model.size());
+      for (const auto& [k, v] : model) {
+        CHECK(table.get(Touchy(k)) == std::optional<int>(v));
+      }
+    }
+  }
+  // `iterate` copies every key: a copy that throws fails the iteration, and changes nothing.
+  Touchy::throw_on_copy = true;
+  CHECK_THROWS((void)table.iterate());
+  Touchy::throw_on_copy = false;
+  CHECK(rows_of(table) == model);
+}
+
+TEST_CASE("MapTable keeps the first row of a key listed twice in its initializer", "[table]") {
+  const supervisor::MapTable<int, int> table{{1, 10}, {2, 20}, {1, 11}};
+  CHECK(table.size() == 2);
+  CHECK(table.get(1) == std::optional<int>(10));
+  CHECK(table.get(2) == std::optional<int>(20));
+}
