@@ -199,6 +199,7 @@ TEST_CASE("MapTable serves readers while writers insert, replace and erase", "[t
   constexpr int keys_each = 500;
   constexpr int rounds = 4;
   std::vector<std::thread> threads;
+  threads.reserve(writers + 2);
   std::atomic<int> writing{writers};
   for (int w = 0; w < writers; ++w) {
     threads.emplace_back([&table, &writing, w] {
