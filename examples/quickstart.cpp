@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
   const Milliseconds tick = demo ? 250ms : 1000ms;
 
   // The table is the desired state, and it is ours: we keep a handle to add and remove rows while
-  // the supervisor runs. MapTable is an unordered_map behind a shared_mutex.
+  // the supervisor runs. MapTable is a hash map behind a shared_mutex, safe from any thread.
   auto table = std::make_shared<Table>();
   auto alpha = std::make_shared<Worker>("alpha", tick);
   auto beta = std::make_shared<Worker>("beta", tick);

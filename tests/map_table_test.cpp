@@ -1,10 +1,14 @@
 #include "catch_shim.hpp"  // first: it picks the Catch2 v2 or v3 header
+#include "support.hpp"
 
 // Standard headers after the test support.
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <supervisor/map_table.hpp>
@@ -149,7 +153,12 @@ TEST_CASE("MapTable agrees with a std::map through inserts, replaces and erases"
 TEST_CASE("MapTable is as it was when a key's hash, equality or copy throws", "[table]") {
   TouchyTable table;
   std::map<int, int> model;
-  for (int i = 0; i < 40; ++i) {  // growth included: 40 rows take the index to 128 slots
+  for (int i = 0; i < 40; ++i) {  // 40 rows take the index through growths to 64 slots
+    // A new row whose key's copy throws, at every size (so also as the index must grow first).
+    Touchy::throw_on_copy = true;
+    CHECK_THROWS(table.insert_or_assign(Touchy(i), i));
+    Touchy::throw_on_copy = false;
+    REQUIRE(rows_of(table) == model);
     table.insert_or_assign(Touchy(i), i);
     model.emplace(i, i);
   }
@@ -182,6 +191,119 @@ TEST_CASE("MapTable is as it was when a key's hash, equality or copy throws", "[
   CHECK_THROWS((void)table.iterate());
   Touchy::throw_on_copy = false;
   CHECK(rows_of(table) == model);
+}
+
+namespace {
+
+/// A runnable whose copy and move each throw when told to.
+struct TouchyRunnable {
+  int value = 0;
+  static inline bool throw_on_copy = false;
+  static inline bool throw_on_move = false;
+  explicit TouchyRunnable(int v) : value(v) {}
+  TouchyRunnable(const TouchyRunnable& other) : value(other.value) {
+    if (throw_on_copy) {
+      throw std::runtime_error("copy");
+    }
+  }
+  TouchyRunnable(TouchyRunnable&& other) : value(other.value) {  // NOLINT: throws on purpose
+    if (throw_on_move) {
+      throw std::runtime_error("move");
+    }
+  }
+  TouchyRunnable& operator=(const TouchyRunnable&) = default;
+  TouchyRunnable& operator=(TouchyRunnable&&) = default;  // NOLINT: as the move constructor
+  ~TouchyRunnable() = default;
+};
+
+/// A hash that runs `on_hash` first, when set.
+struct WatchedHash {
+  static inline std::function<void()> on_hash;
+  std::size_t operator()(int key) const {
+    if (on_hash) {
+      on_hash();
+    }
+    return std::hash<int>{}(key);
+  }
+};
+
+/// A hash with state of its own: a table must value-initialize it.
+struct SeededHash {
+  std::size_t seed;
+  std::size_t operator()(int key) const {
+    if (seed != 0) {
+      throw std::logic_error("a hash left uninitialized");
+    }
+    return std::hash<int>{}(key);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("MapTable is as it was when a runnable's copy or move throws", "[table]") {
+  supervisor::MapTable<int, TouchyRunnable> table;
+  std::map<int, int> model;
+  const auto rows = [&table] {
+    std::map<int, int> listed;
+    auto cursor = table.iterate();
+    while (cursor.next()) {
+      const auto row = cursor.get();
+      listed.emplace(row.first, row.second.value);
+    }
+    return listed;
+  };
+  for (int i = 0; i < 40; ++i) {
+    TouchyRunnable::throw_on_move = true;  // into a new row's node
+    CHECK_THROWS(table.insert_or_assign(i, TouchyRunnable(i)));
+    TouchyRunnable::throw_on_move = false;
+    REQUIRE(rows() == model);
+    table.insert_or_assign(i, TouchyRunnable(i));
+    model.emplace(i, i);
+  }
+  TouchyRunnable::throw_on_copy = true;
+  CHECK_THROWS((void)table.get(7));
+  CHECK_THROWS((void)table.iterate());
+  TouchyRunnable::throw_on_copy = false;
+  CHECK(rows() == model);
+  CHECK(table.size() == model.size());
+}
+
+TEST_CASE("MapTable calls Hash before it takes its lock", "[table]") {
+  // While the hash runs, another thread reads the table's size: under the table's lock (a
+  // writer's), that read would wait for the hash, which waits for it.
+  supervisor::MapTable<int, int, WatchedHash> table;
+  table.insert_or_assign(1, 1);
+  std::atomic<bool> read{false};
+  bool read_while_hashing = false;
+  std::thread reader;
+  WatchedHash::on_hash = [&] {
+    read.store(false);
+    reader = std::thread([&] {
+      (void)table.size();
+      read.store(true);
+    });
+    // Bounded: were the hash under the lock, this would give up after `test::patience`.
+    read_while_hashing = test::eventually([&] { return read.load(); });
+  };
+  table.insert_or_assign(2, 2);
+  reader.join();
+  CHECK(read_while_hashing);
+  table.erase(1);  // the same for an erase
+  WatchedHash::on_hash = nullptr;
+  reader.join();
+  CHECK(read_while_hashing);
+  CHECK(table.size() == 1);
+}
+
+TEST_CASE("MapTable value-initializes a Hash with state", "[table]") {
+  // Built over bytes that are not zero: a member left default-initialized would keep them.
+  using Seeded = supervisor::MapTable<int, int, SeededHash>;
+  alignas(Seeded) std::array<unsigned char, sizeof(Seeded)> storage{};
+  storage.fill(0xA5);
+  auto* table = new (storage.data()) Seeded;
+  CHECK_NOTHROW(table->insert_or_assign(1, 1));
+  CHECK(table->get(1) == std::optional<int>(1));
+  table->~Seeded();
 }
 
 TEST_CASE("MapTable keeps the first row of a key listed twice in its initializer", "[table]") {

@@ -22,9 +22,12 @@ namespace supervisor {
 /// Thread-safe: every member may be called from any thread, including from inside a runnable
 /// (the usual way for a process to remove itself for good is `table.erase(my_key)` before
 /// returning). `iterate` copies the rows, so a pass never holds the lock while it starts processes.
-/// `Hash` runs before the lock is taken; under it run only `KeyEqual` and the copies and moves of
-/// keys and runnables. Rows are destroyed after it is released. `R` must be move-assignable here
-/// (the supervisor itself never assigns runnables).
+/// `Hash` runs before the lock is taken, through a const reference (so it must allow concurrent
+/// calls, as for the standard containers); under it run only `KeyEqual` and the copies and moves
+/// of keys and runnables. Replaced and erased rows, and the copies of a failed `iterate`, are
+/// destroyed after it is released (a key copied for a row that then failed to be made is not).
+/// Keys and runnables must be copy- and move-constructible, and `R` move-assignable here (the
+/// supervisor itself never assigns runnables).
 ///
 /// Exceptions: when `Hash`, `KeyEqual`, an allocation, or a copy or move of a key or runnable
 /// throws, the exception propagates and the table is as it was, with one exception:
@@ -39,7 +42,7 @@ namespace supervisor {
 /// order they were allocated in) through independent loads, not a linked list's chain of
 /// dependent ones, so the memory system fetches many at once. About 74 bytes a row at a million
 /// rows (`std::unordered_map`: about 44), for lookups about twice and iteration about six times
-/// as fast.
+/// as fast. As with `std::unordered_map`, erasing rows never shrinks the index.
 template <class Key, class R, class Hash = std::hash<Key>, class KeyEqual = std::equal_to<Key>>
 class MapTable {
  public:
@@ -62,7 +65,7 @@ class MapTable {
   /// The rows, in order; a key listed twice keeps its first runnable (as `std::unordered_map`).
   MapTable(std::initializer_list<std::pair<const Key, R>> rows) {
     for (const auto& row : rows) {
-      const std::size_t hash = hash_(row.first);
+      const std::size_t hash = hash_of(row.first);
       if (find(hash, row.first) == npos) {
         add(hash, row.first, R(row.second));
       }
@@ -73,7 +76,7 @@ class MapTable {
   ~MapTable() = default;
 
   [[nodiscard]] std::optional<R> get(const Key& key) const {
-    const std::size_t hash = hash_(key);
+    const std::size_t hash = hash_of(key);
     std::shared_lock lock(mutex_);
     const std::size_t slot = find(hash, key);
     if (slot == npos) {
@@ -95,7 +98,7 @@ class MapTable {
   /// Inserts or replaces the row for `key`. A replaced runnable is destroyed after the lock is
   /// released (its destructor may use the table).
   void insert_or_assign(const Key& key, R runnable) {
-    const std::size_t hash = hash_(key);
+    const std::size_t hash = hash_of(key);
     std::optional<R> replaced;
     std::unique_lock lock(mutex_);
     const std::size_t slot = find(hash, key);
@@ -111,7 +114,7 @@ class MapTable {
   /// Removes the row for `key`; returns whether there was one. The row is destroyed after the
   /// lock is released.
   bool erase(const Key& key) {
-    const std::size_t hash = hash_(key);
+    const std::size_t hash = hash_of(key);
     std::unique_ptr<Node> erased;  // before the lock: destroyed after it is released
     std::unique_lock lock(mutex_);
     const std::size_t slot = find(hash, key);
@@ -123,7 +126,7 @@ class MapTable {
   }
 
   [[nodiscard]] bool contains(const Key& key) const {
-    const std::size_t hash = hash_(key);
+    const std::size_t hash = hash_of(key);
     std::shared_lock lock(mutex_);
     return find(hash, key) != npos;
   }
@@ -146,6 +149,10 @@ class MapTable {
   };
   static constexpr std::size_t npos = ~std::size_t{0};
 
+  /// `Hash` through a const reference, as the standard containers call it: it runs outside the
+  /// lock, on any number of threads at once.
+  [[nodiscard]] std::size_t hash_of(const Key& key) const { return hash_(key); }
+
   /// The slot a hash probes first: the hash's top bits after a multiplicative mix, so that
   /// `std::hash`'s identity on integers still spreads keys over the whole index.
   [[nodiscard]] std::size_t home(std::size_t hash) const noexcept {
@@ -164,7 +171,7 @@ class MapTable {
       if (slot.node == nullptr) {
         return npos;
       }
-      if (slot.hash == hash && equal_(slot.node->row.first, key)) {
+      if (slot.hash == hash && equal_(key, slot.node->row.first)) {
         return i;
       }
     }
@@ -231,8 +238,8 @@ class MapTable {
   std::vector<Slot> slots_;                  // the index: empty, or a power of two at most 3/4 full
   unsigned shift_ = 64;                      // 64 - log2(slots_.size())
   std::vector<std::unique_ptr<Node>> rows_;  // every row's node, in no particular order
-  [[no_unique_address]] Hash hash_;
-  [[no_unique_address]] KeyEqual equal_;
+  [[no_unique_address]] Hash hash_{};        // value-initialized, as the standard containers do
+  [[no_unique_address]] KeyEqual equal_{};
 };
 
 }  // namespace supervisor
