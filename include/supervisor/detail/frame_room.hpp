@@ -17,9 +17,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <utility>
+
+#include "supervisor/detail/block_cache.hpp"
 
 namespace supervisor::detail {
 
@@ -188,6 +191,12 @@ struct PendingRoom {
 /// The allocator of a record with room for its frame: the block is the record (with its
 /// `shared_ptr` control block), then the room. Stateless, so the control block carries nothing
 /// for it: the room's size comes through `make_record_with_room`, on the allocating thread.
+///
+/// Freed blocks go to a `BlockCache` of their own kind, which needs each block's size when it is
+/// freed. The room keeps it: a `RoomTag` written when the block is made and again once the record
+/// is destroyed (its task's frame, the room's only other user, is gone by then: a record whose
+/// room is kept by another frame is never freed). A tag that does not check (a standard library
+/// that destroys the record without `destroy`) frees the block instead.
 template <class T>
 class RecordWithRoomAllocator {
  public:
@@ -196,17 +205,42 @@ class RecordWithRoomAllocator {
   template <class U>
   explicit RecordWithRoomAllocator(const RecordWithRoomAllocator<U>& /*other*/) noexcept {}
 
+  /// What the room keeps of its own size; a room is at least this large.
+  struct RoomTag {
+    std::size_t bytes;
+    std::size_t check;
+  };
+
   T* allocate(std::size_t n) {
     PendingRoom* pending = PendingRoom::current();
     const std::size_t room = pending != nullptr ? pending->room.bytes : 0;
-    auto* block = static_cast<std::byte*>(::operator new(body(n) + room));
+    void* made = room >= sizeof(RoomTag) ? BlockCache<T>::take(body(n) + room) : nullptr;
+    auto* block = static_cast<std::byte*>(made != nullptr ? made : ::operator new(body(n) + room));
     if (pending != nullptr) {
       pending->room.at = block + body(n);
+      tag(pending->room);
     }
     return reinterpret_cast<T*>(block);
   }
-  void deallocate(T* record, std::size_t /*n*/) noexcept {
-    ::operator delete(static_cast<void*>(record));
+  void deallocate(T* record, std::size_t n) noexcept {
+    auto* block = reinterpret_cast<std::byte*>(record);
+    RoomTag tagged{};
+    std::memcpy(&tagged, block + body(n), sizeof tagged);
+    if (tagged.check != check_of(block + body(n), tagged.bytes)) {
+      ::operator delete(static_cast<void*>(block));
+      return;
+    }
+    BlockCache<T>::give(block, body(n) + tagged.bytes);
+  }
+  /// Destroys the record, then tags its room again (see the class comment).
+  template <class U>
+  void destroy(U* record) noexcept {
+    FrameRoom room;
+    if constexpr (requires { record->given_frame_room(); }) {
+      room = record->given_frame_room();
+    }
+    record->~U();
+    tag(room);
   }
 
   template <class U>
@@ -221,13 +255,23 @@ class RecordWithRoomAllocator {
     constexpr std::size_t align = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
     return (n * sizeof(T) + align - 1) / align * align;
   }
+  static std::size_t check_of(const std::byte* room, std::size_t bytes) noexcept {
+    return bytes ^ reinterpret_cast<std::uintptr_t>(room) ^ 0x5a17c0de5a17c0deULL;
+  }
+  static void tag(FrameRoom room) noexcept {
+    if (room.at != nullptr && room.bytes >= sizeof(RoomTag)) {
+      const RoomTag tagged{room.bytes, check_of(room.at, room.bytes)};
+      std::memcpy(room.at, &tagged, sizeof tagged);
+    }
+  }
 };
 
 /// `std::make_shared<T>(args...)` with `room` bytes after the record for its frame, given to
 /// `T::give_frame_room` before anyone else can see the record.
 template <class T, class... Args>
 std::shared_ptr<T> make_record_with_room(std::size_t room, Args&&... args) {
-  if (room == 0) {
+  // No room, or too little for its tag (no frame is that small).
+  if (room < sizeof(typename RecordWithRoomAllocator<T>::RoomTag)) {
     return std::make_shared<T>(std::forward<Args>(args)...);
   }
   PendingRoom pending(room);

@@ -108,6 +108,10 @@ class ProcessCore : public ReadyTarget,
     }
   }
 
+  /// The room `give_frame_room` kept (none if it was out of reach): the record's allocator
+  /// tags it when the record is destroyed (frame_room.hpp).
+  [[nodiscard]] FrameRoom given_frame_room() noexcept { return frame_room(); }
+
   /// Gives the process its runnable (moved in: no assignment). Precondition: `initial`, and no
   /// runnable yet.
   void set_runnable(R&& runnable) { runnable_.emplace(std::move(runnable)); }
