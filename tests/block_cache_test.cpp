@@ -68,6 +68,21 @@ TEST_CASE("block cache: a block made for another room size is freed, not reused"
   CHECK(large->value == 2);
 }
 
+TEST_CASE("block cache: a room too small for its tag or larger than any frame is not given",
+          "[block_cache]") {
+  // Such a record is made as any other (`std::make_shared`): its allocator would read a tag
+  // that does not fit, or one cut short by the room's 32-bit size.
+  for (const std::size_t room :
+       {std::size_t{1}, std::size_t{15}, supervisor::detail::max_frame_room + 2}) {
+    auto record = make_record_with_room<Record<5>>(room, 1);
+    CHECK(record->room.at == nullptr);
+  }
+  auto fits = make_record_with_room<Record<5>>(16, 2);
+  CHECK(fits->room.at != nullptr);
+  auto largest = make_record_with_room<Record<5>>(supervisor::detail::max_frame_room + 1, 3);
+  CHECK(largest->room.at != nullptr);
+}
+
 TEST_CASE("block cache: a block whose room tag does not check is freed, not cached",
           "[block_cache]") {
   using Allocator = RecordWithRoomAllocator<Plain<3>>;

@@ -9,12 +9,18 @@
 
 #include "supervisor/detail/mpmc_ring.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SUPERVISOR_DETAIL_ADDRESS_SANITIZER 1
+// Checkers that a reused block would blind: AddressSanitizer, HWASan and MemorySanitizer (g++
+// defines the first two macros; clang++ answers `__has_feature`).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_HWADDRESS__)
+#define SUPERVISOR_DETAIL_BLOCK_CACHE_OFF 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SUPERVISOR_DETAIL_ADDRESS_SANITIZER 1
+#if __has_feature(address_sanitizer) || __has_feature(hwaddress_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define SUPERVISOR_DETAIL_BLOCK_CACHE_OFF 1
 #endif
+#endif
+#if defined(SUPERVISOR_NO_BLOCK_CACHE) || defined(SUPERVISOR_FAULT_INJECTION)
+#define SUPERVISOR_DETAIL_BLOCK_CACHE_OFF 1
 #endif
 
 namespace supervisor::detail {
@@ -29,14 +35,19 @@ namespace supervisor::detail {
 ///
 /// Lock-free (`MpmcRing`), bounded: at most `capacity` blocks, more are freed at once. A block
 /// is reused only for a request of exactly its size, kept in its first bytes while it waits.
-/// Off (`capacity` 0: `give` frees, `take` finds nothing) under AddressSanitizer, so that a
-/// use of a freed record is still reported, and in the fault-injection build, so that every
-/// allocation its sweeps count is a real one. The ring is made on first use and never freed
-/// (a record may be freed during static destruction); if it cannot be made, nothing is cached.
+/// The blocks it holds stay until the program exits, whatever made them is gone (for a record
+/// type, at most 64 records with their frames' room, a few tens of KiB).
+///
+/// Off (`capacity` 0: `give` frees, `take` finds nothing) under AddressSanitizer, HWASan and
+/// MemorySanitizer, so that a use of a freed record is still reported; in the fault-injection
+/// build, so that every allocation its sweeps count is a real one; and wherever
+/// `SUPERVISOR_NO_BLOCK_CACHE` is defined (define it for Valgrind's memcheck, which cannot be
+/// told apart at compile time). The ring is made on first use and never freed (a record may be
+/// freed during static destruction); if it cannot be made, nothing is cached.
 template <class Kind>
 class BlockCache {
  public:
-#if defined(SUPERVISOR_DETAIL_ADDRESS_SANITIZER) || defined(SUPERVISOR_FAULT_INJECTION)
+#if defined(SUPERVISOR_DETAIL_BLOCK_CACHE_OFF)
   static constexpr std::size_t capacity = 0;
 #else
   static constexpr std::size_t capacity = 64;
@@ -92,3 +103,5 @@ class BlockCache {
 };
 
 }  // namespace supervisor::detail
+
+#undef SUPERVISOR_DETAIL_BLOCK_CACHE_OFF

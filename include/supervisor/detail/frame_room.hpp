@@ -14,7 +14,9 @@
 /// made first, which might outlive the process), the record is kept for good rather than freed
 /// under it, and that type gets no more room.
 
+#include <algorithm>
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -213,12 +215,14 @@ class RecordWithRoomAllocator {
 
   T* allocate(std::size_t n) {
     PendingRoom* pending = PendingRoom::current();
-    const std::size_t room = pending != nullptr ? pending->room.bytes : 0;
-    void* made = room >= sizeof(RoomTag) ? BlockCache<T>::take(body(n) + room) : nullptr;
+    // At least room for the tag, which `deallocate` reads.
+    const std::uint32_t room =
+        std::max<std::uint32_t>(pending != nullptr ? pending->room.bytes : 0, sizeof(RoomTag));
+    void* made = BlockCache<T>::take(body(n) + room);
     auto* block = static_cast<std::byte*>(made != nullptr ? made : ::operator new(body(n) + room));
+    tag(FrameRoom{block + body(n), room});
     if (pending != nullptr) {
       pending->room.at = block + body(n);
-      tag(pending->room);
     }
     return reinterpret_cast<T*>(block);
   }
@@ -235,10 +239,7 @@ class RecordWithRoomAllocator {
   /// Destroys the record, then tags its room again (see the class comment).
   template <class U>
   void destroy(U* record) noexcept {
-    FrameRoom room;
-    if constexpr (requires { record->given_frame_room(); }) {
-      room = record->given_frame_room();
-    }
+    const FrameRoom room = record->given_frame_room();
     record->~U();
     tag(room);
   }
@@ -270,8 +271,14 @@ class RecordWithRoomAllocator {
 /// `T::give_frame_room` before anyone else can see the record.
 template <class T, class... Args>
 std::shared_ptr<T> make_record_with_room(std::size_t room, Args&&... args) {
-  // No room, or too little for its tag (no frame is that small).
-  if (room < sizeof(typename RecordWithRoomAllocator<T>::RoomTag)) {
+  // Without it the room's tag would not be renewed, and no block would ever be cached.
+  static_assert(
+      requires(T & record) {
+        { record.given_frame_room() } -> std::same_as<FrameRoom>;
+      },
+      "a record with room tells its allocator where the room is");
+  // No room; too little for its tag (no frame is that small); more than any frame gets.
+  if (room < sizeof(typename RecordWithRoomAllocator<T>::RoomTag) || room > max_frame_room + 1) {
     return std::make_shared<T>(std::forward<Args>(args)...);
   }
   PendingRoom pending(room);
