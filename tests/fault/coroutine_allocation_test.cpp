@@ -18,6 +18,7 @@
 
 #include "../catch_shim.hpp"
 #include "../support.hpp"
+#include "each_in_turn.hpp"
 #include "inject.hpp"
 #include "supervisor/supervisor.hpp"
 
@@ -101,16 +102,7 @@ long start_stop_with_fault(long n) {
 
 template <class R>
 void each_allocation_fails_in_turn() {
-  const long opportunities = start_stop_with_fault<R>(0);
-#if defined(FAULT_NO_NEW_REPLACEMENT)
-  WARN("allocation faults are compiled out of this build: none injected");
-#else
-  REQUIRE(opportunities > 0);
-#endif
-  for (long n = 1; n <= opportunities + 3; ++n) {
-    INFO("allocation " << n << " of " << opportunities);
-    (void)start_stop_with_fault<R>(n);
-  }
+  fault::each_allocation_in_turn([](long n) { return start_stop_with_fault<R>(n); });
 }
 
 }  // namespace
