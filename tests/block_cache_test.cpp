@@ -53,7 +53,7 @@ TEST_CASE("block cache: a record freed on another thread gives its block to the 
   if constexpr (caching) {
     CHECK(second->room.at == first_room);
   } else {
-    CHECK(second->room.at != nullptr);  // off: a block of its own
+    CHECK(second->room.at != first_room);  // off: ASan holds freed blocks back for a while
   }
 }
 
