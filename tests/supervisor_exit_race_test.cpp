@@ -227,6 +227,12 @@ TEST_CASE("a pass that looks for a process as a stop ends it keeps its key's his
     arms = clock->arms();
     clock->advance(options.restart_interval);  // `other` starts, after `late`
     REQUIRE(other_probe.state->readied.wait());
+    // `readied` comes just before the probe's `ready()`: wait until the supervisor has heard it
+    // (a probe held between the two would otherwise still read as starting below).
+    REQUIRE(test::eventually([&] {
+      const std::vector<std::string> now = states_of(sup);
+      return std::find(now.begin(), now.end(), "other:running:0") != now.end();
+    }));
     REQUIRE(clock->wait_for_arms(arms + 1));
     arms = clock->arms();
     hold_lookup = true;
