@@ -1,8 +1,10 @@
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <latch>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <supervisor/detail/epoch.hpp>
 #include <supervisor/detail/sharded_map.hpp>
@@ -107,6 +109,27 @@ int copies_inserting(std::uint64_t n, std::size_t reserved) {
 }
 
 }  // namespace
+
+TEST_CASE("ShardedMap: a walk visits every entry once at every size", "[sharded_map]") {
+  // From empty shards to shards of many buckets: the walk asks for the buckets ahead of it
+  // (prefetch.hpp) up to each table's end. Every fourth entry is reserved (a null value).
+  for (const std::uint64_t n : {0, 1, 5, 63, 64, 65, 500, 5'000}) {
+    Map map;
+    for (std::uint64_t k = 1; k <= n; ++k) {
+      REQUIRE(map.try_emplace(k, k % 4 == 0 ? nullptr : std::make_shared<Tracked>(k)));
+    }
+    std::vector<std::uint64_t> seen;
+    map.for_each_unlocked([&](std::uint64_t key, const Value& value) {
+      seen.push_back(key);
+      CHECK((value == nullptr) == (key % 4 == 0));
+      CHECK((value == nullptr || value->key == key));
+    });
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::uint64_t> expected(n);
+    std::iota(expected.begin(), expected.end(), std::uint64_t{1});
+    CHECK(seen == expected);
+  }
+}
 
 TEST_CASE("ShardedMap: reserved room takes its entries without a growth's copies",
           "[sharded_map]") {

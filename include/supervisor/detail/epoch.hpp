@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <utility>
+
+#include "supervisor/detail/prefetch.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -319,6 +322,13 @@ struct RetiredList {
   /// Detaches the oldest items that `domain` lets go, as a list ending in null.
   T* take_reclaimable(const EpochDomain& domain) noexcept {
     T* first = head;
+    if (tail != nullptr && domain.reclaimable(tail->retired_at)) {
+      // The newest can go, so all can: taken without walking the list, whose items lie
+      // scattered (a shutdown of a million processes retires a million before `reclaim`).
+      head = nullptr;
+      tail = nullptr;
+      return first;
+    }
     T* last = nullptr;
     for (T* item = head; item != nullptr && domain.reclaimable(item->retired_at);
          item = item->next_retired) {
@@ -337,5 +347,36 @@ struct RetiredList {
   [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
   [[nodiscard]] std::uint64_t newest() const noexcept { return tail->retired_at; }
 };
+
+/// Deletes each item of a list that `take_reclaimable` detached (null ends it). Items retire in
+/// no order of address: it asks for the item `lead` places on, and for what the `value` of the
+/// one half as far points at (when items have one, prefetch.hpp), so that the cache misses
+/// overlap the destructors before them instead of following one another.
+template <class T>
+void delete_retired(T* items) noexcept {
+  constexpr std::size_t lead = 8;
+  const T* fetched = items;  // the next item to ask for
+  const T* landed = items;   // the next item whose value to ask for
+  for (std::size_t i = 0; i < lead && fetched != nullptr; ++i) {
+    prefetch(fetched);
+    fetched = fetched->next_retired;
+    if (i < lead / 2) {
+      landed = landed->next_retired;  // behind `fetched`, so not null
+    }
+  }
+  while (items != nullptr) {
+    if (fetched != nullptr) {
+      prefetch(fetched);
+      fetched = fetched->next_retired;
+    }
+    if (landed != nullptr) {
+      if constexpr (requires { landed->value; }) {
+        prefetch_pointee(landed->value);
+      }
+      landed = landed->next_retired;
+    }
+    delete std::exchange(items, items->next_retired);  // NOLINT(cppcoreguidelines-owning-memory)
+  }
+}
 
 }  // namespace supervisor::detail

@@ -1,8 +1,9 @@
 #pragma once
 
 /// \file
-/// `WordLock`: a mutex in 4 bytes, for records that are many and whose lock is held for a few
-/// instructions (a coroutine process's state machine). `std::mutex` is 40.
+/// `WordLock`: a mutex in 4 bytes that spins before it sleeps, for records that are many and
+/// whose lock is held for a few instructions (a coroutine process's state machine), and for
+/// other short holds. `std::mutex` is 40 bytes and sleeps at once.
 
 #include <atomic>
 #include <cstdint>
@@ -13,7 +14,9 @@ namespace supervisor::detail {
 
 /// A lock word: 0 free, 1 held, 2 held with a thread asleep on it (a sleeper sets 2, so the
 /// holder knows to wake one at unlock). Spins briefly before it sleeps on the word
-/// (`std::atomic::wait`), since holders never block or call user code under it.
+/// (`std::atomic::wait`): for locks held mostly for a few instructions (a record's state
+/// machine, a map shard's links, the pool's overflow list), where a waiter that slept at once
+/// would cost a futex call on each side. A longer hold costs a waiter only that spin.
 ///
 /// As with `std::mutex`, the thread it lets in may free the block holding the word while the
 /// unlocking thread is still in `notify_one`: `unlock` reads nothing from the word after
