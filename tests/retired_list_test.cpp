@@ -80,19 +80,27 @@ T* make_list(std::vector<int>& log, int n) {
   return head;
 }
 
+/// Three items on a list, retired at the epochs given (oldest first).
+struct ThreeRetired {
+  ThreeRetired(std::uint64_t first, std::uint64_t second, std::uint64_t third) {
+    list.push(&a, first);
+    list.push(&b, second);
+    list.push(&c, third);
+  }
+  std::vector<int> log;  // before the items, which write to it as they go
+  Item a{&log, 1};
+  Item b{&log, 2};
+  Item c{&log, 3};
+  RetiredList<Item> list;
+};
+
 }  // namespace
 
 TEST_CASE("RetiredList: takes the reclaimable oldest items and leaves the rest in order",
           "[epoch]") {
   const std::uint64_t now = advance_to(10);
-  std::vector<int> log;
-  Item a(&log, 1);
-  Item b(&log, 2);
-  Item c(&log, 3);
-  RetiredList<Item> list;
-  list.push(&a, now - 3);
-  list.push(&b, now - 2);
-  list.push(&c, now);  // not reclaimable until the epoch moves twice more
+  ThreeRetired three(now - 3, now - 2, now);  // `c` not reclaimable until two more advances
+  auto& [log, a, b, c, list] = three;
   Item* taken = list.take_reclaimable(EpochDomain::instance());
   CHECK(taken == &a);
   CHECK(length(taken) == 2);
@@ -110,14 +118,8 @@ TEST_CASE("RetiredList: takes the reclaimable oldest items and leaves the rest i
 TEST_CASE("RetiredList: a list whose newest item is reclaimable is taken whole without a walk",
           "[epoch]") {
   const std::uint64_t now = advance_to(10);
-  std::vector<int> log;
-  Item a(&log, 1);
-  Item b(&log, 2);
-  Item c(&log, 3);
-  RetiredList<Item> list;
-  list.push(&a, now - 2);
-  list.push(&b, now - 2);
-  list.push(&c, now - 2);
+  ThreeRetired three(now - 2, now - 2, now - 2);
+  auto& [log, a, b, c, list] = three;
   // Epochs only grow along a list. Break that in the middle: were the list walked, the walk
   // would stop at `b`; taken whole on the newest's word, as it should be, it is not read.
   b.retired_at = now;

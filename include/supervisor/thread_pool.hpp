@@ -434,11 +434,9 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   detail::MpmcRing ring_{ring_capacity};
-  // The overflow list's own lock, not `mutex_`: a thread scheduling faster than the workers
-  // take (a shutdown asking a million processes to stop) pushes here while they pop, and
-  // `mutex_`, a `std::mutex`, would put one side or the other to sleep at each meeting (about
-  // 290,000 futex calls in a shutdown of a million processes, 2026-12-06). A push or pop is a
-  // few instructions, so a `WordLock`'s brief spin almost always ends the wait.
+  // Not `mutex_`: a thread scheduling faster than the workers take (a shutdown of a million
+  // processes) pushes while they pop, and a `std::mutex` sleeps at each meeting (290,000 futex
+  // calls in such a shutdown, 2026-12-06); a `WordLock`'s brief spin outlasts a push or pop.
   detail::WordLock overflow_lock_;
   std::deque<std::coroutine_handle<>> overflow_;  // under `overflow_lock_`
   std::atomic<bool> stopping_{false};             // set under `mutex_`; read by spinners too
