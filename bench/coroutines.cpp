@@ -226,6 +226,8 @@ struct Sample {
   double shutdown_us = 0;
   double cycle_us = 0;
   double pool_cycle_us = 0;
+  double cycle_one_key_us = 0;       // Go's scenario: the same key each cycle
+  double pool_cycle_one_key_us = 0;  // the same, from a coroutine on the pool
 };
 
 /// Runs `driver` on the pool, as a coroutine nobody awaits, and waits here until it has finished.
@@ -307,6 +309,28 @@ Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool, con
       }
     }(sup, base, cycles));
     sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
+    // Go's scenario: one key started and stopped over and over (its row, its map bucket and
+    // the allocator's blocks stay warm), with the n processes still live.
+    const std::uint64_t one = base + static_cast<std::uint64_t>(cycles);
+    table->insert_or_assign(key_at(one), Session{});
+    const auto o0 = Clock::now();
+    for (int i = 0; i < cycles; ++i) {
+      (void)sup.start(key_at(one));
+      sup.stop(key_at(one));
+    }
+    sample.cycle_one_key_us = seconds_since(o0) * 1e6 / cycles;
+    const auto q0 = Clock::now();
+    drive_on(pool, [](CoSup& s, Key key, int count) -> supervisor::Task<> {
+      for (int i = 0; i < count; ++i) {
+        if (const std::error_code ec = co_await s.async_start(key)) {
+          throw BenchError("coroutine async_start, one key: " + ec.message());
+        }
+        if (const std::error_code ec = co_await s.async_stop(key)) {
+          throw BenchError("coroutine async_stop, one key: " + ec.message());
+        }
+      }
+    }(sup, key_at(one), cycles));
+    sample.pool_cycle_one_key_us = seconds_since(q0) * 1e6 / cycles;
     callback_returned = Clock::now();
   });
   sample.shutdown_us = seconds_since(callback_returned) * 1e6 / static_cast<double>(n);
@@ -375,6 +399,28 @@ Sample floor_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
              }
            }(floor, pool, base, cycles));
   sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
+  const Key one = key_at(base + static_cast<std::uint64_t>(cycles));
+  const auto o0 = Clock::now();
+  for (int i = 0; i < cycles; ++i) {
+    floor.start(one);
+    floor.wait_ready(n + static_cast<std::size_t>(2 * cycles + i) + 1);
+    floor.stop(one);
+    floor.wait_live(n);
+  }
+  sample.cycle_one_key_us = seconds_since(o0) * 1e6 / cycles;
+  const auto q0 = Clock::now();
+  drive_on(pool,
+           [](Floor& f, supervisor::ThreadPool& on, Key key, int count) -> supervisor::Task<> {
+             for (int i = 0; i < count; ++i) {
+               Signal ready(on);
+               Signal done(on);
+               f.start(key, &ready, &done);
+               co_await ready;
+               f.stop(key);
+               co_await done;
+             }
+           }(floor, pool, one, cycles));
+  sample.pool_cycle_one_key_us = seconds_since(q0) * 1e6 / cycles;
   const auto d0 = Clock::now();
   floor.stop_all();
   floor.wait_live(0);
@@ -394,6 +440,8 @@ std::vector<Row> scenario_coroutines(const Config& config) {
   Paired shutdown;
   Paired cycle;
   Paired pool_cycle;
+  Paired cycle_one_key;
+  Paired pool_cycle_one_key;
   for (int rep = 0; rep < config.reps; ++rep) {
     Sample lib;
     Sample fl;
@@ -410,6 +458,8 @@ std::vector<Row> scenario_coroutines(const Config& config) {
     shutdown.add(lib.shutdown_us, fl.shutdown_us);
     cycle.add(lib.cycle_us, fl.cycle_us);
     pool_cycle.add(lib.pool_cycle_us, fl.pool_cycle_us);
+    cycle_one_key.add(lib.cycle_one_key_us, fl.cycle_one_key_us);
+    pool_cycle_one_key.add(lib.pool_cycle_one_key_us, fl.pool_cycle_one_key_us);
   }
   const std::string count = std::to_string(n);
   const std::string floor_note = count +
@@ -431,6 +481,14 @@ std::vector<Row> scenario_coroutines(const Config& config) {
       paired_row("co_start_stop_pool", "coroutines: start+stop, caller a coroutine on the pool",
                  "us/cycle", pool_cycle,
                  "start, await ready, stop, await done, from a coroutine on the pool",
+                 {TargetKind::median_at_most, 0.5}, GoReference{4.1, 4.8}),
+      paired_row("co_start_stop_outside_one_key",
+                 "coroutines: start+stop of one key (Go's scenario), caller outside the pool",
+                 "us/cycle", cycle_one_key, "the outside cycle's floor, on one key",
+                 {TargetKind::median_at_most, 2}, GoReference{4.1, 4.8}),
+      paired_row("co_start_stop_pool_one_key",
+                 "coroutines: start+stop of one key (Go's scenario), caller on the pool",
+                 "us/cycle", pool_cycle_one_key, "the pool cycle's floor, on one key",
                  {TargetKind::median_at_most, 0.5}, GoReference{4.1, 4.8}),
   };
 }

@@ -152,10 +152,12 @@ TEST_CASE("Process core: the runnable's own code already sees its process launch
   auto core = std::make_shared<Core>(LaunchedProbe{launched, seen}, std::stop_token{});
   *launched = [raw = core.get()] { return raw->launched(); };
   std::jthread runner;
-  const std::error_code started = core->begin_start([&](std::function<void()> body) {
-    runner = std::jthread(std::move(body));
-    seen->wait(0);  // returns once `run` has stored what it saw
-  });
+  const std::error_code started = core->begin_start(
+      [&](std::function<void()> body) {
+        runner = std::jthread(std::move(body));
+        seen->wait(0);  // returns once `run` has stored what it saw
+      },
+      core);
   CHECK(started == std::error_code{});
   CHECK(seen->load() == 1);
   CHECK(core->await_start(supervisor::Cancel{}) == std::error_code{});

@@ -80,7 +80,7 @@ class Process {
   void start(std::error_code& ec) { start(Cancel{}, ec); }
   void start(Cancel cancel, std::error_code& ec) {
     ec = core_->begin_start(
-        [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+        [this](std::function<void()> body) { threads_.launch(std::move(body)); }, core_);
     if (!ec) {
       ec = core_->await_start(cancel);
     }

@@ -355,7 +355,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
 
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
   /// shutdown stopped it first; throws if no thread can be made.
-  std::error_code launch(Managed& managed);
+  std::error_code launch(const ManagedPtr& record);
 
   /// How a pass ended: through the whole table (only then does it prune), cut short by a failing
   /// table or the shutdown, or (initial pass only) for want of a start slot.

@@ -95,8 +95,11 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   /// as is `leaving`: a pass that finds the record either sees the claim, or begins before the
   /// exit that follows it marks the key's history (`Supervisor::start_in_background`).
   bool claim(Claim who) noexcept {
+    // A claim is never undone: one already made fails the exchange anyway, and the load (as
+    // sequentially consistent as the failed exchange would be) skips a locked instruction on
+    // the exit of every stopped process.
     Claim expected = Claim::none;
-    return claim_.compare_exchange_strong(expected, who);
+    return claim_.load() == Claim::none && claim_.compare_exchange_strong(expected, who);
   }
   /// Someone has claimed the key: the process is on its way out of the map.
   [[nodiscard]] bool leaving() const noexcept { return claim_.load() != Claim::none; }

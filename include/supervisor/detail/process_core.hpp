@@ -69,11 +69,19 @@ enum class ParentLink : unsigned char { per_process, by_owner };
 /// requested, one it made visible reads the owner's flag in `enter_starting`, and the executor
 /// and the spin are the owner's (`owner_forces_all`, `owner_executor`, `owner_handoff_spin`,
 /// which a `by_owner` subclass overrides).
+/// What a `per_process` record needs to keep itself alive while its parent forces it; a
+/// `by_owner` record does without (its owner's walk holds a reference): a weak count would cost
+/// each record two more locked instructions, and its last release two more again.
+template <class Core, ParentLink Link>
+struct SelfReference : std::enable_shared_from_this<Core> {};
+template <class Core>
+struct SelfReference<Core, ParentLink::by_owner> {};
+
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
                     public AsyncReadyTarget,
-                    public std::enable_shared_from_this<ProcessCore<R, Link>> {
+                    public SelfReference<ProcessCore<R, Link>, Link> {
  public:
   static constexpr bool is_coroutine = CoroutineRunnable<R>;
 
@@ -118,13 +126,14 @@ class ProcessCore : public ReadyTarget,
 
   /// `initial -> starting`, then hands the runnable to `launch`. `errc::invalid_state` from any
   /// other state. If `launch` throws, the process becomes `stopped` and done, and the exception
-  /// propagates.
-  std::error_code begin_start(const Launch& launch) requires Runnable<R> {
+  /// propagates. `self` owns `*this`: the thread keeps it until the runnable has returned.
+  std::error_code begin_start(const Launch& launch,
+                              std::shared_ptr<ProcessCore> self) requires Runnable<R> {
     if (!enter_starting()) {
       return errc::invalid_state;
     }
     try {
-      launch([self = this->shared_from_this()] { self->execute(); });
+      launch([self = std::move(self)] { self->execute(); });
       launched_.store(true, std::memory_order_release);
     } catch (...) {
       fail_launch();
@@ -137,8 +146,10 @@ class ProcessCore : public ReadyTarget,
   /// the task's frame and runs none of its body), and schedules the task on `executor`. If
   /// either throws, the frame is destroyed, the process becomes `stopped` and done, and the
   /// exception propagates. The frame may go into the record's room; should another task that
-  /// `run` made and kept be there instead, the record is never freed (frame_room.hpp).
-  std::error_code begin_start(ExecutorRef executor) requires CoroutineRunnable<R>;
+  /// `run` made and kept be there instead, the record is never freed (frame_room.hpp). `self`
+  /// owns `*this`: the task keeps it until it has finished.
+  std::error_code begin_start(ExecutorRef executor,
+                              std::shared_ptr<ProcessCore> self) requires CoroutineRunnable<R>;
 
   /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
   /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
@@ -379,6 +390,7 @@ class ProcessCore : public ReadyTarget,
   std::optional<R> runnable_;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
   std::atomic<bool> begun_{false};
+  std::atomic<bool> begun_waited_{false};  // a caller waits (or waited) for `begun_`
   std::atomic<bool> launched_{false};
   bool keep_forever_ = false;            // another frame than the task's lives in the record's room
   std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
@@ -431,6 +443,7 @@ class ProcessCore : public ReadyTarget,
   std::atomic<bool> done_{false};
   // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
   std::atomic<unsigned> cancels_in_flight_{0};
+  bool cancels_at_done_ = false;  // `finish_run` saw a cancel in flight (its own thread reads it)
   std::exception_ptr error_;
   CallerNode* callers_ = nullptr;
   WorkContext work_;

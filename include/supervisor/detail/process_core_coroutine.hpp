@@ -21,8 +21,8 @@ namespace supervisor::detail {
   requires AnyKindRunnable<R>
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R, Link>::begin_start(ExecutorRef executor) requires
-    CoroutineRunnable<R> {
+std::error_code ProcessCore<R, Link>::begin_start(
+    ExecutorRef executor, std::shared_ptr<ProcessCore> self) requires CoroutineRunnable<R> {
   if (!enter_starting()) {
     return errc::invalid_state;
   }
@@ -32,12 +32,12 @@ std::error_code ProcessCore<R, Link>::begin_start(ExecutorRef executor) requires
     if constexpr (Link == ParentLink::per_process) {
       executor_ = executor;
     }
+    self_ = std::move(self);  // the task keeps its record, as a thread does
     task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
     offer.disarm();  // before the task may run (an executor may resume it right here)
     FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
     keep_if_room_kept(offer, task_.address());
     task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this, &work_});
-    self_ = this->shared_from_this();  // the task keeps its record, as a thread does
     executor.schedule_or_throw(task_);
   } catch (...) {
     offer.disarm();
@@ -46,10 +46,8 @@ std::error_code ProcessCore<R, Link>::begin_start(ExecutorRef executor) requires
       task_.destroy();
       task_ = {};
     }
-    if (keep_forever_) {
-      self_ = this->shared_from_this();  // as below: never dropped
-    } else {
-      self_.reset();  // not the last owner: the caller holds one
+    if (!keep_forever_) {  // else kept: as below, never dropped
+      self_.reset();       // not the last owner: the caller holds one
     }
     fail_launch();
     throw;
@@ -89,13 +87,18 @@ void ProcessCore<R, Link>::task_begins(void* context) noexcept {
   auto* self = static_cast<ProcessCore*>(context);
   self->on_start();
   self->launched_.store(true, std::memory_order_release);
-  CallerNode* woken = nullptr;
-  {
-    std::lock_guard lock(self->mutex_);
-    self->begun_.store(true);
-    woken = self->take_callers(Until::begun);
+  // Sequentially consistent, as a caller's `begun_waited_` then `begun_`: either it sees this,
+  // or this sees its mark and takes the lock, which it holds until its node is linked. Without
+  // a waiter (the usual case: only `async_stop` with an event hook waits for this) no lock.
+  self->begun_.store(true);
+  if (self->begun_waited_.load()) {
+    CallerNode* woken = nullptr;
+    {
+      std::lock_guard lock(self->mutex_);
+      woken = self->take_callers(Until::begun);
+    }
+    self->resume_callers(woken);
   }
-  self->resume_callers(woken);
 }
 
 SUPERVISOR_PROCESS_CORE_
@@ -112,7 +115,7 @@ void ProcessCore<R, Link>::finish_task() noexcept {
   task_.destroy();
   task_ = {};
   finish_run(failure);
-  {
+  if (cancels_at_done_) {
     // A cancel that unlinked its caller before the end is still scheduling it: wait, so that
     // nothing is scheduled once the settle hook has let `run` go on (and its pool go).
     std::unique_lock lock(mutex_);
@@ -151,6 +154,9 @@ class ProcessCore<R, Link>::CallerWait {
       on_cancel_.emplace(cancel_, OnCancel{this});
     }
     std::lock_guard lock(core_->mutex_);
+    if (node_.until == Until::begun) {
+      core_->begun_waited_.store(true);  // before reading `begun_`: see `task_begins`
+    }
     if (canceled_ || core_->caller_satisfied(node_.until)) {
       return false;
     }

@@ -75,6 +75,9 @@ void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure) noexcep
     std::lock_guard lock(mutex_);
     done_ = true;
     woken = take_callers(Until::done);
+    // Every caller is unlinked now, so no cancel can begin scheduling one any more: if none is
+    // under way, `finish_task` need not wait for one.
+    cancels_at_done_ = cancels_in_flight_ != 0;
   }
   changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
   resume_callers(woken);

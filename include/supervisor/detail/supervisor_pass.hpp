@@ -192,7 +192,7 @@ bool Supervisor<Key, R, Hash, KeyEqual>::start_in_background(
         holds_slot = false;
       }
       try {
-        registration.keep = !launch(*registration.managed);
+        registration.keep = !launch(registration.managed);
       } catch (...) {
         failure = std::current_exception();
         no_thread = registration.managed;

@@ -88,7 +88,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       return nullptr;
     }
     registration.managed->set_runnable(std::move(*runnable));
-    if (launch(*registration.managed)) {
+    if (launch(registration.managed)) {
       ec = errc::not_running;  // Only `run`'s shutdown stops a record that has not launched.
       return nullptr;
     }
@@ -229,7 +229,8 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool for
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-auto Supervisor<Key, R, Hash, KeyEqual>::launch(Managed& managed) -> std::error_code {
+auto Supervisor<Key, R, Hash, KeyEqual>::launch(const ManagedPtr& record) -> std::error_code {
+  Managed& managed = *record;
   count_restart(managed);
   managed.set_time(managed.started_at, now());
   live_.fetch_add(1);
@@ -237,7 +238,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch(Managed& managed) -> std::error_
   if constexpr (Managed::is_coroutine) {
     coroutines_.launching();
     try {
-      ec = managed.begin_start(coroutines_.executor());
+      ec = managed.begin_start(coroutines_.executor(), record);
     } catch (...) {
       coroutines_.settled();
       process_gone();  // Not scheduled: no events either (`starting` comes from the task).
@@ -249,7 +250,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch(Managed& managed) -> std::error_
   } else {
     try {
       ec = managed.begin_start(
-          [this](std::function<void()> body) { threads_.launch(std::move(body)); });
+          [this](std::function<void()> body) { threads_.launch(std::move(body)); }, record);
     } catch (...) {
       process_gone();  // No thread: no events either (`starting` comes from the thread).
       throw;
