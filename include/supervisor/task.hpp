@@ -37,11 +37,12 @@ namespace detail {
 
 /// What the library attaches to a task that it runs as a process, both called on the thread
 /// that resumes it: `begin` before the body's first instruction, `end` once the body has
-/// finished (the frame is still alive; `end` may destroy it). Neither may throw. `owner` is
-/// the process's link in the chain of work (work_context.hpp).
+/// finished (the frame is still alive; `end` may destroy it), returning a coroutine to resume
+/// next on this thread, or null. Neither may throw. `owner` is the process's link in the chain
+/// of work (work_context.hpp).
 struct TaskHooks {
   void (*begin)(void* context) noexcept = nullptr;
-  void (*end)(void* context) noexcept = nullptr;
+  std::coroutine_handle<> (*end)(void* context) noexcept = nullptr;
   void* context = nullptr;
   const WorkContext* owner = nullptr;
 };
@@ -64,8 +65,9 @@ class TaskPromiseBase {
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
       TaskPromiseBase& promise = self.promise();
       if (promise.hooks_.end != nullptr) {
-        promise.hooks_.end(promise.hooks_.context);  // may destroy the frame: touch nothing after
-        return std::noop_coroutine();
+        // May destroy the frame: touch nothing after.
+        const std::coroutine_handle<> next = promise.hooks_.end(promise.hooks_.context);
+        return next ? next : std::noop_coroutine();
       }
       return promise.continuation_ ? promise.continuation_ : std::noop_coroutine();
     }

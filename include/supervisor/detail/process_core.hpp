@@ -304,13 +304,16 @@ class ProcessCore : public ReadyTarget,
   void fail_launch() noexcept;
 
   /// The exit path, once `run` has returned (or its task finished): `stopped`, force released,
-  /// `on_exit`, then `done`.
-  void finish_run(const std::exception_ptr& failure) noexcept;
+  /// `on_exit`, then `done`. With `hand_over`, one woken caller goes there instead of to the
+  /// executor.
+  void finish_run(const std::exception_ptr& failure,
+                  std::coroutine_handle<>* hand_over = nullptr) noexcept;
 
   std::stop_token stopping() override;
 
   /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
-  void mark_ready() {
+  /// With `hand_over`, one woken caller goes there instead of to the executor.
+  void mark_ready(std::coroutine_handle<>* hand_over = nullptr) {
     before_ready();  // before anyone can see it ready
     bool first = false;
     CallerNode* woken = nullptr;
@@ -324,6 +327,10 @@ class ProcessCore : public ReadyTarget,
       woken = take_callers(Until::started);
     }
     changed_.notify_all();
+    if (hand_over != nullptr && woken != nullptr) {
+      *hand_over = woken->handle;  // not resumed yet: its node (in its frame) is still there
+      woken = woken->next;
+    }
     resume_callers(woken);
     if (first) {
       on_ready();
@@ -336,8 +343,10 @@ class ProcessCore : public ReadyTarget,
   bool released(const std::stop_token& early) const noexcept {
     return graceful_.load() || force_.stop_requested() || early.stop_requested();
   }
-  bool signal_ready(const std::stop_token& early) override {
-    mark_ready();
+  bool signal_ready(const std::stop_token& early, std::coroutine_handle<>* hand_over) override {
+    // Only to a thread of the executor: a coroutine that moved elsewhere (to an I/O context)
+    // must not take its callers with it.
+    mark_ready(hand_over != nullptr && executor().running_in_this_thread() ? hand_over : nullptr);
     return released(early);
   }
   void arm_ready_wait() noexcept override { ready_waiter_.arm(); }
@@ -374,8 +383,8 @@ class ProcessCore : public ReadyTarget,
   FrameRoom frame_room() noexcept;
   void keep_if_room_kept(const FrameOffer& offer, const void* task) noexcept;
   static void task_begins(void* context) noexcept;
-  static void task_ends(void* context) noexcept;
-  void finish_task() noexcept;
+  static std::coroutine_handle<> task_ends(void* context) noexcept;
+  std::coroutine_handle<> finish_task() noexcept;
 
   typename TaskHandleOf<R>::type task_;
   std::shared_ptr<ProcessCore> self_;

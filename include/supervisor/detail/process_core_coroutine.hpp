@@ -102,19 +102,24 @@ void ProcessCore<R, Link>::task_begins(void* context) noexcept {
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R, Link>::task_ends(void* context) noexcept {
-  static_cast<ProcessCore*>(context)->finish_task();
+std::coroutine_handle<> ProcessCore<R, Link>::task_ends(void* context) noexcept {
+  return static_cast<ProcessCore*>(context)->finish_task();
 }
 
 // The task has finished: its result, its frame freed, the exit path, then the settle hook after
 // the last touch of `*this` (the task's reference may be the last one, and `run` may return as
-// soon as the hook has been called).
+// soon as the hook has been called). Returns a caller that waited for the end, to be resumed on
+// this thread in the task's stead (the executor's thread: not scheduled, so nothing is queued
+// after the settle hook; it holds its own reference to the record).
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R, Link>::finish_task() noexcept {
+std::coroutine_handle<> ProcessCore<R, Link>::finish_task() noexcept {
   const std::exception_ptr failure = task_failure(task_);
   task_.destroy();
   task_ = {};
-  finish_run(failure);
+  std::coroutine_handle<> next;
+  // Only on a thread of the executor: a task that ended elsewhere (an I/O context's thread)
+  // must not take its callers there.
+  finish_run(failure, executor().running_in_this_thread() ? &next : nullptr);
   if (cancels_at_done_) {
     // A cancel that unlinked its caller before the end is still scheduling it: wait, so that
     // nothing is scheduled once the settle hook has let `run` go on (and its pool go).
@@ -128,6 +133,7 @@ void ProcessCore<R, Link>::finish_task() noexcept {
   if (settle.call != nullptr) {
     settle.call(settle.context);
   }
+  return next;
 }
 
 // ---- Callers that are coroutines -----------------------------------------------------------

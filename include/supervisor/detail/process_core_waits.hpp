@@ -56,7 +56,8 @@ void ProcessCore<R, Link>::fail_launch() noexcept {
 }
 
 SUPERVISOR_PROCESS_CORE_
-void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure) noexcept {
+void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure,
+                                      std::coroutine_handle<>* hand_over) noexcept {
   // First, outside every lock: a force request in flight through this record's own link ends
   // before the record may go. (`by_owner`: the owner's walk holds a reference while it forces;
   // callbacks on the force token that it runs may still be running when this process is done.)
@@ -80,6 +81,10 @@ void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure) noexcep
     cancels_at_done_ = cancels_in_flight_ != 0;
   }
   changed_.notify_all();  // Safe after unlocking: this thread holds a reference to *this.
+  if (hand_over != nullptr && woken != nullptr) {
+    *hand_over = woken->handle;  // not resumed yet: its node (in its frame) is still there
+    woken = woken->next;
+  }
   resume_callers(woken);
 }
 
