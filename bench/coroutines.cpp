@@ -246,6 +246,35 @@ void drive_on(supervisor::ThreadPool& pool, supervisor::Task<> driver) {
   }
 }
 
+/// `count` start+stop cycles from a coroutine on the pool, with the awaitable forms, on the keys
+/// `first + step * i` (`step` 0: one key over and over).
+supervisor::Task<> library_pool_cycles(CoSup& sup, std::uint64_t first, std::uint64_t step,
+                                       int count) {
+  for (int i = 0; i < count; ++i) {
+    const Key key = key_at(first + step * static_cast<std::uint64_t>(i));
+    if (const std::error_code ec = co_await sup.async_start(key)) {
+      throw BenchError("coroutine async_start: " + ec.message());
+    }
+    if (const std::error_code ec = co_await sup.async_stop(key)) {
+      throw BenchError("coroutine async_stop: " + ec.message());
+    }
+  }
+}
+
+/// The same cycles on the floor: start, await ready, stop, await done.
+supervisor::Task<> floor_pool_cycles(Floor& floor, supervisor::ThreadPool& pool,
+                                     std::uint64_t first, std::uint64_t step, int count) {
+  for (int i = 0; i < count; ++i) {
+    Signal ready(pool);
+    Signal done(pool);
+    const Key key = key_at(first + step * static_cast<std::uint64_t>(i));
+    floor.start(key, &ready, &done);
+    co_await ready;
+    floor.stop(key);
+    co_await done;
+  }
+}
+
 Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool, const Tuning& tuning) {
   auto table = std::make_shared<CoTable>();
   for (std::size_t i = 0; i < n; ++i) {
@@ -297,17 +326,7 @@ Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool, con
       table->insert_or_assign(key_at(base + static_cast<std::uint64_t>(i)), Session{});
     }
     const auto p0 = Clock::now();
-    drive_on(pool, [](CoSup& s, std::uint64_t first, int count) -> supervisor::Task<> {
-      for (int i = 0; i < count; ++i) {
-        const Key key = key_at(first + static_cast<std::uint64_t>(i));
-        if (const std::error_code ec = co_await s.async_start(key)) {
-          throw BenchError("coroutine async_start: " + ec.message());
-        }
-        if (const std::error_code ec = co_await s.async_stop(key)) {
-          throw BenchError("coroutine async_stop: " + ec.message());
-        }
-      }
-    }(sup, base, cycles));
+    drive_on(pool, library_pool_cycles(sup, base, 1, cycles));
     sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
     // Go's scenario: one key started and stopped over and over (its row, its map bucket and
     // the allocator's blocks stay warm), with the n processes still live.
@@ -320,16 +339,7 @@ Sample library_side(std::size_t n, int cycles, supervisor::ThreadPool& pool, con
     }
     sample.cycle_one_key_us = seconds_since(o0) * 1e6 / cycles;
     const auto q0 = Clock::now();
-    drive_on(pool, [](CoSup& s, Key key, int count) -> supervisor::Task<> {
-      for (int i = 0; i < count; ++i) {
-        if (const std::error_code ec = co_await s.async_start(key)) {
-          throw BenchError("coroutine async_start, one key: " + ec.message());
-        }
-        if (const std::error_code ec = co_await s.async_stop(key)) {
-          throw BenchError("coroutine async_stop, one key: " + ec.message());
-        }
-      }
-    }(sup, key_at(one), cycles));
+    drive_on(pool, library_pool_cycles(sup, one, 0, cycles));
     sample.pool_cycle_one_key_us = seconds_since(q0) * 1e6 / cycles;
     callback_returned = Clock::now();
   });
@@ -385,41 +395,19 @@ Sample floor_side(std::size_t n, int cycles, supervisor::ThreadPool& pool) {
   sample.cycle_us = seconds_since(c0) * 1e6 / cycles;
   const auto base = n + static_cast<std::uint64_t>(cycles);
   const auto p0 = Clock::now();
-  drive_on(pool,
-           [](Floor& f, supervisor::ThreadPool& on, std::uint64_t first,
-              int count) -> supervisor::Task<> {
-             for (int i = 0; i < count; ++i) {
-               Signal ready(on);
-               Signal done(on);
-               const Key key = key_at(first + static_cast<std::uint64_t>(i));
-               f.start(key, &ready, &done);
-               co_await ready;
-               f.stop(key);
-               co_await done;
-             }
-           }(floor, pool, base, cycles));
+  drive_on(pool, floor_pool_cycles(floor, pool, base, 1, cycles));
   sample.pool_cycle_us = seconds_since(p0) * 1e6 / cycles;
-  const Key one = key_at(base + static_cast<std::uint64_t>(cycles));
+  const std::uint64_t one = base + static_cast<std::uint64_t>(cycles);
   const auto o0 = Clock::now();
   for (int i = 0; i < cycles; ++i) {
-    floor.start(one);
+    floor.start(key_at(one));
     floor.wait_ready(n + static_cast<std::size_t>(2 * cycles + i) + 1);
-    floor.stop(one);
+    floor.stop(key_at(one));
     floor.wait_live(n);
   }
   sample.cycle_one_key_us = seconds_since(o0) * 1e6 / cycles;
   const auto q0 = Clock::now();
-  drive_on(pool,
-           [](Floor& f, supervisor::ThreadPool& on, Key key, int count) -> supervisor::Task<> {
-             for (int i = 0; i < count; ++i) {
-               Signal ready(on);
-               Signal done(on);
-               f.start(key, &ready, &done);
-               co_await ready;
-               f.stop(key);
-               co_await done;
-             }
-           }(floor, pool, one, cycles));
+  drive_on(pool, floor_pool_cycles(floor, pool, one, 0, cycles));
   sample.pool_cycle_one_key_us = seconds_since(q0) * 1e6 / cycles;
   const auto d0 = Clock::now();
   floor.stop_all();
@@ -483,12 +471,14 @@ std::vector<Row> scenario_coroutines(const Config& config) {
                  "start, await ready, stop, await done, from a coroutine on the pool",
                  {TargetKind::median_at_most, 0.5}, GoReference{4.1, 4.8}),
       paired_row("co_start_stop_outside_one_key",
-                 "coroutines: start+stop of one key (Go's scenario), caller outside the pool",
-                 "us/cycle", cycle_one_key, "the outside cycle's floor, on one key",
+                 "coroutines: start+stop of one key, caller outside the pool", "us/cycle",
+                 cycle_one_key,
+                 "the outside cycle's floor, on one key (the Go original's scenario)",
                  {TargetKind::median_at_most, 2}, GoReference{4.1, 4.8}),
       paired_row("co_start_stop_pool_one_key",
-                 "coroutines: start+stop of one key (Go's scenario), caller on the pool",
-                 "us/cycle", pool_cycle_one_key, "the pool cycle's floor, on one key",
+                 "coroutines: start+stop of one key, caller a coroutine on the pool", "us/cycle",
+                 pool_cycle_one_key,
+                 "the pool cycle's floor, on one key (the Go original's scenario)",
                  {TargetKind::median_at_most, 0.5}, GoReference{4.1, 4.8}),
   };
 }

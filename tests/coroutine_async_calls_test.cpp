@@ -17,6 +17,7 @@
 
 #include "catch_shim.hpp"
 #include "coroutine_rig.hpp"
+#include "fifo_loop.hpp"
 #include "supervisor/supervisor.hpp"
 #include "support.hpp"
 
@@ -26,6 +27,7 @@ using coroutine_test::Rig;
 using coroutine_test::Script;
 using coroutine_test::Session;
 using supervisor::Task;
+using test::FifoLoop;
 
 /// A rig whose processes run on a pool the test owns, with `drive` running a coroutine there.
 struct PoolRig {
@@ -51,69 +53,6 @@ struct PoolRig {
     return failure;
   }
 };
-
-/// One thread, first in first out, like one io_context thread.
-class FifoLoop {
- public:
-  FifoLoop() : thread_([this] { work(); }) {}
-  FifoLoop(const FifoLoop&) = delete;
-  FifoLoop& operator=(const FifoLoop&) = delete;
-  ~FifoLoop() {
-    {
-      const std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  void schedule(std::coroutine_handle<> h) {
-    {
-      const std::lock_guard lock(mutex_);
-      queue_.push_back(h);
-    }
-    wake_.notify_all();
-  }
-  [[nodiscard]] bool running_in_this_thread() const noexcept {
-    return std::this_thread::get_id() == thread_.get_id();
-  }
-  /// Runs what is queued on the calling thread: unblocks a test that failed.
-  void drain_here() {
-    for (;;) {
-      std::coroutine_handle<> h;
-      {
-        const std::lock_guard lock(mutex_);
-        if (queue_.empty()) {
-          return;
-        }
-        h = queue_.front();
-        queue_.pop_front();
-      }
-      h.resume();
-    }
-  }
-
- private:
-  void work() {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        return;
-      }
-      const std::coroutine_handle<> h = queue_.front();
-      queue_.pop_front();
-      lock.unlock();
-      h.resume();
-      lock.lock();
-    }
-  }
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::coroutine_handle<>> queue_;
-  bool stopping_ = false;
-  std::thread thread_;
-};
-static_assert(supervisor::Executor<FifoLoop>);
 
 }  // namespace
 
@@ -302,4 +241,37 @@ TEST_CASE("async calls: a stop of a process still queued on a one-thread executo
   }
   CHECK(stopped == std::error_code{});
   REQUIRE(rig.finish() == nullptr);
+}
+
+TEST_CASE("async calls: a stop that waits for the process's task to begin is woken when it does",
+          "[coroutine][async][deadlock]") {
+  // With an event hook, `async_stop` waits for the task's first step (its `starting` comes
+  // first). Here the task begins and then waits for force without ever being ready: only the
+  // wake-up at its beginning lets the stop go on and force it.
+  FifoLoop loop;
+  Rig rig;
+  rig.options.executor = supervisor::ExecutorRef(loop);
+  Session session;
+  session.script->kind = Script::Kind::never_ready;
+  rig.start_run();
+  rig.table->insert_or_assign("a", session);
+  std::error_code stopped{supervisor::errc::invalid_state};
+  const auto both = std::make_shared<test::Event>();  // outlives a late `notify`
+  // Named, not temporaries: the tasks' frames refer to the lambdas' captures. On the one
+  // thread, first in first out: the start queues the task, then the stop runs before it.
+  const auto starter = [&]() -> Task<> { (void)co_await rig.sup->async_start("a"); };
+  const auto stopper = [&]() -> Task<> { stopped = co_await rig.sup->async_stop("a"); };
+  const auto first = [&]() -> Task<> {
+    supervisor::spawn(supervisor::ExecutorRef(loop), starter(),
+                      [both](const std::exception_ptr&) { both->notify(); });
+    supervisor::spawn(supervisor::ExecutorRef(loop), stopper(),
+                      [both](const std::exception_ptr&) { both->notify(); });
+    co_return;
+  };
+  supervisor::spawn(supervisor::ExecutorRef(loop), first(), [](const std::exception_ptr&) {});
+  CHECK(both->wait(2));
+  CHECK(stopped == std::error_code{});
+  CHECK(session.script->forced_ends == 1);
+  REQUIRE(rig.finish() == nullptr);  // forces the process if the stop never went on
+  REQUIRE(both->wait(2));
 }

@@ -1,0 +1,108 @@
+// A coroutine on the pool that awaits `async_start` or `async_stop` is resumed by the process
+// itself when the process becomes ready or ends on a thread of the supervisor's executor (in the
+// process's stead, not through the executor's queue), and through the executor when the process
+// does so on a thread of its own choosing: either way the caller goes on on its executor.
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <system_error>
+
+#include "catch_shim.hpp"
+#include "fifo_loop.hpp"
+#include "supervisor/supervisor.hpp"
+#include "support.hpp"
+
+namespace {
+
+using supervisor::Task;
+using test::FifoLoop;
+
+/// Moves the awaiting coroutine onto `loop`'s thread.
+struct HopTo {
+  FifoLoop* loop;
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) const { loop->schedule(h); }
+  void await_resume() const noexcept {}
+};
+
+/// Signals ready, and ends, on `elsewhere`'s thread when it is set (as a session whose socket
+/// lives on an I/O context would); on the supervisor's executor otherwise.
+struct Hopper {
+  FifoLoop* elsewhere = nullptr;
+  Task<> run(std::stop_token /*force*/, supervisor::AsyncReady& ready) const {
+    if (elsewhere != nullptr) {
+      co_await HopTo{elsewhere};
+    }
+    co_await ready;  // a stop resumes it on the supervisor's executor
+    if (elsewhere != nullptr) {
+      co_await HopTo{elsewhere};
+    }
+  }
+};
+
+using Table = supervisor::MapTable<std::string, Hopper>;
+using Sup = supervisor::Supervisor<std::string, Hopper>;
+
+struct Where {
+  std::error_code started;
+  bool on_pool_after_start = false;
+  std::error_code stopped;
+  bool on_pool_after_stop = false;
+};
+
+/// Starts and stops "a" from a coroutine on a one-thread pool, the supervisor's executor, and
+/// says where the caller was after each.
+Where start_and_stop(FifoLoop* elsewhere) {
+  supervisor::ThreadPool pool(1);
+  auto table = std::make_shared<Table>();
+  supervisor::Options<std::string> options;
+  options.executor = pool;
+  Sup sup(table, options);
+  Where where;
+  sup.run([&](const std::stop_token& /*stopping*/) {
+    table->insert_or_assign("a", Hopper{elsewhere});
+    const auto finished = std::make_shared<test::Event>();
+    std::exception_ptr failure;
+    supervisor::spawn(
+        supervisor::ExecutorRef(pool),
+        [](Sup& s, supervisor::ThreadPool& on, Where& out) -> Task<> {
+          out.started = co_await s.async_start("a");
+          out.on_pool_after_start = on.running_in_this_thread();
+          out.stopped = co_await s.async_stop("a");
+          out.on_pool_after_stop = on.running_in_this_thread();
+        }(sup, pool, where),
+        [&failure, finished](std::exception_ptr e) {
+          failure = std::move(e);
+          finished->notify();
+        });
+    REQUIRE(finished->wait());
+    REQUIRE(failure == nullptr);
+  });
+  return where;
+}
+
+}  // namespace
+
+TEST_CASE("hand-over: a caller resumed by its process goes on on the pool", "[coroutine][async]") {
+  const Where where = start_and_stop(nullptr);
+  CHECK(where.started == std::error_code{});
+  CHECK(where.on_pool_after_start);
+  CHECK(where.stopped == std::error_code{});
+  CHECK(where.on_pool_after_stop);
+}
+
+TEST_CASE(
+    "hand-over: a process that is ready and ends on another thread does not take its "
+    "caller there",
+    "[coroutine][async]") {
+  FifoLoop elsewhere;
+  const Where where = start_and_stop(&elsewhere);
+  CHECK(where.started == std::error_code{});
+  CHECK(where.on_pool_after_start);
+  CHECK(where.stopped == std::error_code{});
+  CHECK(where.on_pool_after_stop);
+}
