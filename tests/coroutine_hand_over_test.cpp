@@ -44,6 +44,23 @@ struct Hopper {
   }
 };
 
+/// A one-thread pool that counts what is scheduled on it.
+class CountingPool {
+ public:
+  void schedule(std::coroutine_handle<> h) {
+    scheduled_.fetch_add(1);
+    pool_.schedule(h);
+  }
+  [[nodiscard]] bool running_in_this_thread() const noexcept {
+    return pool_.running_in_this_thread();
+  }
+  [[nodiscard]] int scheduled() const noexcept { return scheduled_.load(); }
+
+ private:
+  std::atomic<int> scheduled_{0};
+  supervisor::ThreadPool pool_{1};
+};
+
 using Table = supervisor::MapTable<std::string, Hopper>;
 using Sup = supervisor::Supervisor<std::string, Hopper>;
 
@@ -52,12 +69,13 @@ struct Where {
   bool on_pool_after_start = false;
   std::error_code stopped;
   bool on_pool_after_stop = false;
+  int scheduled = 0;  // on the supervisor's executor, from the start to the stop's return
 };
 
 /// Starts and stops "a" from a coroutine on a one-thread pool, the supervisor's executor, and
 /// says where the caller was after each.
 Where start_and_stop(FifoLoop* elsewhere) {
-  supervisor::ThreadPool pool(1);
+  CountingPool pool;
   auto table = std::make_shared<Table>();
   supervisor::Options<std::string> options;
   options.executor = pool;
@@ -69,11 +87,13 @@ Where start_and_stop(FifoLoop* elsewhere) {
     std::exception_ptr failure;
     supervisor::spawn(
         supervisor::ExecutorRef(pool),
-        [](Sup& s, supervisor::ThreadPool& on, Where& out) -> Task<> {
+        [](Sup& s, CountingPool& on, Where& out) -> Task<> {
+          const int before = on.scheduled();
           out.started = co_await s.async_start("a");
           out.on_pool_after_start = on.running_in_this_thread();
           out.stopped = co_await s.async_stop("a");
           out.on_pool_after_stop = on.running_in_this_thread();
+          out.scheduled = on.scheduled() - before;
         }(sup, pool, where),
         [&failure, finished](std::exception_ptr e) {
           failure = std::move(e);
@@ -93,6 +113,9 @@ TEST_CASE("hand-over: a caller resumed by its process goes on on the pool", "[co
   CHECK(where.on_pool_after_start);
   CHECK(where.stopped == std::error_code{});
   CHECK(where.on_pool_after_stop);
+  // The task's first run and its wake-up by the stop; the caller's two resumptions only where
+  // they are not handed over (detail/hand_over.hpp).
+  CHECK(where.scheduled == (supervisor::detail::hand_over_callers ? 2 : 4));
 }
 
 TEST_CASE(
@@ -105,4 +128,5 @@ TEST_CASE(
   CHECK(where.on_pool_after_start);
   CHECK(where.stopped == std::error_code{});
   CHECK(where.on_pool_after_stop);
+  CHECK(where.scheduled == 4);  // both resumptions of the caller went through the executor
 }

@@ -31,8 +31,11 @@ class AsyncCalls {
   /// and the task still finishes only after the process's `run` has returned, with
   /// `errc::canceled`. The caller is resumed on the supervisor's executor, not its own: with
   /// `Options::executor` empty that is the supervisor's private pool, so give callers an
-  /// executor of your own to come back to. The key is copied into the task: it may go before
-  /// the task is awaited.
+  /// executor of your own to come back to. When the process becomes ready (or ends) on a thread
+  /// of that executor, the caller runs next on that same thread, in the process's stead, once
+  /// the process has suspended (not queued; built with GCC or clang 19 and later, see
+  /// detail/hand_over.hpp); else it is scheduled there. The key is copied into the task: it may
+  /// go before the task is awaited.
   Task<std::error_code> async_start(Key key,
                                     std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 

@@ -40,6 +40,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "supervisor/detail/hand_over.hpp"
 #include "supervisor/executor.hpp"
 #include "supervisor/runnable.hpp"
 #include "supervisor/task.hpp"
@@ -99,31 +100,41 @@ class AsyncReady {
     ~Awaiter() = default;
 
     bool await_ready() {
-      const bool go_on = target_->signal_ready(early_, &hand_over_);
+      const bool go_on =
+          target_->signal_ready(early_, detail::hand_over_callers ? &hand_over_ : nullptr);
       if (go_on && hand_over_) {
         target_->executor().schedule(std::exchange(hand_over_, {}));
       }
       return go_on;
     }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) {
+    /// A handle where the compiler keeps it off the frame (`detail::hand_over_callers`), else
+    /// whether to stay suspended.
+    template <class Promise>
+    auto await_suspend(std::coroutine_handle<Promise> awaiting)
+        -> std::conditional_t<detail::hand_over_callers_for<Promise>, std::coroutine_handle<>,
+                              bool> {
       target_->arm_ready_wait();
       if (early_.stop_possible()) {
         // Runs at once if `early` is already requested: that wake-up then makes `park_ready`
         // refuse, and the coroutine goes on; nothing is scheduled twice.
         on_early_.emplace(early_, Wake{target_});
       }
-      // Read before parking: once parked, a stop may resume the coroutine on another thread,
-      // and it may end, freeing this awaiter (in its frame) and the record.
-      const std::coroutine_handle<> next = std::exchange(hand_over_, {});
-      if (target_->park_ready(awaiting, early_)) {
-        // The caller that waited for the start runs here, now, without a round through the
-        // executor's queue (two locked instructions fewer, and its cache lines still warm).
-        return next ? next : std::noop_coroutine();
+      if constexpr (detail::hand_over_callers_for<Promise>) {
+        // Read before parking: once parked, a stop may resume the coroutine on another thread,
+        // and it may end, freeing this awaiter (in its frame) and the record.
+        const std::coroutine_handle<> next = std::exchange(hand_over_, {});
+        if (target_->park_ready(awaiting, early_)) {
+          // The caller that waited for the start runs here, now, without a round through the
+          // executor's queue (two locked instructions fewer, and its cache lines still warm).
+          return next ? next : std::noop_coroutine();
+        }
+        if (next) {
+          target_->executor().schedule(next);  // not parked: the record is still alive
+        }
+        return awaiting;
+      } else {
+        return target_->park_ready(awaiting, early_);
       }
-      if (next) {
-        target_->executor().schedule(next);  // not parked: the record is still alive
-      }
-      return awaiting;
     }
     void await_resume() const noexcept {}
 

@@ -42,6 +42,14 @@ using Launch = std::function<void(std::function<void()> body)>;
 /// How a process's force follows its parent token (see `ProcessCore`).
 enum class ParentLink : unsigned char { per_process, by_owner };
 
+/// What a `per_process` record needs to keep itself alive while its parent forces it; a
+/// `by_owner` record does without (its owner's walk holds a reference): a weak count would cost
+/// each record two more locked instructions, and its last release two more again.
+template <class Core, ParentLink Link>
+struct SelfReference : std::enable_shared_from_this<Core> {};
+template <class Core>
+struct SelfReference<Core, ParentLink::by_owner> {};
+
 /// The state machine of one process, independent of where its runnable executes.
 ///
 /// Held by `std::shared_ptr`: the thread that executes the runnable keeps it alive. Subclasses
@@ -69,14 +77,6 @@ enum class ParentLink : unsigned char { per_process, by_owner };
 /// requested, one it made visible reads the owner's flag in `enter_starting`, and the executor
 /// and the spin are the owner's (`owner_forces_all`, `owner_executor`, `owner_handoff_spin`,
 /// which a `by_owner` subclass overrides).
-/// What a `per_process` record needs to keep itself alive while its parent forces it; a
-/// `by_owner` record does without (its owner's walk holds a reference): a weak count would cost
-/// each record two more locked instructions, and its last release two more again.
-template <class Core, ParentLink Link>
-struct SelfReference : std::enable_shared_from_this<Core> {};
-template <class Core>
-struct SelfReference<Core, ParentLink::by_owner> {};
-
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public ReadyTarget,
@@ -313,29 +313,7 @@ class ProcessCore : public ReadyTarget,
 
   /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
   /// With `hand_over`, one woken caller goes there instead of to the executor.
-  void mark_ready(std::coroutine_handle<>* hand_over = nullptr) {
-    before_ready();  // before anyone can see it ready
-    bool first = false;
-    CallerNode* woken = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      first = !ready_;
-      ready_ = true;
-      if (state_ == ProcessState::starting) {
-        set_state(ProcessState::running);
-      }
-      woken = take_callers(Until::started);
-    }
-    changed_.notify_all();
-    if (hand_over != nullptr && woken != nullptr) {
-      *hand_over = woken->handle;  // not resumed yet: its node (in its frame) is still there
-      woken = woken->next;
-    }
-    resume_callers(woken);
-    if (first) {
-      on_ready();
-    }
-  }
+  void mark_ready(std::coroutine_handle<>* hand_over = nullptr);
 
   void signal_ready_and_wait(const std::stop_token& early) override;
 

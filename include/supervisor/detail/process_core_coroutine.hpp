@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "supervisor/detail/frame_room.hpp"
+#include "supervisor/detail/hand_over.hpp"
 #include "supervisor/detail/process_core.hpp"
 
 namespace supervisor::detail {
@@ -118,8 +119,9 @@ std::coroutine_handle<> ProcessCore<R, Link>::finish_task() noexcept {
   task_ = {};
   std::coroutine_handle<> next;
   // Only on a thread of the executor: a task that ended elsewhere (an I/O context's thread)
-  // must not take its callers there.
-  finish_run(failure, executor().running_in_this_thread() ? &next : nullptr);
+  // must not take its callers there. (And only where the compiler keeps the final awaiter's
+  // result off the frame, which this has just freed: `hand_over_callers`.)
+  finish_run(failure, hand_over_callers && executor().running_in_this_thread() ? &next : nullptr);
   if (cancels_at_done_) {
     // A cancel that unlinked its caller before the end is still scheduling it: wait, so that
     // nothing is scheduled once the settle hook has let `run` go on (and its pool go).
@@ -140,7 +142,7 @@ std::coroutine_handle<> ProcessCore<R, Link>::finish_task() noexcept {
 
 /// The awaiter of `until_started` / `until_done`. Lives in the caller's frame while it waits:
 /// linked into the process's list under its mutex, unlinked by whoever resumes it (the
-/// transition, or `cancel`'s callback), so exactly one of them schedules it.
+/// transition, or `cancel`'s callback), so exactly one of them resumes or schedules it.
 SUPERVISOR_PROCESS_CORE_
 class ProcessCore<R, Link>::CallerWait {
  public:

@@ -6,6 +6,7 @@
 /// wait for the start or the end of a process, and a thread runnable's `ready`. Each wait spins
 /// for at most the hand-off budget, then sleeps on the process's condition variable.
 
+#include <coroutine>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,31 @@ bool ProcessCore<R, Link>::enter_starting() {
     force_now();  // the owner's walk may have missed this record
   }
   return true;
+}
+
+SUPERVISOR_PROCESS_CORE_
+void ProcessCore<R, Link>::mark_ready(std::coroutine_handle<>* hand_over) {
+  before_ready();  // before anyone can see it ready
+  bool first = false;
+  CallerNode* woken = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    first = !ready_;
+    ready_ = true;
+    if (state_ == ProcessState::starting) {
+      set_state(ProcessState::running);
+    }
+    woken = take_callers(Until::started);
+  }
+  changed_.notify_all();
+  if (hand_over != nullptr && woken != nullptr) {
+    *hand_over = woken->handle;  // not resumed yet: its node (in its frame) is still there
+    woken = woken->next;
+  }
+  resume_callers(woken);
+  if (first) {
+    on_ready();
+  }
 }
 
 SUPERVISOR_PROCESS_CORE_
