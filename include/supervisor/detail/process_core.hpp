@@ -159,6 +159,9 @@ class ProcessCore : public ReadyTarget,
   /// Once ready or done: success if it became ready, else the runnable's exception rethrown,
   /// else `errc::exited_before_ready`.
   std::error_code start_outcome() const {
+    if (ready_.load()) {
+      return {};  // for good: no lock (a process that failed its start was never ready)
+    }
     std::lock_guard lock(mutex_);
     if (ready_) {
       return {};
@@ -209,6 +212,9 @@ class ProcessCore : public ReadyTarget,
   [[nodiscard]] bool launched() const noexcept { return launched_.load(std::memory_order_acquire); }
 
   [[nodiscard]] std::exception_ptr error() const {
+    if (done_.load()) {
+      return error_;  // written before `done_`, never after: no lock, so no wait for the exit
+    }
     std::lock_guard lock(mutex_);
     return error_;
   }
