@@ -160,12 +160,9 @@ class ProcessCore : public ReadyTarget,
   /// else `errc::exited_before_ready`.
   std::error_code start_outcome() const {
     if (ready_.load()) {
-      return {};  // for good: no lock (a process that failed its start was never ready)
+      return {};  // for good, and a process that is done without it never becomes ready
     }
     std::lock_guard lock(mutex_);
-    if (ready_) {
-      return {};
-    }
     if (error_) {
       std::rethrow_exception(error_);
     }
@@ -204,6 +201,10 @@ class ProcessCore : public ReadyTarget,
   }
 
   [[nodiscard]] bool done() const noexcept { return done_.load(); }
+  /// How many threads wait on this record's signal now (the coroutine kind). For tests.
+  [[nodiscard]] std::uint32_t waiters() const noexcept requires is_coroutine {
+    return changed_.waiters();
+  }
 
   /// Whether `begin_start` handed the runnable to a thread (so it has run, or runs); true before
   /// the runnable's first instruction, even while `launch` has not returned yet. A record
