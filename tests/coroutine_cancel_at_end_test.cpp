@@ -42,14 +42,13 @@ class SettleProbe final : public supervisor::detail::ProcessCore<EndsOnStop> {
 };
 
 /// A one-thread loop whose `schedule`, when called on the thread named by `hold_here`, blocks
-/// until `release`.
+/// until `release` (at the latest when the test gives up waiting).
 class HoldingLoop {
  public:
   void schedule(std::coroutine_handle<> h) {
     if (held_thread_.load() == std::this_thread::get_id()) {
       held_.store(true);
-      held_.notify_all();
-      released_.wait(false);
+      (void)test::eventually([&] { return released_.load(); });
     }
     loop_.schedule(h);
   }
@@ -57,17 +56,16 @@ class HoldingLoop {
     return loop_.running_in_this_thread();
   }
   void hold_here() { held_thread_.store(std::this_thread::get_id()); }
-  void wait_held() const { held_.wait(false); }
-  void release() {
-    released_.store(true);
-    released_.notify_all();
+  [[nodiscard]] bool wait_held() const {
+    return test::eventually([&] { return held_.load(); });
   }
+  void release() { released_.store(true); }
 
  private:
-  test::FifoLoop loop_;
   std::atomic<std::thread::id> held_thread_{};
   std::atomic<bool> held_{false};
   std::atomic<bool> released_{false};
+  test::FifoLoop loop_;  // last: its thread is joined first
 };
 
 }  // namespace
@@ -99,20 +97,22 @@ TEST_CASE("coroutine process: its end waits for a cancel still scheduling its ca
     loop.hold_here();
     cancel.request_stop();
   });
-  loop.wait_held();
+  struct Release {  // declared after the canceler: let go before it is joined, however this ends
+    HoldingLoop& loop;
+    ~Release() { loop.release(); }
+  } release{loop};
+  REQUIRE(loop.wait_held());
 
   // The process ends now, on the loop's thread. Its task must not settle before the cancel's
   // schedule has returned: it waits on the record's signal instead.
   core->request_stop();
-  REQUIRE(core->wait_done(supervisor::Cancel{}));
-  while (!core->settled.load() && core->waiters() == 0) {
-    std::this_thread::yield();  // the loop's thread is on its way to one or the other
-  }
+  REQUIRE(core->wait_done(supervisor::Cancel{test::patience}));
+  // The loop's thread is on its way to one or the other.
+  REQUIRE(test::eventually([&] { return core->settled.load() || core->waiters() != 0; }));
   CHECK_FALSE(core->settled.load());
   CHECK(core->waiters() == 1);
 
   loop.release();
-  core->settled.wait(false);
-  CHECK(core->settled.load());
+  CHECK(test::eventually([&] { return core->settled.load(); }));
   CHECK(caller_ended->wait());
 }

@@ -49,10 +49,10 @@ void ProcessCore<R, Link>::mark_ready(std::coroutine_handle<>* hand_over) {
   {
     std::lock_guard lock(mutex_);
     first = !ready_;
-    ready_ = true;
     if (state_ == ProcessState::starting) {
-      set_state(ProcessState::running);
+      set_state(ProcessState::running);  // first: whoever sees `ready_` may read it unlocked
     }
+    ready_ = true;
     woken = take_callers(Until::started);
   }
   changed_.notify_all();
@@ -126,6 +126,7 @@ std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initia
     }
     switch (state_) {
       case ProcessState::initial:
+        set_state(ProcessState::stopped);  // before `done_`, as everywhere: see `mark_ready`
         done_ = true;
         woken = take_callers(Until::done);
         break;
