@@ -374,6 +374,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   using HistoryPtr = std::shared_ptr<History>;
 
   [[nodiscard]] time_point now() const noexcept;
+  [[nodiscard]] time_point stamp() const noexcept;  // a process's start, readiness or stop
   void emit(const Event<Key>& event) noexcept;
   void emit_foreign(Managed& managed, EventKind kind, time_point at) noexcept;
   void mark_stop_requested(Managed& managed) noexcept;

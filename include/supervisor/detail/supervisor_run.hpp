@@ -330,8 +330,10 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   try {
     summary.forced.reserve(stragglers.size());
     for (const ManagedPtr& managed : stragglers) {
+      // An exit's stamp may lag `began` by the clock's tick (`stamp`): never a negative time.
       summary.forced.push_back(Straggler<Key>{
-          managed->key(), Managed::time_of(managed->exited_at).value_or(began) - began});
+          managed->key(),
+          std::max(Managed::time_of(managed->exited_at).value_or(began), began) - began});
     }
   } catch (...) {
     summary.incomplete = true;

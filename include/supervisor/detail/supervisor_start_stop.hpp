@@ -232,7 +232,7 @@ requires std::copy_constructible<Key>
 auto Supervisor<Key, R, Hash, KeyEqual>::launch(const ManagedPtr& record) -> std::error_code {
   Managed& managed = *record;
   count_restart(managed);
-  managed.set_time(managed.started_at, now());
+  managed.set_time(managed.started_at, stamp());
   live_.fetch_add(1);
   std::error_code ec;
   if constexpr (Managed::is_coroutine) {
