@@ -30,8 +30,9 @@ namespace supervisor {
 /// - `wait_until(t, token)` blocks the calling thread until `now() >= t` (returns `true`) or
 ///   until `token` is requested (returns `false`). It must return promptly once `token` is
 ///   requested, and must be safe to call from several threads at once.
-/// - Optionally, `coarse_now()`: a cheaper reading of the same time that may lag `now()` by up
-///   to the clock's tick and never runs ahead of it (`HasCoarseNow`). Without it, `now()` serves.
+/// - Optionally, `coarse_now()`: a cheaper reading of the same time that may lag `now()` (by a
+///   few milliseconds for `SteadyClock`) and never runs ahead of it (`HasCoarseNow`). Without
+///   it, `now()` serves. The supervisor stamps each process's start, readiness and stop with it.
 template <class C>
 concept Clock = requires(C& clock, std::chrono::steady_clock::time_point t, std::stop_token token) {
   { clock.now() } -> std::convertible_to<std::chrono::steady_clock::time_point>;
@@ -40,7 +41,7 @@ concept Clock = requires(C& clock, std::chrono::steady_clock::time_point t, std:
 
 /// Whether a clock offers the cheaper, coarser reading (see `Clock`).
 template <class C>
-concept HasCoarseNow = requires(const C& clock) {
+concept HasCoarseNow = requires(C& clock) {
   { clock.coarse_now() } -> std::convertible_to<std::chrono::steady_clock::time_point>;
 };
 
@@ -51,10 +52,11 @@ class SteadyClock {
 
   [[nodiscard]] time_point now() const noexcept { return std::chrono::steady_clock::now(); }
 
-  /// The same clock as of its last tick: on Linux the kernel's `CLOCK_MONOTONIC_COARSE`, the
-  /// base that `steady_clock` reads too, so it lags `now()` by less than a tick (1 to 4 ms,
-  /// the kernel's `HZ`) and never leads it. It reads a word of memory, where `now()` reads the
-  /// CPU's time-stamp counter, which costs 40 to 60 ns on a virtual machine. Elsewhere, `now()`.
+  /// The same clock as the kernel last updated it: on Linux `CLOCK_MONOTONIC_COARSE`, the base
+  /// that `steady_clock` reads too, so it never leads `now()` and lags it by a few milliseconds
+  /// (about two of the kernel's ticks: 3 to 7 ms measured on a 250 Hz kernel). It costs a few
+  /// nanoseconds, where `now()` reads the CPU's time-stamp counter, 40 to 60 ns on a virtual
+  /// machine. Elsewhere, `now()`.
   [[nodiscard]] time_point coarse_now() const noexcept {
 #if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
     timespec at{};

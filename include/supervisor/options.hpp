@@ -21,8 +21,10 @@ namespace supervisor {
 /// How a `Supervisor` waits and where its unclaimed errors go.
 template <class Key>
 struct Options {
-  /// The clock for the initial wait and the restart interval. A `ManualClock` makes tests
-  /// deterministic.
+  /// The clock for the initial wait and the restart interval, and of every time the supervisor
+  /// tells (events, `snapshot`, the restart policy). A `ManualClock` makes tests deterministic.
+  /// A process's start, readiness and stop are read with the clock's `coarse_now()` unless
+  /// `on_event` is set (see `KeyStatus::since`).
   AnyClock clock{};
   /// How long `run` waits for the initial pass's starts before it calls the callback anyway.
   std::chrono::steady_clock::duration initial_wait = std::chrono::seconds(1);
@@ -44,7 +46,9 @@ struct Options {
   /// the thread where it happens, with no lock of the supervisor held, possibly from several
   /// threads at once. It may call any member of the supervisor, but must not wait for the
   /// process it is told about to return. An exception it throws is written to `std::clog` and
-  /// dropped. Empty: no events, and no cost.
+  /// dropped. Empty: no events, and no cost. Set, every time of a process is read precisely
+  /// (`AnyClock::now()`, not `coarse_now()`), so that an event's times and durations are exact:
+  /// four more precise readings per start+stop, 40 to 60 ns each on a virtual machine.
   std::function<void(const Event<Key>&)> on_event{};
   /// How long `run`'s shutdown waits, on the supervisor's clock, for processes to stop
   /// gracefully before it forces the rest. `duration::max()` (the default) waits for ever.

@@ -32,7 +32,8 @@ struct RestartPolicy {
   /// `[1 - jitter, 1 + jitter]`, so keys that failed together do not come back together. 0 to 1.
   double jitter = 0.2;
   /// A process that has been ready this long before it exits has run healthy: its key's count of
-  /// consecutive failures starts again from zero.
+  /// consecutive failures starts again from zero. Without an event hook, its readiness is read
+  /// coarsely (`KeyStatus::since`), so the measure is good to a few milliseconds either way.
   duration reset_after = std::chrono::minutes(1);
   /// When set, the restart loop wakes when a key's backoff ends and starts it then, instead of
   /// waiting for the next periodic pass (the default).

@@ -13,7 +13,8 @@ namespace supervisor {
 template <class Key>
 struct Straggler {
   Key key;
-  /// From the start of the shutdown until its runnable returned.
+  /// From the start of the shutdown until its runnable returned; without an event hook its
+  /// return is read coarsely (`KeyStatus::since`), so at worst until the forcing began.
   std::chrono::steady_clock::duration took{};
 };
 

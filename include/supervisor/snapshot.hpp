@@ -55,7 +55,11 @@ template <class Key>
 struct KeyStatus {
   Key key;
   KeyState state;
-  /// When the key entered `state`, on the supervisor's clock (`Options::clock`).
+  /// When the key entered `state`, on the supervisor's clock (`Options::clock`). For
+  /// `starting`, `running` and `stopping` it is the clock's coarse reading (`coarse_now()`)
+  /// unless `Options::on_event` is set: never after the moment, and with the default clock on
+  /// Linux a few milliseconds before it at most. Another key's `since`, `next_start` and
+  /// `taken_at` are precise, so times from different states may order out of true by that much.
   std::chrono::steady_clock::time_point since{};
   /// How many times a process for the key was started again after one had exited or failed.
   std::uint32_t restarts = 0;

@@ -36,8 +36,7 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-/// Busy-waits until `ready()` holds, for at most 64 looks and then `budget`. Returns whether it
-/// held.
+/// Busy-waits until `ready()` holds, for at most `budget`. Returns whether it held.
 ///
 /// Used right before a blocking wait on a hand-off that usually completes within microseconds
 /// (a process becoming ready, a stop being acknowledged): a sleeping thread costs a futex wake-up
@@ -51,21 +50,14 @@ bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
   if (budget <= std::chrono::nanoseconds::zero()) {
     return false;
   }
-  // The clock is first read once 64 looks have failed: most hand-offs complete within them,
-  // and a reading costs 40 to 60 ns on a virtual machine, two of them per start+stop cycle.
-  std::chrono::steady_clock::time_point give_up{};
+  const auto give_up = std::chrono::steady_clock::now() + budget;
   for (unsigned i = 1;; ++i) {
     cpu_relax();
     if (ready()) {
       return true;
     }
-    if (i % 64 == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (i == 64) {
-        give_up = now + budget;
-      } else if (now >= give_up) {
-        return false;
-      }
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= give_up) {
+      return false;
     }
   }
 }

@@ -36,11 +36,11 @@ auto Supervisor<Key, R, Hash, KeyEqual>::now() const noexcept -> time_point {
 }
 
 // The moments of a process that only `snapshot` (`KeyStatus::since`) and the restart policy's
-// `reset_after` read, three or four per start+stop cycle, take the clock's coarse reading: a
-// precise one reads the time-stamp counter, which on a virtual machine costs 40 to 60 ns, a
-// fifth of a coroutine process's whole cycle. It lags by less than a tick (1 to 4 ms on Linux)
-// and never leads, so a `since` is never after the moment, and a process looks ready that much
-// longer to `reset_after`. An event hook gets every time to the clock's precision.
+// `reset_after` read, four per start+stop cycle, take the clock's coarse reading: a precise one
+// reads the time-stamp counter, which on a virtual machine costs 40 to 60 ns, a seventh of a
+// coroutine process's cycle on one thread. It lags by a few milliseconds on Linux (about two
+// ticks) and never leads, so a `since` is never after the moment; `reset_after` measures from
+// a `ready_at` with a reading of the same kind. An event hook gets every time precise.
 SUPERVISOR_MEMBER_
 auto Supervisor<Key, R, Hash, KeyEqual>::stamp() const noexcept -> time_point {
   if (options_.on_event) {
@@ -278,8 +278,14 @@ auto Supervisor<Key, R, Hash, KeyEqual>::record_history(Managed& managed, time_p
     }
     // Seen by the pass under way: its end must not forget a history it just changed.
     history->mark_seen(pass_id_.load());
-    return history->record_exit(options_.restart, at, Managed::time_of(managed.ready_at), failed,
-                                error, give_up, draw_spread(), &managed.runnable());
+    // `ready_at` is a stamp, `at` a precise reading: moved by a stamp's lag now, a coarse
+    // clock's lag does not count as time the process ran healthy (`reset_after`).
+    auto ready = Managed::time_of(managed.ready_at);
+    if (ready) {
+      *ready += at - stamp();
+    }
+    return history->record_exit(options_.restart, at, ready, failed, error, give_up, draw_spread(),
+                                &managed.runnable());
   } catch (...) {  // Memory, or the user's `KeyEqual`: the key restarts without a history.
     report(ErrorSource::exit, &managed.key(), std::current_exception());
     return {};

@@ -165,6 +165,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
   Snapshot<Key> result;
   result.taken_at = now();
   const time_point at = result.taken_at;
+  const time_point stamped_at = stamp();  // to measure from a `ready_at`, read the same way
   // Histories listed with their process: the second walk skips them, so a process that exits
   // between the walks is listed once.
   std::vector<const History*> listed;
@@ -225,7 +226,7 @@ Snapshot<Key> Supervisor<Key, R, Hash, KeyEqual>::snapshot() const {
       status.consecutive_failures = view->consecutive_failures;
       status.last_error = view->last_error;
       const auto ready = Managed::time_of(managed->ready_at);
-      if (ready && at - *ready >= options_.restart.reset_after) {
+      if (ready && stamped_at - *ready >= options_.restart.reset_after) {
         status.consecutive_failures = 0;  // healthy long enough: the next exit starts afresh
       }
     }

@@ -293,6 +293,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
     }
   });
   std::vector<ManagedPtr> stragglers;
+  time_point forcing_began = began;  // each straggler still ran then
   const auto timeout = options_.shutdown_timeout;
   if (!forced && timeout != std::chrono::steady_clock::duration::max() && live_.load() != 0) {
     bool passed = true;
@@ -303,6 +304,7 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
     } catch (...) {  // A clock that cannot wait: force now rather than never.
     }
     if (passed && live_.load() != 0) {
+      forcing_began = now();
       processes_.for_each_unlocked([&](const Key& /*key*/, const ManagedPtr& managed) {
         if (!managed->launched() || managed->done() || Managed::time_of(managed->exited_at)) {
           return;  // never ran, or its runnable has returned already
@@ -330,10 +332,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::shut_down(bool forced) noexcept {
   try {
     summary.forced.reserve(stragglers.size());
     for (const ManagedPtr& managed : stragglers) {
-      // An exit's stamp may lag `began` by the clock's tick (`stamp`): never a negative time.
-      summary.forced.push_back(Straggler<Key>{
-          managed->key(),
-          std::max(Managed::time_of(managed->exited_at).value_or(began), began) - began});
+      // Its exit may be a stamp (`stamp`), up to the clock's coarse lag early; it ran until
+      // the forcing began at least.
+      const time_point exited = Managed::time_of(managed->exited_at).value_or(began);
+      summary.forced.push_back(
+          Straggler<Key>{managed->key(), std::max(exited, forcing_began) - began});
     }
   } catch (...) {
     summary.incomplete = true;
