@@ -58,7 +58,7 @@ struct KeyStatus {
   /// When the key entered `state`, on the supervisor's clock (`Options::clock`). For
   /// `starting`, `running` and `stopping` it is the clock's coarse reading (`coarse_now()`)
   /// unless `Options::on_event` is set: never after the moment, and with the default clock on
-  /// Linux a few milliseconds before it at most. Another key's `since`, `next_start` and
+  /// Linux a few milliseconds before it at most. The other states' `since`, `next_start` and
   /// `taken_at` are precise, so times from different states may order out of true by that much.
   std::chrono::steady_clock::time_point since{};
   /// How many times a process for the key was started again after one had exited or failed.
