@@ -23,36 +23,12 @@
 
 namespace {
 
+using coroutine_test::PoolRig;
 using coroutine_test::Rig;
 using coroutine_test::Script;
 using coroutine_test::Session;
 using supervisor::Task;
 using test::FifoLoop;
-
-/// A rig whose processes run on a pool the test owns, with `drive` running a coroutine there.
-struct PoolRig {
-  supervisor::ThreadPool pool;
-  Rig rig;
-
-  explicit PoolRig(unsigned threads = 2) : pool(threads) {
-    rig.options.executor = supervisor::ExecutorRef(pool);
-  }
-
-  /// Runs `body` as a coroutine on the pool, and waits until it has finished; its exception.
-  template <class Body>
-  std::exception_ptr drive(Body body) {
-    // Shared: `notify` may still be running on the pool when `wait` returns here.
-    const auto finished = std::make_shared<test::Event>();
-    std::exception_ptr failure;
-    supervisor::spawn(supervisor::ExecutorRef(pool), body(),
-                      [&failure, finished](std::exception_ptr e) {
-                        failure = std::move(e);
-                        finished->notify();
-                      });
-    REQUIRE(finished->wait());
-    return failure;
-  }
-};
 
 }  // namespace
 

@@ -1,10 +1,12 @@
 #pragma once
 
 // The coroutine tests' shared parts: `Session`, a coroutine runnable that follows a `Script`,
-// and `Rig`, a supervisor of sessions with `run` on a thread of its own.
+// `Rig`, a supervisor of sessions with `run` on a thread of its own, and `PoolRig`, a rig on a
+// pool the test owns.
 
 #include <atomic>
 #include <coroutine>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -188,6 +190,36 @@ struct Rig {
   std::exception_ptr finish() {
     finish_source.request_stop();
     return runner->join();
+  }
+};
+
+/// A rig whose processes run on a pool the test owns, with `drive` running a coroutine there.
+/// `events`: whether the rig's event hook is set (without it, `async_stop` takes the path that
+/// does not wait for its process's task to begin).
+struct PoolRig {
+  supervisor::ThreadPool pool;
+  Rig rig;
+
+  explicit PoolRig(unsigned threads = 2, bool events = true) : pool(threads) {
+    rig.options.executor = supervisor::ExecutorRef(pool);
+    if (!events) {
+      rig.options.on_event = nullptr;
+    }
+  }
+
+  /// Runs `body` as a coroutine on the pool, and waits until it has finished; its exception.
+  template <class Body>
+  std::exception_ptr drive(Body body) {
+    // Shared: `notify` may still be running on the pool when `wait` returns here.
+    const auto finished = std::make_shared<test::Event>();
+    std::exception_ptr failure;
+    supervisor::spawn(supervisor::ExecutorRef(pool), body(),
+                      [&failure, finished](std::exception_ptr e) {
+                        failure = std::move(e);
+                        finished->notify();
+                      });
+    REQUIRE(finished->wait());
+    return failure;
   }
 };
 

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <stop_token>
 #include <system_error>
+#include <type_traits>
+#include <utility>
 
 #include "supervisor/async_ready.hpp"
 #include "supervisor/executor.hpp"
@@ -15,36 +17,45 @@
 namespace supervisor {
 
 /// The members of `Supervisor<Key, R>` (its `Derived`) that a coroutine awaits. Each returns a
-/// lazy `Task`: awaiting it does what the blocking form does, but suspends the caller instead of
-/// blocking its thread, and resumes it on an executor (or goes on at once if there is nothing
-/// to wait for). They work on the executor's own threads too, where the blocking forms are
-/// refused. The outcomes are the blocking forms' as a returned code; exceptions (the
-/// runnable's, the table's) are rethrown by the `co_await`. The supervisor must outlive every
-/// such task. A process is recognized as the caller through `Task` awaits only (not through
-/// other coroutine types in between).
+/// lazy awaitable (a `Call`, or a `Task`): awaiting it does what the blocking form does, but
+/// suspends the caller instead of blocking its thread, and resumes it on an executor (or goes on at
+/// once if there is nothing to wait for). They work on the executor's own threads too, where the
+/// blocking forms are refused. The outcomes are the blocking forms' as a returned code; exceptions
+/// (the runnable's, the table's) are rethrown by the `co_await`. The supervisor must outlive every
+/// such call and task. A process is recognized as the caller through `Task` awaits only (not
+/// through other coroutine types in between).
 template <class Derived, class Key, class R>
 class AsyncCalls {
  public:
+  /// What `async_start` and `async_stop` return: a lazy awaitable of a `std::error_code`, used
+  /// as a `Task<std::error_code>` is (and converted to one where a `Task` is wanted). Making it
+  /// runs nothing; `co_await std::move(call)` (or on the temporary) runs the call on the
+  /// awaiting thread, once: awaiting it again, or a moved-from one, throws `std::logic_error`.
+  /// It is not a coroutine: without a `cancel` token that can be requested (and, for
+  /// `async_stop`, without an event hook) the wait lives in the awaiting coroutine's frame, so
+  /// the call allocates nothing of its own; else it runs a coroutine of its own, one frame more.
+  /// The outcomes are the same either way. Move-only; destroying it unawaited does nothing. Not
+  /// thread-safe: one thread moves or awaits a given call at a time.
+  class Call;
+
   /// `start`, awaited; for coroutine processes only. Runs `Table::get` on the awaiting thread
   /// (a table whose `get` blocks blocks that executor thread). `cancel` is a stop token (no
   /// deadline: request the token from your timer): once it is requested, the process is forced,
-  /// and the task still finishes only after the process's `run` has returned, with
+  /// and the call still finishes only after the process's `run` has returned, with
   /// `errc::canceled`. The caller is resumed on the supervisor's executor, not its own: with
   /// `Options::executor` empty that is the supervisor's private pool, so give callers an
   /// executor of your own to come back to. When the process becomes ready (or ends) on a thread
   /// of that executor, the caller runs next on that same thread, in the process's stead, once
   /// the process has suspended (not queued; built with GCC or clang 19 and later, see
-  /// detail/hand_over.hpp); else it is scheduled there. The key is copied into the task: it may
-  /// go before the task is awaited.
-  Task<std::error_code> async_start(Key key,
-                                    std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+  /// detail/hand_over.hpp); else it is scheduled there. The key is copied into the call: it may
+  /// go before the call is awaited.
+  Call async_start(Key key, std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 
   /// `stop`, awaited; for coroutine processes only; resumed as `async_start` is. From a task of
   /// the very process it would stop: `std::errc::resource_deadlock_would_occur`, with no effect.
   /// A process awaiting another's stop should pass its own `force` as `cancel`, so that two
   /// processes stopping each other cannot wait forever.
-  Task<std::error_code> async_stop(Key key,
-                                   std::stop_token cancel = {}) requires CoroutineRunnable<R>;
+  Call async_stop(Key key, std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 
   /// `run_until(stop, grace)`, awaited, for a service whose main is a coroutine (the processes
   /// may be of either kind): restores the table, runs until `stop` is requested, then shuts
@@ -72,6 +83,44 @@ class AsyncCalls {
   friend Derived;
   AsyncCalls() = default;
   Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+  // The calls as coroutines of their own: what a `Call` awaits when it has a `cancel` token to
+  // watch (or, stopping, an event hook to wait for).
+  Task<std::error_code> start_task(Key key, std::stop_token cancel);
+  Task<std::error_code> stop_task(Key key, std::stop_token cancel);
+};
+
+template <class Derived, class Key, class R>
+class [[nodiscard]] AsyncCalls<Derived, Key, R>::Call {
+ public:
+  Call(Call&& other) noexcept(std::is_nothrow_move_constructible_v<Key>)
+      : sup_(std::exchange(other.sup_, nullptr)),
+        stopping_(other.stopping_),
+        key_(std::move(other.key_)),
+        cancel_(std::move(other.cancel_)) {}
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+  Call& operator=(Call&&) = delete;
+  ~Call() = default;
+
+  class Awaiter;
+  /// Empties the call: its outcome is the awaiter's.
+  Awaiter operator co_await() && noexcept(std::is_nothrow_move_constructible_v<Key>);
+  /// The call as a task of its own (one frame more), for code that wants a `Task`. Throws
+  /// `std::bad_alloc` if the frame cannot be made (the call is then gone, never run).
+  // NOLINTNEXTLINE(google-explicit-constructor): a `Call` stands where a `Task` stood before.
+  operator Task<std::error_code>() && { return as_task(std::move(*this)); }
+
+ private:
+  friend AsyncCalls;
+  Call(Derived& sup, bool stopping, Key key, std::stop_token cancel)
+      : sup_(&sup), stopping_(stopping), key_(std::move(key)), cancel_(std::move(cancel)) {}
+  static Task<std::error_code> as_task(Call call) { co_return co_await std::move(call); }
+
+  Derived* sup_;  // null once awaited or moved from
+  bool stopping_;
+  Key key_;
+  std::stop_token cancel_;
 };
 
 }  // namespace supervisor

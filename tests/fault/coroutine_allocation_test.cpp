@@ -42,10 +42,12 @@ struct Bulky {
   }
 };
 
-/// A start and a stop of "k" with allocation fault `n` armed (0: counts only). Returns how many
-/// allocations they met.
-template <class R>
-long start_stop_with_fault(long n) {
+/// Runs `pair(sup, pool)` with allocation fault `n` armed (0: counts only) inside a `run` of a
+/// supervisor of `R` on a one-thread pool, once the type has learned its frame's size; `pair`
+/// starts and stops "k", and returns whether its caller heard a `std::bad_alloc`. Returns how
+/// many allocations the pair met.
+template <class R, class Pair>
+long pair_with_fault(long n, Pair pair) {
   using Sup = supervisor::Supervisor<std::string, R>;
   const fault::Quiet quiet;
   R runnable;
@@ -68,15 +70,8 @@ long start_stop_with_fault(long n) {
         (void)sup.start(key);
         sup.stop(key);
       }
-      bool caller_heard = false;
       fault::arm(fault::Kind::alloc, n);
-      try {
-        const fault::Loud loud;
-        (void)sup.start("k");
-        sup.stop("k");
-      } catch (const std::bad_alloc&) {
-        caller_heard = true;
-      }
+      const bool caller_heard = pair(sup, pool);
       fault::disarm();
       met = fault::count();
       if (fault::fired() != 0) {
@@ -100,9 +95,54 @@ long start_stop_with_fault(long n) {
   return met;
 }
 
+/// A blocking `start` and `stop` of "k" with allocation fault `n` armed.
+template <class R>
+long start_stop_with_fault(long n) {
+  return pair_with_fault<R>(n, [](auto& sup, supervisor::ThreadPool& /*pool*/) {
+    try {
+      const fault::Loud loud;
+      (void)sup.start("k");
+      sup.stop("k");
+    } catch (const std::bad_alloc&) {
+      return true;
+    }
+    return false;
+  });
+}
+
 template <class R>
 void each_allocation_fails_in_turn() {
   fault::each_allocation_in_turn([](long n) { return start_stop_with_fault<R>(n); });
+}
+
+/// The same pair awaited by a coroutine on the pool, `async_start` then `async_stop`: on their
+/// own path (no token: the wait in the caller's frame), or through their coroutines (a token,
+/// never requested).
+long async_start_stop_with_fault(long n, bool with_token) {
+  return pair_with_fault<Lean>(n, [with_token](auto& sup, supervisor::ThreadPool& pool) {
+    const std::stop_source never;
+    const std::stop_token token = with_token ? never.get_token() : std::stop_token{};
+    bool caller_heard = false;
+    std::exception_ptr escaped;
+    const auto finished = std::make_shared<test::Event>();  // outlives a late `notify`
+    // On the pool's thread, which is not quiet: the pair's every allocation is counted.
+    const auto pair = [&]() -> supervisor::Task<> {
+      try {
+        (void)co_await sup.async_start("k", token);
+        (void)co_await sup.async_stop("k", token);
+      } catch (const std::bad_alloc&) {
+        caller_heard = true;
+      }
+    };
+    // From this quiet thread: the task's frame and its schedule meet no fault.
+    supervisor::spawn(pool, pair(), [&escaped, finished](std::exception_ptr e) {
+      escaped = std::move(e);
+      finished->notify();
+    });
+    REQUIRE(finished->wait());
+    CHECK(escaped == nullptr);
+    return caller_heard;
+  });
 }
 
 }  // namespace
@@ -117,4 +157,14 @@ TEST_CASE(
     "turn",
     "[fault][coroutine_allocation]") {
   each_allocation_fails_in_turn<Bulky>();
+}
+
+TEST_CASE("coroutine async_start and async_stop, no token: each allocation fails in turn",
+          "[fault][coroutine_allocation]") {
+  fault::each_allocation_in_turn([](long n) { return async_start_stop_with_fault(n, false); });
+}
+
+TEST_CASE("coroutine async_start and async_stop with a token: each allocation fails in turn",
+          "[fault][coroutine_allocation]") {
+  fault::each_allocation_in_turn([](long n) { return async_start_stop_with_fault(n, true); });
 }

@@ -174,6 +174,7 @@ class ProcessCore : public ReadyTarget,
   /// `until_done` until it is done, or either until `cancel` is requested. The caller is resumed
   /// on the process's executor (or goes on at once if the condition already holds); the
   /// `co_await` gives whether the condition holds (false: canceled first). Never forces.
+  enum class Until : unsigned char { begun, started, done };  // what a `CallerWait` waits for
   class CallerWait;
   CallerWait until_started(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
   CallerWait until_done(std::stop_token cancel) noexcept requires CoroutineRunnable<R>;
@@ -350,7 +351,6 @@ class ProcessCore : public ReadyTarget,
   }
 
   // Callers parked in a `CallerWait`, linked through their awaiters, under `mutex_`.
-  enum class Until : unsigned char { begun, started, done };
   struct CallerNode {
     CallerNode* next = nullptr;
     std::coroutine_handle<> handle;

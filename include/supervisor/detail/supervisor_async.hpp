@@ -5,10 +5,14 @@
 /// that are coroutines. Included by `supervisor_class.hpp`; not for direct use.
 
 #include <chrono>
+#include <coroutine>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include "supervisor/async_calls.hpp"
@@ -19,14 +23,121 @@
 
 namespace supervisor {
 
+// The awaiter of a `Call`. Without a token to watch it does `launch_process` (or the stop's
+// lookup and claim) in `await_suspend`, then parks the caller in a `CallerWait` of its own, in
+// the caller's frame; with one it runs the call's coroutine (`start_task`, `stop_task`) instead,
+// whose canceled wait forces the process and waits again until its `run` has returned.
+template <class Derived, class Key, class R>
+class AsyncCalls<Derived, Key, R>::Call::Awaiter {
+ public:
+  explicit Awaiter(Call&& call) noexcept(std::is_nothrow_move_constructible_v<Key>)
+      : sup_(std::exchange(call.sup_, nullptr)),
+        stopping_(call.stopping_),
+        key_(std::move(call.key_)),
+        cancel_(std::move(call.cancel_)) {}
+  Awaiter(const Awaiter&) = delete;
+  Awaiter& operator=(const Awaiter&) = delete;
+  ~Awaiter() = default;
+
+  /// An empty call (awaited already, or moved from) does not suspend: `await_resume` throws.
+  [[nodiscard]] bool await_ready() const noexcept { return sup_ == nullptr; }
+
+  template <class Promise>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> caller) noexcept {
+    try {
+      if (cancel_.stop_possible() || (stopping_ && sup_->options_.on_event)) {
+        Task<std::error_code> task = stopping_ ? sup_->stop_task(std::move(key_), cancel_)
+                                               : sup_->start_task(std::move(key_), cancel_);
+        return slow_.emplace(std::move(task).operator co_await()).await_suspend(caller);
+      }
+      if (stopping_) {
+        const detail::WorkContext* owner = nullptr;
+        if constexpr (std::is_base_of_v<detail::TaskPromiseBase, Promise>) {
+          owner = caller.promise().owner();
+        }
+        managed_ = sup_->find_launched(key_, owner, ec_);
+        if (managed_ && !sup_->claim_stop(*managed_, ec_)) {
+          managed_.reset();
+        }
+      } else {
+        managed_ = sup_->launch_process(key_, ec_);
+      }
+    } catch (...) {
+      failure_ = std::current_exception();
+      return caller;
+    }
+    if (!managed_) {
+      return caller;  // goes on at once, with `ec_`
+    }
+    using Until = typename Managed::Until;
+    auto& wait =
+        wait_.emplace(*managed_, stopping_ ? Until::done : Until::started, std::stop_token{});
+    // From a true return on the caller may be resumed elsewhere: touch nothing of this.
+    return wait.await_suspend(caller) ? std::noop_coroutine() : std::coroutine_handle<>(caller);
+  }
+
+  std::error_code await_resume() {
+    if (slow_) {
+      return slow_->await_resume();
+    }
+    if (failure_) {
+      std::rethrow_exception(failure_);
+    }
+    if (!managed_) {
+      if (sup_ == nullptr) {
+        throw std::logic_error("supervisor::Supervisor: an async call awaited twice, or empty");
+      }
+      return ec_;
+    }
+    // Without a token the wait ends only with its condition: ready or done, or done.
+    if (!stopping_) {
+      return managed_->start_outcome();
+    }
+    if (std::exception_ptr failure = managed_->error()) {
+      std::rethrow_exception(std::move(failure));
+    }
+    return {};
+  }
+
+ private:
+  using Managed = typename Derived::Managed;
+
+  Derived* sup_;
+  bool stopping_;
+  Key key_;
+  std::stop_token cancel_;
+  std::shared_ptr<Managed> managed_;
+  std::error_code ec_;
+  std::exception_ptr failure_;
+  std::optional<typename Managed::CallerWait> wait_;
+  std::optional<typename Task<std::error_code>::Awaiter> slow_;
+};
+
+template <class Derived, class Key, class R>
+auto AsyncCalls<Derived, Key, R>::Call::operator co_await() && noexcept(
+    std::is_nothrow_move_constructible_v<Key>) -> Awaiter {
+  return Awaiter(std::move(*this));
+}
+
+template <class Derived, class Key, class R>
+auto AsyncCalls<Derived, Key, R>::async_start(Key key, std::stop_token cancel)
+    -> Call requires CoroutineRunnable<R> {
+  return Call(self(), false, std::move(key), std::move(cancel));
+}
+
+template <class Derived, class Key, class R>
+auto AsyncCalls<Derived, Key, R>::async_stop(Key key, std::stop_token cancel)
+    -> Call requires CoroutineRunnable<R> {
+  return Call(self(), true, std::move(key), std::move(cancel));
+}
+
 // The same steps as `start_process` and `stop`, with each wait a suspension of the caller: the
 // launch is `launch_process` (it never waits), the wait for the start or the end is the
 // process's `CallerWait`, and a canceled wait forces the process and waits again, without a
 // token, until its `run` has returned, as the blocking forms do.
 template <class Derived, class Key, class R>
-auto AsyncCalls<Derived, Key, R>::async_start(Key key, std::stop_token cancel)
-    -> Task<std::error_code>
-requires CoroutineRunnable<R> {
+auto AsyncCalls<Derived, Key, R>::start_task(Key key, std::stop_token cancel)
+    -> Task<std::error_code> {
   Derived& sup = self();
   std::error_code ec;
   const auto managed = sup.launch_process(key, ec);
@@ -43,9 +154,8 @@ requires CoroutineRunnable<R> {
 }
 
 template <class Derived, class Key, class R>
-auto AsyncCalls<Derived, Key, R>::async_stop(Key key, std::stop_token cancel)
-    -> Task<std::error_code>
-requires CoroutineRunnable<R> {
+auto AsyncCalls<Derived, Key, R>::stop_task(Key key, std::stop_token cancel)
+    -> Task<std::error_code> {
   Derived& sup = self();
   std::error_code ec;
   const detail::WorkContext* const caller = co_await detail::CurrentOwner{};
