@@ -2,6 +2,8 @@
 // `Task`; and the calls' outcomes on their own path, the one without a token to watch or an event
 // hook to wait for, where the wait lives in the caller's frame. Every wait is on a signal.
 
+#include <atomic>
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -27,6 +29,28 @@ using supervisor::Task;
 using Call = coroutine_test::Sup::Call;
 static_assert(!std::is_copy_constructible_v<Call>);
 static_assert(std::is_convertible_v<Call&&, Task<std::error_code>>);
+
+/// A key whose move throws while `throw_on_move` is set (its copy never does).
+struct FragileKey {
+  static inline std::atomic<bool> throw_on_move{false};
+  std::string name;
+
+  explicit FragileKey(std::string n) : name(std::move(n)) {}
+  FragileKey(const FragileKey&) = default;
+  // NOLINTNEXTLINE(performance-noexcept-move-constructor,performance-move-constructor-init)
+  FragileKey(FragileKey&& other) : name(other.name) {
+    if (throw_on_move) {
+      throw std::runtime_error("key move");
+    }
+  }
+  FragileKey& operator=(const FragileKey&) = default;
+  FragileKey& operator=(FragileKey&&) = default;
+  ~FragileKey() = default;
+  bool operator==(const FragileKey& other) const { return name == other.name; }
+};
+struct FragileKeyHash {
+  std::size_t operator()(const FragileKey& key) const { return std::hash<std::string>{}(key.name); }
+};
 
 }  // namespace
 
@@ -191,4 +215,56 @@ TEST_CASE("async call: converts to a Task, which runs it when awaited", "[corout
   CHECK(session.script->live == 0);
   CHECK(session.script->graceful_ends == 1);
   REQUIRE(q.rig.finish() == nullptr);
+}
+
+TEST_CASE("async call: a key whose move throws leaves the call whole, to be awaited again",
+          "[coroutine][async]") {
+  using FragileSup = supervisor::Supervisor<FragileKey, Session, FragileKeyHash>;
+  supervisor::ThreadPool pool(2);
+  auto table = std::make_shared<supervisor::MapTable<FragileKey, Session, FragileKeyHash>>();
+  Session session;
+  table->insert_or_assign(FragileKey("a"), session);
+  supervisor::Options<FragileKey> options;
+  options.executor = supervisor::ExecutorRef(pool);
+  FragileSup sup(table, options);
+  std::vector<std::error_code> codes;
+  int moves_thrown = 0;
+  int live_after_start = -1;
+  sup.run([&] {
+    sup.stop(FragileKey("a"));                              // the restore started it
+    const auto finished = std::make_shared<test::Event>();  // outlives a late `notify`
+    std::exception_ptr failure;
+    const auto body = [&]() -> Task<> {
+      auto start = sup.async_start(FragileKey("a"));
+      FragileKey::throw_on_move = true;
+      try {
+        auto moved = std::move(start);  // throws: `start` keeps its supervisor
+      } catch (const std::runtime_error&) {
+        ++moves_thrown;
+      }
+      try {
+        // NOLINTNEXTLINE(bugprone-use-after-move): the move threw, so `start` is whole.
+        codes.push_back(co_await std::move(start));  // the awaiter's move throws too
+      } catch (const std::runtime_error&) {
+        ++moves_thrown;
+      }
+      FragileKey::throw_on_move = false;
+      // NOLINTNEXTLINE(bugprone-use-after-move): both moves threw, so `start` is whole.
+      codes.push_back(co_await std::move(start));
+      live_after_start = session.script->live;
+      codes.push_back(co_await sup.async_stop(FragileKey("a")));
+    };
+    supervisor::spawn(supervisor::ExecutorRef(pool), body(),
+                      [&failure, finished](std::exception_ptr e) {
+                        failure = std::move(e);
+                        finished->notify();
+                      });
+    REQUIRE(finished->wait());
+    CHECK(failure == nullptr);
+  });
+  FragileKey::throw_on_move = false;
+  CHECK(moves_thrown == 2);
+  CHECK(codes == std::vector<std::error_code>{std::error_code{}, std::error_code{}});
+  CHECK(live_after_start == 1);
+  CHECK(session.script->live == 0);
 }

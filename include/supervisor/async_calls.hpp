@@ -33,9 +33,12 @@ class AsyncCalls {
   /// awaiting thread, once: awaiting it again, or a moved-from one, throws `std::logic_error`.
   /// It is not a coroutine: without a `cancel` token that can be requested (and, for
   /// `async_stop`, without an event hook) the wait lives in the awaiting coroutine's frame, so
-  /// the call allocates nothing of its own; else it runs a coroutine of its own, one frame more.
-  /// The outcomes are the same either way. Move-only; destroying it unawaited does nothing. Not
-  /// thread-safe: one thread moves or awaits a given call at a time.
+  /// the call allocates nothing of its own; else it runs a coroutine of its own, one frame more
+  /// (always, built with a compiler that gets no hand-over: detail/hand_over.hpp). The outcomes
+  /// are the same either way. Its type is not a `Task`: code that deduces `Task<T>` from it (a
+  /// template parameter, `decltype`) sees a `Call`; convert it where a `Task` is needed. Move-only;
+  /// destroying it unawaited does nothing. Not thread-safe: one thread moves or awaits a given call
+  /// at a time.
   class Call;
 
   /// `start`, awaited; for coroutine processes only. Runs `Table::get` on the awaiting thread
@@ -93,11 +96,14 @@ class AsyncCalls {
 template <class Derived, class Key, class R>
 class [[nodiscard]] AsyncCalls<Derived, Key, R>::Call {
  public:
+  // NOLINTNEXTLINE(performance-noexcept-move-constructor): as noexcept as the key's move.
   Call(Call&& other) noexcept(std::is_nothrow_move_constructible_v<Key>)
-      : sup_(std::exchange(other.sup_, nullptr)),
+      : sup_(other.sup_),
         stopping_(other.stopping_),
         key_(std::move(other.key_)),
-        cancel_(std::move(other.cancel_)) {}
+        cancel_(std::move(other.cancel_)) {
+    other.sup_ = nullptr;  // only once the key has moved: a move that throws leaves it whole
+  }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
   Call& operator=(Call&&) = delete;

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "supervisor/async_calls.hpp"
+#include "supervisor/detail/hand_over.hpp"
 #include "supervisor/detail/run_on_thread.hpp"
 #include "supervisor/detail/work_context.hpp"
 #include "supervisor/supervisor_class.hpp"
@@ -23,18 +24,21 @@
 
 namespace supervisor {
 
-// The awaiter of a `Call`. Without a token to watch it does `launch_process` (or the stop's
-// lookup and claim) in `await_suspend`, then parks the caller in a `CallerWait` of its own, in
-// the caller's frame; with one it runs the call's coroutine (`start_task`, `stop_task`) instead,
-// whose canceled wait forces the process and waits again until its `run` has returned.
+// The awaiter of a `Call`. Without a token to watch (or, stopping, an event hook to wait for)
+// it does `launch_process` (or the stop's lookup and claim) in `await_suspend`, then parks the
+// caller in a `CallerWait` of its own, in the caller's frame; else it runs the call's coroutine
+// (`start_task`, `stop_task`), whose canceled wait forces the process and waits again until its
+// `run` has returned.
 template <class Derived, class Key, class R>
 class AsyncCalls<Derived, Key, R>::Call::Awaiter {
  public:
   explicit Awaiter(Call&& call) noexcept(std::is_nothrow_move_constructible_v<Key>)
-      : sup_(std::exchange(call.sup_, nullptr)),
+      : sup_(call.sup_),
         stopping_(call.stopping_),
         key_(std::move(call.key_)),
-        cancel_(std::move(call.cancel_)) {}
+        cancel_(std::move(call.cancel_)) {
+    call.sup_ = nullptr;  // only once the key has moved: a move that throws leaves the call whole
+  }
   Awaiter(const Awaiter&) = delete;
   Awaiter& operator=(const Awaiter&) = delete;
   ~Awaiter() = default;
@@ -45,7 +49,11 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
   template <class Promise>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> caller) noexcept {
     try {
-      if (cancel_.stop_possible() || (stopping_ && sup_->options_.on_event)) {
+      // Where the compiler may keep a returned handle in the awaiting frame (hand_over.hpp),
+      // the caller parks only inside the call's coroutine: the handle returned below once it
+      // has parked would be written to a frame that another thread may have freed.
+      if (!detail::hand_over_callers_for<Promise> || cancel_.stop_possible() ||
+          (stopping_ && sup_->options_.on_event)) {
         Task<std::error_code> task = stopping_ ? sup_->stop_task(std::move(key_), cancel_)
                                                : sup_->start_task(std::move(key_), cancel_);
         return slow_.emplace(std::move(task).operator co_await()).await_suspend(caller);
