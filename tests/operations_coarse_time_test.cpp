@@ -167,26 +167,8 @@ TEST_CASE("without an event hook a process's start, readiness and stop are stamp
   Harness h;
   use_lagging_clock(h);
   h.start_run();
-  const auto t0 = h.clock->now();
-  auto runs = Probe::with(Startup::ready);
-  auto starts = Probe::with(Startup::hang_then_ready);
-  auto stops = Probe::with(Startup::ready, Shutdown::ignore_stop);
-  h.table->insert_or_assign("runs", runs);
-  h.table->insert_or_assign("starts", starts);
-  h.table->insert_or_assign("stops", stops);
-
-  h.clock->advance(1s);
-  REQUIRE(h.start_code("runs") == std::error_code{});
-  REQUIRE(h.start_code("stops") == std::error_code{});
-  h.clock->advance(1s);
-  std::error_code start_ec;
-  test::Background starter([&] { start_ec = h.start_code("starts"); });
-  REQUIRE(starts.state->entered.wait());
-  h.clock->advance(1s);
-  std::stop_source force;
-  test::Background stopper([&] { (void)h.stop_code("stops", {force.get_token()}); });
-  REQUIRE(stops.state->ready_returned.wait());
-  h.clock->advance(1s);
+  test::ThreeStates scene(h);
+  const auto t0 = scene.t0;
 
   const auto snap = h.sup->snapshot();
   CHECK(snap.taken_at == t0 + 4s);  // the snapshot's own time is precise
@@ -203,11 +185,8 @@ TEST_CASE("without an event hook a process's start, readiness and stop are stamp
   CHECK(stopping->state == KeyState::stopping);
   CHECK(stopping->since == t0 + 3s - lag);
 
-  starts.state->release.notify();
-  REQUIRE(starter.join() == nullptr);
-  CHECK(start_ec == std::error_code{});
-  force.request_stop();
-  REQUIRE(stopper.join() == nullptr);
+  scene.release();
+  CHECK(scene.start_ec == std::error_code{});
   REQUIRE(h.finish() == nullptr);
 }
 

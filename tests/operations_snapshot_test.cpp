@@ -88,28 +88,8 @@ TEST_CASE("snapshot: starting, running and stopping processes, in agreement with
           "[operations][snapshot]") {
   Harness h;
   h.start_run();
-  const auto t0 = h.clock->now();
-  auto runs = Probe::with(Startup::ready);
-  auto starts = Probe::with(Startup::hang_then_ready);
-  auto stops = Probe::with(Startup::ready, Shutdown::ignore_stop);
-  h.table->insert_or_assign("runs", runs);
-  h.table->insert_or_assign("starts", starts);
-  h.table->insert_or_assign("stops", stops);
-
-  h.clock->advance(1s);
-  REQUIRE(h.start_code("runs") == std::error_code{});  // Ready at t0 + 1s.
-  REQUIRE(h.start_code("stops") == std::error_code{});
-  h.clock->advance(1s);
-  std::error_code start_ec;
-  test::Background starter([&] { start_ec = h.start_code("starts"); });  // Held before ready.
-  REQUIRE(starts.state->entered.wait());
-  h.clock->advance(1s);
-  // A stop from another thread, in flight: "stops" ignores its graceful stop until forced.
-  std::stop_source force;
-  std::error_code stop_ec;
-  test::Background stopper([&] { stop_ec = h.stop_code("stops", {force.get_token()}); });
-  REQUIRE(stops.state->ready_returned.wait());  // Its graceful stop was requested.
-  h.clock->advance(1s);
+  test::ThreeStates scene(h);
+  const auto t0 = scene.t0;
 
   const Snap snap = h.sup->snapshot();
   const auto keys = sorted_keys(*h.sup);
@@ -140,12 +120,9 @@ TEST_CASE("snapshot: starting, running and stopping processes, in agreement with
   CHECK(stopping->state == KeyState::stopping);
   CHECK(stopping->since == t0 + 3s);  // When its stop was requested.
 
-  starts.state->release.notify();
-  REQUIRE(starter.join() == nullptr);
-  CHECK(start_ec == std::error_code{});
-  force.request_stop();
-  REQUIRE(stopper.join() == nullptr);
-  CHECK(stop_ec == errc::canceled);
+  scene.release();
+  CHECK(scene.start_ec == std::error_code{});
+  CHECK(scene.stop_ec == errc::canceled);
 
   const Snap after = h.sup->snapshot();
   CHECK(with_process(after) == std::vector<std::string>{"runs", "starts"});

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <system_error>
@@ -103,5 +104,48 @@ inline bool has_key(const ProbeSupervisor& sup, const std::string& key) {
   auto keys = sup.keys();
   return std::find(keys.begin(), keys.end(), key) != keys.end();
 }
+
+/// Three processes held in three states, at known times on the harness's manual clock from `t0`
+/// (its time when made, with `run` started): "runs" ready at t0 + 1s; "stops" ready at t0 + 1s
+/// and asked to stop at t0 + 3s, which it ignores until forced; "starts" launched at t0 + 2s and
+/// held before ready. The clock is then at t0 + 4s. `release()` lets "starts" become ready and
+/// forces "stops", and waits for both callers (`start_ec`, `stop_ec` say what they heard).
+struct ThreeStates {
+  Harness& h;
+  std::chrono::steady_clock::time_point t0 = h.clock->now();
+  Probe runs = Probe::with(Startup::ready);
+  Probe starts = Probe::with(Startup::hang_then_ready);
+  Probe stops = Probe::with(Startup::ready, Shutdown::ignore_stop);
+  std::error_code start_ec;
+  std::error_code stop_ec;
+  std::stop_source force;
+  std::optional<Background> starter;
+  std::optional<Background> stopper;
+
+  explicit ThreeStates(Harness& harness) : h(harness) {
+    using namespace std::chrono_literals;
+    h.table->insert_or_assign("runs", runs);
+    h.table->insert_or_assign("starts", starts);
+    h.table->insert_or_assign("stops", stops);
+    h.clock->advance(1s);
+    REQUIRE(h.start_code("runs") == std::error_code{});
+    REQUIRE(h.start_code("stops") == std::error_code{});
+    h.clock->advance(1s);
+    starter.emplace([this] { start_ec = h.start_code("starts"); });  // held before ready
+    REQUIRE(starts.state->entered.wait());
+    h.clock->advance(1s);
+    // A stop from another thread, in flight: "stops" ignores its graceful stop until forced.
+    stopper.emplace([this] { stop_ec = h.stop_code("stops", {force.get_token()}); });
+    REQUIRE(stops.state->ready_returned.wait());  // its graceful stop was requested
+    h.clock->advance(1s);
+  }
+
+  void release() {
+    starts.state->release.notify();
+    REQUIRE(starter->join() == nullptr);
+    force.request_stop();
+    REQUIRE(stopper->join() == nullptr);
+  }
+};
 
 }  // namespace test
