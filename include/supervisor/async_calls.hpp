@@ -112,16 +112,25 @@ class [[nodiscard]] AsyncCalls<Derived, Key, R>::Call {
   class Awaiter;
   /// Empties the call: its outcome is the awaiter's.
   Awaiter operator co_await() && noexcept(std::is_nothrow_move_constructible_v<Key>);
-  /// The call as a task of its own (one frame more), for code that wants a `Task`. Throws
-  /// `std::bad_alloc` if the frame cannot be made (the call is then gone, never run).
+  /// The call as a task of its own (the call's coroutine, one frame more), for code that wants
+  /// a `Task`; an empty call gives an empty task, whose `co_await` throws `std::logic_error`.
+  /// Throws what copying the key throws, or `std::bad_alloc` if the frame cannot be made; the
+  /// call is then left as it was.
   // NOLINTNEXTLINE(google-explicit-constructor): a `Call` stands where a `Task` stood before.
-  operator Task<std::error_code>() && { return as_task(std::move(*this)); }
+  operator Task<std::error_code>() && {
+    if (sup_ == nullptr) {
+      return {};
+    }
+    Task<std::error_code> task =
+        stopping_ ? sup_->stop_task(key_, cancel_) : sup_->start_task(key_, cancel_);
+    sup_ = nullptr;
+    return task;
+  }
 
  private:
   friend AsyncCalls;
   Call(Derived& sup, bool stopping, Key key, std::stop_token cancel)
       : sup_(&sup), stopping_(stopping), key_(std::move(key)), cancel_(std::move(cancel)) {}
-  static Task<std::error_code> as_task(Call call) { co_return co_await std::move(call); }
 
   Derived* sup_;  // null once awaited or moved from
   bool stopping_;
