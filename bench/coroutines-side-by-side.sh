@@ -150,6 +150,15 @@ for cpp_name, go_name, scale in spec:
     ratio = (f"{statistics.median(ours) / statistics.median(theirs):.2f}"
              if ours and theirs else "-")
     print(f"{cpp_name:30} {unit:14} {fmt(ours):>16} {fmt(floor):>16} {fmt(theirs):>16} {ratio:>9}")
+print("\nThe machine in each C++ run, before and after it (the VM's mode moves the rows that hand"
+      " work between threads\nand those that touch new memory):")
+for path in sorted(glob.glob(os.path.join(runs, "*-cpp.txt"))):
+    lines = [l for l in open(path, errors="replace") if l.startswith("{")]
+    doc = json.loads(lines[-1]) if lines else {}
+    trip, touch = doc.get("line_round_trip_ns"), doc.get("first_touch_ns")
+    if trip and touch:
+        print(f"  {os.path.basename(path)}: cache line round trip {trip[0]:.0f} and {trip[1]:.0f} ns,"
+              f" first touch {touch[0]:.0f} and {touch[1]:.0f} ns per 4 KiB page")
 print("\nGo's start+stop cycle starts and stops one key over and over in a supervisor of its own,"
       " with no other process;\nthe C++ rows do so with the million processes live, on a fresh"
       " key each cycle or (one_key) on one key.\nC++ / Go below 1 is faster than Go.")

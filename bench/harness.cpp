@@ -156,6 +156,8 @@ int run(int argc, char** argv) {
       "sizes: %d start+stop cycles; get and visit over %zu processes, %.2f s per figure; "
       "restore, memory and shutdown over %zu processes\n",
       config.cycles, config.get_processes, config.get_seconds, config.processes);
+  MachineProbes probes[2] = {probe_machine(), {}};
+  std::printf("machine state before: %s\n", describe(probes[0]).c_str());
   std::fflush(stdout);
 
   struct Scenario {
@@ -198,8 +200,11 @@ int run(int argc, char** argv) {
     errors.push_back(std::to_string(threads - 1) + " thread(s) still running at exit");
   }
 
+  probes[1] = probe_machine();
   print_table(rows);
   print_go(rows);
+  std::printf("\nmachine state before: %s\n              after: %s\n", describe(probes[0]).c_str(),
+              describe(probes[1]).c_str());
   std::size_t missed = 0;
   for (const auto& row : rows) {
     if (const auto met = row.met(); met && !*met) {
@@ -213,7 +218,7 @@ int run(int argc, char** argv) {
   for (const auto& error : errors) {
     std::printf("ERROR: %s\n", error.c_str());
   }
-  print_json(rows, errors, config);
+  print_json(rows, errors, config, probes);
   return errors.empty() ? 0 : 1;
 }
 

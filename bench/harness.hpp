@@ -107,9 +107,18 @@ std::vector<Row> scenario_coroutines(const Config& config);  // coroutines.cpp
 
 std::string machine_description();
 std::string utc_now();
+
+/// The machine's state during a run (machine.cpp): a cache line's round trip between two cores,
+/// and the first write to a fresh 4 KiB page, both in nanoseconds.
+struct MachineProbes {
+  double line_round_trip_ns = 0;
+  double first_touch_ns = 0;
+};
+MachineProbes probe_machine();
+std::string describe(const MachineProbes& probes);
 void print_table(const std::vector<Row>& rows);
 void print_go(const std::vector<Row>& rows);
 void print_json(const std::vector<Row>& rows, const std::vector<std::string>& errors,
-                const Config& config);
+                const Config& config, const MachineProbes (&probes)[2]);
 
 }  // namespace bench

@@ -153,6 +153,17 @@ struct PlacedRig {
 
 }  // namespace
 
+// What every coroutine process's frame holds besides its locals: its task's promise and, while it
+// is parked, the awaiter of `co_await ready`. At a million processes each byte is a megabyte: the
+// plain awaiter holds no token and no stop callback (64 bytes), the promise its hooks through a
+// pointer to a static table (16).
+TEST_CASE("frame room: a task's promise and the plain ready awaiter are a few pointers each",
+          "[coroutine][frame_room]") {
+  CHECK(sizeof(AsyncReady::Awaiter) == 2 * sizeof(void*));
+  CHECK(sizeof(AsyncReady::EarlyAwaiter) > 4 * sizeof(void*));  // the token and the callback
+  CHECK(sizeof(supervisor::detail::TaskPromise<void>) <= 5 * sizeof(void*));
+}
+
 TEST_CASE("frame room: once a type's root frame had one size twice, it is in its record's block",
           "[coroutine][frame_room]") {
   using R = Placed<1>;

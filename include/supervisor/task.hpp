@@ -36,15 +36,13 @@ class Task;
 namespace detail {
 
 /// What the library attaches to a task that it runs as a process, both called on the thread
-/// that resumes it: `begin` before the body's first instruction, `end` once the body has
-/// finished (the frame is still alive; `end` may destroy it), returning a coroutine to resume
-/// next on this thread, or null. Neither may throw. `owner` is the process's link in the chain
-/// of work (work_context.hpp).
+/// that resumes it with the context given beside them: `begin` before the body's first
+/// instruction, `end` once the body has finished (the frame is still alive; `end` may destroy
+/// it), returning a coroutine to resume next on this thread, or null. Neither may throw. A table
+/// of static storage, so that a frame holds one pointer to it (a million frames at scale).
 struct TaskHooks {
   void (*begin)(void* context) noexcept = nullptr;
   std::coroutine_handle<> (*end)(void* context) noexcept = nullptr;
-  void* context = nullptr;
-  const WorkContext* owner = nullptr;
 };
 
 class TaskPromiseBase {
@@ -54,8 +52,8 @@ class TaskPromiseBase {
     [[nodiscard]] bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> /*self*/) const noexcept {}
     void await_resume() const noexcept {
-      if (promise->hooks_.begin != nullptr) {
-        promise->hooks_.begin(promise->hooks_.context);
+      if (promise->hooks_ != nullptr) {
+        promise->hooks_->begin(promise->hook_context_);
       }
     }
   };
@@ -64,9 +62,9 @@ class TaskPromiseBase {
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> self) const noexcept {
       TaskPromiseBase& promise = self.promise();
-      if (promise.hooks_.end != nullptr) {
+      if (promise.hooks_ != nullptr) {
         // May destroy the frame: touch nothing after.
-        const std::coroutine_handle<> next = promise.hooks_.end(promise.hooks_.context);
+        const std::coroutine_handle<> next = promise.hooks_->end(promise.hook_context_);
         return next ? next : std::noop_coroutine();
       }
       return promise.continuation_ ? promise.continuation_ : std::noop_coroutine();
@@ -87,10 +85,13 @@ class TaskPromiseBase {
   void set_continuation(std::coroutine_handle<> continuation) noexcept {
     continuation_ = continuation;
   }
-  /// A process's root task: its hooks, and the process as the owner of every task it awaits.
-  void set_hooks(const TaskHooks& hooks) noexcept {
-    hooks_ = hooks;
-    owner_ = hooks.owner;
+  /// A process's root task: its hooks (`hooks` outlives the task) called with `context`, and
+  /// `owner`, the process's link in the chain of work (work_context.hpp), as the owner of every
+  /// task it awaits.
+  void set_hooks(const TaskHooks& hooks, void* context, const WorkContext* owner) noexcept {
+    hooks_ = &hooks;
+    hook_context_ = context;
+    owner_ = owner;
   }
   /// The work link of the process whose root task this task runs under (awaited by it, directly
   /// or through other tasks); null outside any. Lets a call refuse to wait for the process that
@@ -101,7 +102,8 @@ class TaskPromiseBase {
 
  private:
   std::coroutine_handle<> continuation_;
-  TaskHooks hooks_;
+  const TaskHooks* hooks_ = nullptr;
+  void* hook_context_ = nullptr;
   const WorkContext* owner_ = nullptr;
   std::exception_ptr error_;
 };

@@ -38,7 +38,8 @@ std::error_code ProcessCore<R, Link>::begin_start(
     offer.disarm();  // before the task may run (an executor may resume it right here)
     FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
     keep_if_room_kept(offer, task_.address());
-    task_.promise().set_hooks(TaskHooks{&task_begins, &task_ends, this, &work_});
+    static constexpr TaskHooks hooks{&task_begins, &task_ends};
+    task_.promise().set_hooks(hooks, this, &work_);
     executor.schedule_or_throw(task_);
   } catch (...) {
     offer.disarm();

@@ -1,0 +1,81 @@
+// The machine's state while the bench runs, measured twice (before the scenarios and after):
+// what one cache line costs to cross between two cores and back, and what one page costs to
+// touch for the first time. On a virtual machine both move by 2x or more from one hour to the
+// next (where the host puts the vCPUs, what else it runs), and with them every row that hands
+// work between threads (the cycles from an outside thread, shutdown) or that touches new memory
+// (restore at a million processes): a figure is read beside the probes of its own run.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace bench {
+namespace {
+
+/// Nanoseconds per round trip of one cache line between this thread and another: each writes
+/// the next number once it sees the other's. The median of five runs.
+double line_round_trip_ns() {
+  constexpr int trips = 200'000;
+  double runs[5];
+  for (double& run : runs) {
+    alignas(64) std::atomic<int> line{0};
+    std::thread echo([&line] {
+      for (int i = 0; i < trips; ++i) {
+        while (line.load(std::memory_order_acquire) != 2 * i + 1) {
+        }
+        line.store(2 * i + 2, std::memory_order_release);
+      }
+    });
+    const auto t0 = Clock::now();
+    for (int i = 0; i < trips; ++i) {
+      line.store(2 * i + 1, std::memory_order_release);
+      while (line.load(std::memory_order_acquire) != 2 * i + 2) {
+      }
+    }
+    run = seconds_since(t0) * 1e9 / trips;
+    echo.join();
+  }
+  std::sort(std::begin(runs), std::end(runs));
+  return runs[2];
+}
+
+/// Nanoseconds per 4 KiB page written for the first time: a fresh 64 MiB block (the allocator
+/// maps it anew, then frees it back) touched one byte per page. The page fault, the zeroing, and
+/// on a VM the host's share.
+double first_touch_ns() {
+  constexpr std::size_t page = 4096;
+  constexpr std::size_t bytes = std::size_t{64} << 20U;
+  const std::unique_ptr<unsigned char[]> block(new unsigned char[bytes]);
+  const auto t0 = Clock::now();
+  for (std::size_t at = 0; at < bytes; at += page) {
+    block[at] = 1;
+  }
+  const double ns = seconds_since(t0) * 1e9 / (bytes / page);
+  // Read back, so that the writes are not optimised away.
+  std::size_t sum = 0;
+  for (std::size_t at = 0; at < bytes; at += page) {
+    sum += block[at];
+  }
+  return sum == bytes / page ? ns : -1;
+}
+
+}  // namespace
+
+MachineProbes probe_machine() { return MachineProbes{line_round_trip_ns(), first_touch_ns()}; }
+
+std::string describe(const MachineProbes& probes) {
+  char text[128];
+  std::snprintf(text, sizeof text, "cache line round trip %.0f ns, first touch %.0f ns per page",
+                probes.line_round_trip_ns, probes.first_touch_ns);
+  return text;
+}
+
+}  // namespace bench
