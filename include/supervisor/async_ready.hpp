@@ -172,7 +172,8 @@ class AsyncReady {
 
   /// `co_await ready`: marks the process running, then suspends until a stop or force.
   Awaiter operator co_await() const noexcept { return Awaiter(target_); }
-  /// `co_await ready(early)`: likewise, and also resumes once `early` is requested.
+  /// `co_await ready(early)`: likewise, and also resumes once `early` is requested. Its awaiter
+  /// holds the token and a stop callback, 64 bytes more in the frame than `co_await ready`.
   EarlyAwaiter operator()(std::stop_token early) const noexcept {
     return EarlyAwaiter(target_, std::move(early));
   }
