@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "common.hpp"
 #include "harness.hpp"
 
 namespace bench {
@@ -58,23 +59,38 @@ double first_touch_ns() {
   for (std::size_t at = 0; at < bytes; at += page) {
     block[at] = 1;
   }
-  const double ns = seconds_since(t0) * 1e9 / (bytes / page);
+  constexpr std::size_t pages = bytes / page;
+  const double ns = seconds_since(t0) * 1e9 / static_cast<double>(pages);
   // Read back, so that the writes are not optimised away.
   std::size_t sum = 0;
   for (std::size_t at = 0; at < bytes; at += page) {
     sum += block[at];
   }
-  return sum == bytes / page ? ns : -1;
+  return sum == pages ? ns : -1;
+}
+
+/// The bracketed word of the kernel's transparent huge pages setting, or "unknown".
+std::string huge_pages_mode() {
+  const std::string line = read_first_line("/sys/kernel/mm/transparent_hugepage/enabled");
+  const auto open = line.find('[');
+  const auto close = line.find(']', open);
+  if (open == std::string::npos || close == std::string::npos) {
+    return "unknown";
+  }
+  return line.substr(open + 1, close - open - 1);
 }
 
 }  // namespace
 
-MachineProbes probe_machine() { return MachineProbes{line_round_trip_ns(), first_touch_ns()}; }
+MachineProbes probe_machine() {
+  return MachineProbes{line_round_trip_ns(), first_touch_ns(), huge_pages_mode()};
+}
 
 std::string describe(const MachineProbes& probes) {
-  char text[128];
-  std::snprintf(text, sizeof text, "cache line round trip %.0f ns, first touch %.0f ns per page",
-                probes.line_round_trip_ns, probes.first_touch_ns);
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "cache line round trip %.0f ns, first touch %.0f ns per page (huge pages: %s)",
+                probes.line_round_trip_ns, probes.first_touch_ns, probes.huge_pages.c_str());
   return text;
 }
 

@@ -223,13 +223,15 @@ void print_go(const std::vector<Row>& rows) {
 
 void print_json(const std::vector<Row>& rows, const std::vector<std::string>& errors,
                 const Config& config, const MachineProbes (&probes)[2]) {
-  std::string out =
-      "{\"machine\":" + json_string(machine_description()) + ",\"line_round_trip_ns\":[" +
-      json_number(probes[0].line_round_trip_ns) + "," + json_number(probes[1].line_round_trip_ns) +
-      "],\"first_touch_ns\":[" + json_number(probes[0].first_touch_ns) + "," +
-      json_number(probes[1].first_touch_ns) + "]" + ",\"date\":" + json_string(utc_now()) +
-      ",\"mode\":" + json_string(config.quick ? "quick" : "full") +
-      ",\"repetitions\":" + std::to_string(config.reps) + ",\"results\":[";
+  std::string out = "{\"machine\":" + json_string(machine_description()) +
+                    ",\"line_round_trip_ns\":[" + json_number(probes[0].line_round_trip_ns) + "," +
+                    json_number(probes[1].line_round_trip_ns) + "],\"first_touch_ns\":[" +
+                    json_number(probes[0].first_touch_ns) + "," +
+                    json_number(probes[1].first_touch_ns) +
+                    "],\"huge_pages\":" + json_string(probes[0].huge_pages) +
+                    ",\"date\":" + json_string(utc_now()) +
+                    ",\"mode\":" + json_string(config.quick ? "quick" : "full") +
+                    ",\"repetitions\":" + std::to_string(config.reps) + ",\"results\":[";
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& row = rows[i];
     const auto met = row.met();

@@ -79,7 +79,7 @@ class AsyncReadyTarget {
 
 /// What `co_await ready` (`Early` false) and `co_await ready(early)` (`Early` true) await. It
 /// lives in the runnable's frame, a million times over at scale: the plain form holds no token
-/// and no stop callback, 16 bytes instead of 80.
+/// and no stop callback, 16 bytes instead of 88.
 template <bool Early>
 class ReadyAwaiter {
  public:
@@ -173,7 +173,7 @@ class AsyncReady {
   /// `co_await ready`: marks the process running, then suspends until a stop or force.
   Awaiter operator co_await() const noexcept { return Awaiter(target_); }
   /// `co_await ready(early)`: likewise, and also resumes once `early` is requested. Its awaiter
-  /// holds the token and a stop callback, 64 bytes more in the frame than `co_await ready`.
+  /// holds the token and a stop callback, 72 bytes more in the frame than `co_await ready`.
   EarlyAwaiter operator()(std::stop_token early) const noexcept {
     return EarlyAwaiter(target_, std::move(early));
   }

@@ -38,8 +38,9 @@ namespace detail {
 /// What the library attaches to a task that it runs as a process, both called on the thread
 /// that resumes it with the context given beside them: `begin` before the body's first
 /// instruction, `end` once the body has finished (the frame is still alive; `end` may destroy
-/// it), returning a coroutine to resume next on this thread, or null. Neither may throw. A table
-/// of static storage, so that a frame holds one pointer to it (a million frames at scale).
+/// it), returning a coroutine to resume next on this thread, or null. Both are required, and
+/// neither may throw. A table of static storage, so that a frame holds one pointer to it (a
+/// million frames at scale).
 struct TaskHooks {
   void (*begin)(void* context) noexcept = nullptr;
   std::coroutine_handle<> (*end)(void* context) noexcept = nullptr;
@@ -93,6 +94,8 @@ class TaskPromiseBase {
     hook_context_ = context;
     owner_ = owner;
   }
+  // The promise keeps the table's address: a temporary would dangle.
+  void set_hooks(const TaskHooks&& hooks, void* context, const WorkContext* owner) = delete;
   /// The work link of the process whose root task this task runs under (awaited by it, directly
   /// or through other tasks); null outside any. Lets a call refuse to wait for the process that
   /// makes it, or for the `run` that process is part of.
