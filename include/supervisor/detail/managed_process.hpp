@@ -59,20 +59,20 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   /// The hand-off spin is the owner's (`owner_handoff_spin`), as are the parent and the executor.
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, const WorkContext* outer)
       : Core(std::stop_token(), {}, outer),
+        origin_(Origin::user_start),
         owner_(owner),
         key_(key),
-        hash_(hash),
-        origin_(Origin::user_start) {}
+        hash_(hash) {}
 
   /// A record with its runnable (a restart pass has it from the table's row).
   ManagedProcess(Owner& owner, const Key& key, std::uint64_t hash, R runnable,
                  const WorkContext* outer, PassTracker* tracker)
       : Core(std::stop_token(), {}, outer),
+        origin_(Origin::pass),
         owner_(owner),
         key_(key),
         hash_(hash),
-        tracker_(tracker),
-        origin_(Origin::pass) {
+        tracker_(tracker) {
     this->set_runnable(std::move(runnable));
   }
 
@@ -140,6 +140,18 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
     }
     return time_point(std::chrono::steady_clock::duration(value));
   }
+
+ private:
+  // The narrow fields first, in the tail padding of `ProcessCore` (which ends with its own), the
+  // wide ones after: a coroutine record is 16 bytes smaller than with the narrow ones last.
+  std::atomic<std::uint32_t> foreign_{0};
+  Origin origin_;
+  bool counted_ = false;  // set by the starter before the process can run
+  bool paced_ = false;    // likewise
+  std::atomic<bool> tracker_finished_{false};
+  std::atomic<Claim> claim_{Claim::none};
+
+ public:
   std::atomic<ticks> started_at{unset};
   std::atomic<ticks> ready_at{unset};
   std::atomic<ticks> stop_requested_at{unset};
@@ -269,18 +281,10 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
   static constexpr std::uint32_t exiting_bit = 1U << 31U;
   static constexpr std::uint32_t started_bit = 1U << 30U;
 
-  // The narrow fields together, after the wide ones: a record is 8 bytes smaller (at a million
-  // processes, its block is 16 bytes smaller) than in declaration-by-topic order.
   Owner& owner_;
   Key key_;
   std::uint64_t hash_;
   PassTracker* tracker_ = nullptr;  // the initial pass's (which `run` keeps until its end), or null
-  std::atomic<std::uint32_t> foreign_{0};
-  Origin origin_;
-  bool counted_ = false;  // set by the starter before the process can run
-  bool paced_ = false;    // likewise
-  std::atomic<bool> tracker_finished_{false};
-  std::atomic<Claim> claim_{Claim::none};
 };
 
 }  // namespace supervisor::detail

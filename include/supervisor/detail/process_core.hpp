@@ -79,8 +79,7 @@ struct SelfReference<Core, ParentLink::by_owner> {};
 /// which a `by_owner` subclass overrides).
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
-class ProcessCore : public ReadyTarget,
-                    public AsyncReadyTarget,
+class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
                     public SelfReference<ProcessCore<R, Link>, Link> {
  public:
   static constexpr bool is_coroutine = CoroutineRunnable<R>;
@@ -380,15 +379,15 @@ class ProcessCore : public ReadyTarget,
   AsyncReady async_ready_{*this};
 
   // `runnable_` and `state_view_` side by side: `Supervisor::get` reads both. The small fields
-  // after them fill what would be padding before the next 8-byte member.
+  // after them fill what would be padding before the next 8-byte member; the rest close the
+  // class, whose tail padding a derived record's narrow fields then fill.
   std::optional<R> runnable_;
   std::atomic<ProcessState> state_view_{ProcessState::initial};
   std::atomic<bool> begun_{false};
   std::atomic<bool> begun_waited_{false};  // a caller waits (or waited) for `begun_`
   std::atomic<bool> launched_{false};
-  bool keep_forever_ = false;            // another frame than the task's lives in the record's room
-  std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
-  std::uint16_t frame_room_bytes_ = 0;   // 0: none
+  bool keep_forever_ = false;     // another frame than the task's lives in the record's room
+  bool cancels_at_done_ = false;  // `finish_run` saw a cancel in flight (its own thread reads it)
 
   struct NoParent {  // `by_owner`: the owner holds the parent
     explicit NoParent(const std::stop_token& /*parent*/) noexcept {}
@@ -429,18 +428,19 @@ class ProcessCore : public ReadyTarget,
   // Coroutine processes are many, rarely waited on by a thread: a lock word and a parking lot.
   mutable std::conditional_t<is_coroutine, WordLock, std::mutex> mutex_;
   std::conditional_t<is_coroutine, ParkedSignal, std::condition_variable> changed_;
+  std::exception_ptr error_;
+  CallerNode* callers_ = nullptr;
+  WorkContext work_;
+  // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
+  std::atomic<unsigned> cancels_in_flight_{0};
+  std::uint16_t frame_room_offset_ = 0;  // where `give_frame_room` put the room, from `this`
+  std::uint16_t frame_room_bytes_ = 0;   // 0: none
   ProcessState state_ = ProcessState::initial;
   // Written under `mutex_`, sequentially consistent (so a waiter on `changed_` sees them), read
   // without it when spinning.
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
-  // Callers a cancel unlinked and schedules outside the lock: the task's end waits for them.
-  std::atomic<unsigned> cancels_in_flight_{0};
-  bool cancels_at_done_ = false;  // `finish_run` saw a cancel in flight (its own thread reads it)
-  std::exception_ptr error_;
-  CallerNode* callers_ = nullptr;
-  WorkContext work_;
 };
 
 }  // namespace supervisor::detail
