@@ -38,6 +38,10 @@ TEST_CASE("async calls: a coroutine on the pool starts and stops processes witho
   Session session;
   p.rig.table->insert_or_assign("a", session);
   p.rig.start_run();
+  // The initial pass's wait ends as the process becomes ready, and its `ready` event may come
+  // after the callback began (events.hpp: a `ready` and a `stop_requested` from another thread
+  // come in either order): wait for it, so that the order checked below is the only one.
+  REQUIRE(p.rig.log.wait_for("a", supervisor::EventKind::ready, 1));
   std::vector<std::error_code> codes;
   bool live_after_start = false;
   REQUIRE(p.drive([&]() -> Task<> {
@@ -54,6 +58,7 @@ TEST_CASE("async calls: a coroutine on the pool starts and stops processes witho
                                               supervisor::errc::not_in_table, std::error_code{}});
   CHECK(live_after_start);
   CHECK(session.script->graceful_ends == 1);
+  REQUIRE(p.rig.log.wait_for("a", supervisor::EventKind::ready, 2));  // may follow the return
   CHECK(p.rig.log.kinds("a") == "starting ready stop_requested stopped starting ready");
   REQUIRE(p.rig.finish() == nullptr);
   CHECK(session.script->live == 0);

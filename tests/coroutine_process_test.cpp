@@ -217,6 +217,7 @@ TEST_CASE("coroutine process: from the executor's thread, every call that may wa
 TEST_CASE("coroutine process: canceling run forces the parked coroutines awake",
           "[coroutine][force]") {
   Rig rig;
+  rig.options.initial_wait = std::chrono::hours(1);  // the callback sees both started
   Session session;
   rig.table->insert_or_assign("a", session);
   rig.table->insert_or_assign("b", session);

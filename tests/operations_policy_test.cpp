@@ -353,6 +353,8 @@ TEST_CASE("policy: errc::escalate from a runnable escalates at once",
   Rig rig(supervisor::RestartPolicy{});  // max_failures = 0: never by count.
   rig.table->insert_or_assign("steady", steady());
   rig.start_run();
+  // Its `ready` may come after the callback began: before the shutdown's `stop_requested`.
+  REQUIRE(rig.wait_for("steady", EventKind::ready, 1));
   Worker worker;
   worker.script->body = [](int, supervisor::Ready&) { return make_error_code(errc::escalate); };
   rig.table->insert_or_assign("a", worker);

@@ -194,7 +194,7 @@ TEST_CASE("review: graceful shutdown while a loop pass waits for a start slot do
     (void)slow.script->returned.wait(1);
     returned.open();
   });
-  const bool shut_down = returned.wait_for(2000ms);
+  const bool shut_down = returned.wait_for(test::patience);
   runner.cancel_source.request_stop();  // release the hang either way
   REQUIRE(runner.thread->join() == nullptr);
   CHECK(shut_down);
@@ -299,7 +299,7 @@ TEST_CASE("review: reconcile(key) does not wait for a start slot", "[operations]
     (void)sup.reconcile("b");
     returned.open();
   });
-  const bool did_return = returned.wait_for(2000ms);
+  const bool did_return = returned.wait_for(test::patience);
   runner.cancel_source.request_stop();  // frees the slot either way
   REQUIRE(call.join() == nullptr);
   REQUIRE(runner.thread->join() == nullptr);
