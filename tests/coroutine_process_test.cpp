@@ -327,9 +327,9 @@ TEST_CASE("a supervisor's coroutine record stays within its byte budget", "[coro
   // sizes of its `std::shared_ptr`, `std::exception_ptr` and `std::stop_source` measured): the
   // parent token, the executor and the hand-off spin are its owner's, one table pointer serves
   // both ready targets, and the small fields fill what would be padding, the record's own in the
-  // tail padding of its `ProcessCore`. With its control block and a frame of 129 bytes (g++ 12,
-  // a `run` that only awaits ready) its block is then 369 bytes, a 384-byte chunk for glibc's
-  // malloc. A field added must find padding or pay for itself here.
+  // tail padding of its `ProcessCore`. With its control block and a frame of 128 bytes and its
+  // home byte (g++ 12, a `run` that only awaits ready) its block is then 369 bytes, a 384-byte
+  // chunk for glibc's malloc. A field added must find padding or pay for itself here.
 #if defined(__GLIBCXX__)
   using Sup = supervisor::Supervisor<std::uint64_t, SmallSession>;
   using Record = supervisor::detail::ManagedProcess<Sup, std::uint64_t, SmallSession>;

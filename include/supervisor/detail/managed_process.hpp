@@ -143,7 +143,8 @@ class ManagedProcess final : public ProcessCore<R, ParentLink::by_owner> {
 
  private:
   // The narrow fields first, in the tail padding of `ProcessCore` (which ends with its own), the
-  // wide ones after: a coroutine record is 16 bytes smaller than with the narrow ones last.
+  // wide ones after: a coroutine record is 8 bytes smaller than with the narrow ones last, and
+  // its block (with the control block and the frame's room) 16.
   std::atomic<std::uint32_t> foreign_{0};
   Origin origin_;
   bool counted_ = false;  // set by the starter before the process can run
