@@ -1,7 +1,9 @@
 // A coroutine on the pool that awaits `async_start` or `async_stop` is resumed by the process
 // itself when the process becomes ready or ends on a thread of the supervisor's executor (in the
 // process's stead, not through the executor's queue), and through the executor when the process
-// does so on a thread of its own choosing: either way the caller goes on on its executor.
+// does so on a thread of its own choosing: either way the caller goes on on its executor. In
+// turn such a caller resumes the process it launches or stops itself, on its own thread; a caller
+// on another executor leaves that to the supervisor's.
 
 #include <atomic>
 #include <coroutine>
@@ -137,15 +139,15 @@ TEST_CASE("hand-over: a caller resumed by its process goes on on the pool", "[co
   CHECK(where.on_pool_after_start);
   CHECK(where.stopped == std::error_code{});
   CHECK(where.on_pool_after_stop);
-  // The task's first run, and the caller's two resumptions only where they are not handed over
-  // (detail/hand_over.hpp); the task's wake-up by the stop is counted apart. A caller handed over
-  // runs once the process is parked, so its stop finds it parked and schedules it; a caller
-  // resumed through the executor may stop the process before it parks, which then goes on at
-  // once, unscheduled.
-  CHECK(where.scheduled - where.process_woken == (supervisor::detail::hand_over_callers ? 1 : 3));
+  // Where callers are handed over (detail/hand_over.hpp), nothing goes through the executor: the
+  // caller resumes the task's first step and its wake-up by the stop itself, and the task resumes
+  // the caller once ready and once done. Elsewhere the task's first run and the caller's two
+  // resumptions are scheduled, and the wake-up (counted apart) too, unless the caller, resumed
+  // through the executor, stops the process before it parks: it then goes on at once.
   if constexpr (supervisor::detail::hand_over_callers) {
-    CHECK(where.process_woken == 1);
+    CHECK(where.scheduled == 0);
   } else {
+    CHECK(where.scheduled - where.process_woken == 3);
     CHECK(where.process_woken <= 1);
   }
 }
@@ -160,9 +162,73 @@ TEST_CASE(
   CHECK(where.on_pool_after_start);
   CHECK(where.stopped == std::error_code{});
   CHECK(where.on_pool_after_stop);
-  // The task's first run and both resumptions of the caller went through the executor. The
-  // task's wake-up by the stop did too, unless the stop came between its ready and its parking
-  // (the caller, resumed from elsewhere, may run that soon): then it goes on at once.
-  CHECK(where.scheduled - where.process_woken == 3);
-  CHECK(where.process_woken <= 1);
+  // Both resumptions of the caller went through the executor, and where callers are not handed
+  // over the task's first run too. Its wake-up by the stop did too only without hand-over, and
+  // then not if the stop came between its ready and its parking (the caller, resumed from
+  // elsewhere, may run that soon): it then goes on at once.
+  if constexpr (supervisor::detail::hand_over_callers) {
+    CHECK(where.scheduled == 2);
+    CHECK(where.process_woken == 0);
+  } else {
+    CHECK(where.scheduled - where.process_woken == 3);
+    CHECK(where.process_woken <= 1);
+  }
+}
+
+namespace {
+
+/// Counts its steps that run off `pool`: its first, and its return from `co_await ready`.
+struct StepCounter {
+  CountingPool* pool = nullptr;
+  std::atomic<int>* steps = nullptr;
+  std::atomic<int>* off_pool = nullptr;
+  void count() const {
+    steps->fetch_add(1);
+    if (!pool->running_in_this_thread()) {
+      off_pool->fetch_add(1);
+    }
+  }
+  Task<> run(std::stop_token /*force*/, supervisor::AsyncReady& ready) const {
+    count();
+    co_await ready;
+    count();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("hand-over: a caller on another executor leaves the process to the supervisor's",
+          "[coroutine][async]") {
+  CountingPool pool;
+  FifoLoop elsewhere;  // the caller's executor
+  std::atomic<int> steps{0};
+  std::atomic<int> off_pool{0};
+  auto table = std::make_shared<supervisor::MapTable<std::string, StepCounter>>();
+  supervisor::Options<std::string> options;
+  options.executor = pool;
+  supervisor::Supervisor<std::string, StepCounter> sup(table, options);
+  std::error_code started;
+  std::error_code stopped;
+  sup.run([&](const std::stop_token& /*stopping*/) {
+    table->insert_or_assign("a", StepCounter{&pool, &steps, &off_pool});  // after the first pass
+    const auto finished = std::make_shared<test::Event>();
+    std::exception_ptr failure;
+    supervisor::spawn(
+        supervisor::ExecutorRef(elsewhere),
+        [](auto& s, FifoLoop& home, std::error_code& on_start, std::error_code& on_stop) -> Task<> {
+          on_start = co_await s.async_start("a");
+          co_await HopTo{&home};  // resumed on the supervisor's executor: back to its own
+          on_stop = co_await s.async_stop("a");
+        }(sup, elsewhere, started, stopped),
+        [&failure, finished](std::exception_ptr e) {
+          failure = std::move(e);
+          finished->notify();
+        });
+    REQUIRE(finished->wait());
+    REQUIRE(failure == nullptr);
+  });
+  CHECK(started == std::error_code{});
+  CHECK(stopped == std::error_code{});
+  CHECK(steps == 2);
+  CHECK(off_pool == 0);  // neither its first step nor its wake-up ran on the caller's thread
 }

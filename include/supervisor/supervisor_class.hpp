@@ -7,6 +7,7 @@
 #include <cassert>
 #include <chrono>
 #include <concepts>
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -314,6 +315,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
  private:
   using Managed = detail::ManagedProcess<Supervisor, Key, R>;
   using ManagedPtr = std::shared_ptr<Managed>;
+  using RunHere = std::coroutine_handle<>*;  // a coroutine process for its caller to resume
   friend Managed;
   friend class AsyncCalls<Supervisor, Key, R>;
 
@@ -332,14 +334,15 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   ManagedPtr start_process(const Key& key, const Cancel& cancel, std::error_code& ec);
   /// Its first half: registers and launches, without waiting. From a successful return on, the
   /// watchdog frees the key when the runnable returns.
-  ManagedPtr launch_process(const Key& key, std::error_code& ec);
+  ManagedPtr launch_process(const Key& key, std::error_code& ec, RunHere run_here = nullptr);
   /// Claims the stop of `key`'s process and requests it; null (and `ec`) if this caller may not
-  /// (`caller_task`: the awaiting task's owner, if the caller is a task).
+  /// (`caller_task`: the awaiting task's owner, if the caller is a task). `run_here`: see
+  /// `ProcessCore::begin_start` and `request_stop`.
   ManagedPtr claim_for_stop(const Key& key, const detail::WorkContext* caller_task,
                             std::error_code& ec);
   ManagedPtr find_launched(const Key& key, const detail::WorkContext* caller_task,
                            std::error_code& ec);
-  bool claim_stop(Managed& managed, std::error_code& ec);
+  bool claim_stop(Managed& managed, std::error_code& ec, RunHere run_here = nullptr);
 
   /// Undoes a start whose caller cannot be told: forces it, and waits until its key is free.
   void abandon(Managed& managed) noexcept;
@@ -348,14 +351,14 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   void report_unheard(Managed& managed, ErrorSource source) noexcept;
 
   /// Requests the stop of a claimed process: its watchdog frees the key (at once if unstarted).
-  void stop_claimed(Managed& managed, bool forced) noexcept;
+  void stop_claimed(Managed& managed, bool forced, RunHere run_here = nullptr) noexcept;
 
   using Registration = detail::StartRegistration<Supervisor, ManagedPtr>;  // a key taken
   friend Registration;
 
   /// Launches a registered process on a thread of the group. `errc::invalid_state` if `run`'s
   /// shutdown stopped it first; throws if no thread can be made.
-  std::error_code launch(const ManagedPtr& record);
+  std::error_code launch(const ManagedPtr& record, RunHere run_here = nullptr);
 
   /// How a pass ended: through the whole table (only then does it prune), cut short by a failing
   /// table or the shutdown, or (initial pass only) for want of a start slot.
@@ -385,8 +388,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
                        const std::exception_ptr& failure) noexcept;
   void process_gone() noexcept;
   void process_settled() noexcept { coroutines_.settled(); }
-  /// A coroutine supervisor's blocking call from a thread of its executor: refused.
-  [[nodiscard]] bool would_block_executor() const noexcept;
+  [[nodiscard]] bool would_block_executor() const noexcept;  // refuse: blocking on the executor
   void start_settled() noexcept { pacer_.release(); }
   static const std::exception_ptr& exited_before_ready_error();
   double draw_spread() noexcept;
@@ -401,8 +403,7 @@ class Supervisor : public AsyncCalls<Supervisor<Key, R, Hash, KeyEqual>, Key, R>
   [[nodiscard]] std::optional<time_point> next_retry_due() const noexcept;
   void finish_complete_pass(std::uint64_t pass) noexcept;
   void prune_and_forget(std::uint64_t pass);
-  /// `run` is shutting down or canceled: exits no longer count for the policy.
-  [[nodiscard]] bool ending() const noexcept;
+  [[nodiscard]] bool ending() const noexcept;  // `run` shuts down or is canceled
   void run_passes_coalesced() noexcept;
 
   std::shared_ptr<detail::AnyTable<Key, R>> table_;

@@ -35,8 +35,16 @@ namespace supervisor::detail {
 /// function), which every map shares. Writers never wait for readers; a reader that stays
 /// pinned only delays reclamation.
 ///
-/// All orderings are sequentially consistent: on x86 that costs one locked store per pin, and it
-/// keeps the proof to the single total order (and ThreadSanitizer models it exactly).
+/// All orderings are sequentially consistent but one, the store that ends a pin (a release: what
+/// the reader did before happens-before whatever reads its record cleared): on x86 that costs one
+/// locked store per pin, and it keeps the proof to the single total order (and ThreadSanitizer
+/// models it exactly).
+///
+/// A writer that finds no reader pinned at all (`none_pinned`) may free at once what it unlinked
+/// before, with a sequentially consistent store, without advancing the epoch: a reader pins (a
+/// sequentially consistent store) before it reads any link, so either the writer saw its pin, or
+/// the reader's loads come after the unlink in the single total order and cannot reach the node.
+/// A thread whose record joins the list after the scan began pins after that too.
 ///
 /// `fork()` (POSIX): a child has only the thread that forked, but inherits the records of all
 /// the parent's threads; a record left pinned would stop the epoch for good, and the list's lock
@@ -111,7 +119,9 @@ class EpochDomain {
     }
     ~Pin() {
       if (--record_->depth == 0) {
-        record_->pinned.store(0);
+        // A release is enough to end a pin (no later load of this thread must be ordered
+        // before it), and saves a locked instruction on every lookup.
+        record_->pinned.store(0, std::memory_order_release);
       }
       if (borrowed_ || lent_) {
         this_thread_.record = nullptr;
@@ -145,6 +155,18 @@ class EpochDomain {
   /// How many records `try_advance` reads: one per live thread that has pinned, and one per
   /// `Spare` held.
   [[nodiscard]] std::size_t records() const noexcept { return record_count_.load(); }
+
+  /// Whether no thread is pinned: then what the caller unlinked before, with a sequentially
+  /// consistent store, can be freed at once (see the class). Reads every record, as
+  /// `try_advance`, and stops at the first pinned one.
+  [[nodiscard]] bool none_pinned() const noexcept {
+    for (const Record* r = records_.load(); r != nullptr; r = r->next.load()) {
+      if (r->pinned.load() != 0) {
+        return false;
+      }
+    }
+    return true;
+  }
 
   /// Advances the global epoch by one if every pinned reader has seen the current one. Returns
   /// whether the epoch is past the one this call read (false may still mean that a concurrent
@@ -343,6 +365,11 @@ struct RetiredList {
     }
     last->next_retired = nullptr;
     return first;
+  }
+  /// Detaches every item, as a list ending in null.
+  T* take_all() noexcept {
+    tail = nullptr;
+    return std::exchange(head, nullptr);
   }
   [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
   [[nodiscard]] std::uint64_t newest() const noexcept { return tail->retired_at; }

@@ -53,17 +53,17 @@ struct SelfReference<Core, ParentLink::by_owner> {};
 /// The state machine of one process, independent of where its runnable executes.
 ///
 /// Held by `std::shared_ptr`: the thread that executes the runnable keeps it alive. Subclasses
-/// hook into two moments, both called on the runnable's thread with no lock held, and neither
-/// may throw (an exception there would escape the thread): `on_ready` (once, when `ready` is
-/// first called) and `on_exit` (once, after `run` returned, with the state `stopped` and
-/// `error()` set, but before `done` is visible, so that whoever waits for `done` sees the hook's
-/// effects).
+/// hook into two moments, both on the runnable's thread with no lock held, neither of which may
+/// throw (it would escape the thread): `on_ready` (once, at the first `ready`) and `on_exit`
+/// (once, after `run` returned, with the state `stopped` and `error()` set, but before `done` is
+/// visible, so that whoever waits for `done` sees the hook's effects).
 ///
 /// A coroutine runnable (`CoroutineRunnable`) has no thread: `begin_start(ExecutorRef)` makes its
 /// task and schedules it, and the task's own hooks stand for the thread's body: `on_start` when
 /// it is first resumed, the exit path (`on_exit`, then `done`) when it has finished, both on the
 /// executor's thread that resumed it. `co_await ready` suspends it until a stop, force or its
-/// early token wakes it (`wake_ready`), which schedules it again.
+/// early token wakes it (`wake_ready`), which schedules it again. A caller on the executor's
+/// thread may resume it itself instead, at its start and its stop (`run_here`).
 ///
 /// The runnable may be given at construction or later, with `set_runnable`, while the process is
 /// still `initial`: a supervisor registers a key's record before it asks the table for the
@@ -146,9 +146,10 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
   /// either throws, the frame is destroyed, the process becomes `stopped` and done, and the
   /// exception propagates. The frame may go into the record's room; should another task that
   /// `run` made and kept be there instead, the record is never freed (frame_room.hpp). `self`
-  /// owns `*this`: the task keeps it until it has finished.
-  std::error_code begin_start(ExecutorRef executor,
-                              std::shared_ptr<ProcessCore> self) requires CoroutineRunnable<R>;
+  /// owns `*this`: the task keeps it until it has finished. With `run_here`, on a thread of
+  /// `executor`, the task goes there instead of to the executor: the caller resumes it next.
+  std::error_code begin_start(ExecutorRef executor, std::shared_ptr<ProcessCore> self,
+                              std::coroutine_handle<>* run_here = {}) requires CoroutineRunnable<R>;
 
   /// Blocks until the runnable called `ready` (success), or `run` returned first (its exception
   /// is rethrown, else `errc::exited_before_ready`), or `cancel` fired (force is requested, the
@@ -184,8 +185,10 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
   /// once; from `starting` force is requested; from `running` the graceful stop (so `ready`
   /// returns). The state is `stopped` from here on. `errc::invalid_state` if already `stopped`.
   /// `*was_initial`, when given, tells whether it was stopped before it ever started (then no
-  /// thread runs, and `on_exit` is never called).
-  std::error_code request_stop(bool forced = false, bool* was_initial = nullptr);
+  /// thread runs, and `on_exit` is never called). `run_here`, on a thread of the executor, gets a
+  /// coroutine parked on `co_await ready` instead of the executor: the caller resumes it next.
+  std::error_code request_stop(bool forced = false, bool* was_initial = nullptr,
+                               std::coroutine_handle<>* run_here = nullptr);
 
   /// Blocks until `run` has returned. If `cancel` fires first, requests force, still waits until
   /// `run` has returned, and returns `errc::canceled` / `errc::deadline_exceeded`.
@@ -230,8 +233,7 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
     return chain_works_for(owner, this);
   }
 
-  /// Precondition: the process has its runnable (given at construction, or the state has left
-  /// `initial`).
+  /// Precondition: it has its runnable (given at construction, or the state has left `initial`).
   [[nodiscard]] R& runnable() noexcept { return *runnable_; }
   [[nodiscard]] const R& runnable() const noexcept { return *runnable_; }
 
@@ -285,7 +287,6 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
   }
 
   void wait_done_forever();
-
   /// The body of the runnable's thread.
   void execute() noexcept {
     on_start();  // first: nothing else can be told about this process before it

@@ -23,7 +23,8 @@ namespace supervisor::detail {
 
 SUPERVISOR_PROCESS_CORE_
 std::error_code ProcessCore<R, Link>::begin_start(
-    ExecutorRef executor, std::shared_ptr<ProcessCore> self) requires CoroutineRunnable<R> {
+    ExecutorRef executor, std::shared_ptr<ProcessCore> self,
+    std::coroutine_handle<>* run_here) requires CoroutineRunnable<R> {
   if (!enter_starting()) {
     return errc::invalid_state;
   }
@@ -40,7 +41,11 @@ std::error_code ProcessCore<R, Link>::begin_start(
     keep_if_room_kept(offer, task_.address());
     static constexpr TaskHooks hooks{&task_begins, &task_ends};
     task_.promise().set_hooks(hooks, this, &work_);
-    executor.schedule_or_throw(task_);
+    if (run_here != nullptr && executor.running_in_this_thread()) {
+      *run_here = task_;  // last: nothing below may fail once the caller has it
+    } else {
+      executor.schedule_or_throw(task_);
+    }
   } catch (...) {
     offer.disarm();
     keep_if_room_kept(offer, task_ ? task_.address() : nullptr);

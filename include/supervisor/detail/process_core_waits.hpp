@@ -89,11 +89,16 @@ void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure,
   // callbacks on the force token that it runs may still be running when this process is done.)
   unlink_parent();
   bool became_ready = false;
-  {
+  // A stop request has usually made it `stopped` already, and without a failure there is
+  // nothing else to write: no lock then. (`stopped` is final, and `state_view_` follows
+  // `state_`, so what it says holds.)
+  if (failure || state_view_.load(std::memory_order_acquire) != ProcessState::stopped) {
     std::lock_guard lock(mutex_);
     set_state(ProcessState::stopped);
     error_ = failure;
     became_ready = ready_;
+  } else {
+    became_ready = ready_.load();
   }
   force_.request_stop();  // Releases anything still tied to the force signal.
   on_exit(became_ready, failure);
@@ -115,7 +120,8 @@ void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure,
 }
 
 SUPERVISOR_PROCESS_CORE_
-std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initial) {
+std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initial,
+                                                   std::coroutine_handle<>* run_here) {
   bool force = forced;
   std::stop_source* graceful_token = nullptr;  // `Ready::stop_token`'s, if one was made
   CallerNode* woken = nullptr;
@@ -151,7 +157,12 @@ std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initia
     graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
   }
   if (is_coroutine && !force) {
-    wake_ready();  // a coroutine parked on `co_await ready` (`force_now` wakes it for force)
+    // A coroutine parked on `co_await ready` (`force_now` wakes it for force).
+    if (run_here != nullptr && executor().running_in_this_thread()) {
+      *run_here = ready_waiter_.take();
+    } else {
+      wake_ready();
+    }
   }
   if (force) {
     force_now();

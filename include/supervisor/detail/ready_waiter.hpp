@@ -38,6 +38,13 @@ class ReadyWaiter {
     }
   }
 
+  /// As `wake`, but gives the parked coroutine (or null) to the caller to resume, unscheduled.
+  [[nodiscard]] std::coroutine_handle<> take() noexcept {
+    void* const parked = word_.exchange(woken());
+    return parked != nullptr && parked != woken() ? std::coroutine_handle<>::from_address(parked)
+                                                  : std::coroutine_handle<>();
+  }
+
  private:
   /// An address no coroutine frame has.
   static void* woken() noexcept {

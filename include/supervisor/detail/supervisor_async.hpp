@@ -29,6 +29,12 @@ namespace supervisor {
 // caller in a `CallerWait` of its own, in the caller's frame; else it runs the call's coroutine
 // (`start_task`, `stop_task`), whose canceled wait forces the process and waits again until its
 // `run` has returned.
+//
+// On a thread of the supervisor's executor the caller, once parked, resumes the process it has
+// just launched or woken (the task's first step, or its return from `co_await ready`) instead of
+// scheduling it: the executor would run it next on this thread anyway (its own slot,
+// thread_pool.hpp), and this saves the queue's two locked instructions each way. The process
+// resumes the caller in turn once ready or done (`hand_over_callers`).
 template <class Derived, class Key, class R>
 class AsyncCalls<Derived, Key, R>::Call::Awaiter {
  public:
@@ -48,6 +54,7 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
 
   template <class Promise>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> caller) noexcept {
+    std::coroutine_handle<> process;  // to resume here, unscheduled: see above
     try {
       // Where the compiler may keep a returned handle in the awaiting frame (hand_over.hpp),
       // the caller parks only inside the call's coroutine: the handle returned below once it
@@ -64,11 +71,11 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
           owner = caller.promise().owner();
         }
         managed_ = sup_->find_launched(key_, owner, ec_);
-        if (managed_ && !sup_->claim_stop(*managed_, ec_)) {
+        if (managed_ && !sup_->claim_stop(*managed_, ec_, &process)) {
           managed_.reset();
         }
       } else {
-        managed_ = sup_->launch_process(key_, ec_);
+        managed_ = sup_->launch_process(key_, ec_, &process);
       }
     } catch (...) {
       failure_ = std::current_exception();
@@ -81,7 +88,15 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
     auto& wait =
         wait_.emplace(*managed_, stopping_ ? Until::done : Until::started, std::stop_token{});
     // From a true return on the caller may be resumed elsewhere: touch nothing of this.
-    return wait.await_suspend(caller) ? std::noop_coroutine() : std::coroutine_handle<>(caller);
+    if (wait.await_suspend(caller)) {
+      return process ? process : std::noop_coroutine();
+    }
+    // Not reached with a process in hand (it can be neither ready nor done before it resumes,
+    // and the wait has no token), but were it, the process would still run.
+    if (process) {
+      sup_->coroutines_.executor().schedule(process);
+    }
+    return caller;
   }
 
   std::error_code await_resume() {

@@ -52,7 +52,8 @@ auto Supervisor<Key, R, Hash, KeyEqual>::start_process(const Key& key, const Can
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::error_code& ec)
+auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::error_code& ec,
+                                                        std::coroutine_handle<>* run_here)
     -> ManagedPtr {
   const std::uint64_t hash = processes_.hash_of(key);  // throws before anything is taken
   Registration registration{*this};
@@ -88,7 +89,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch_process(const Key& key, std::err
       return nullptr;
     }
     registration.managed->set_runnable(std::move(*runnable));
-    if (launch(registration.managed)) {
+    if (launch(registration.managed, run_here)) {
       ec = errc::not_running;  // Only `run`'s shutdown stops a record that has not launched.
       return nullptr;
     }
@@ -178,13 +179,14 @@ auto Supervisor<Key, R, Hash, KeyEqual>::find_launched(const Key& key,
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-bool Supervisor<Key, R, Hash, KeyEqual>::claim_stop(Managed& managed, std::error_code& ec) {
+bool Supervisor<Key, R, Hash, KeyEqual>::claim_stop(Managed& managed, std::error_code& ec,
+                                                    std::coroutine_handle<>* run_here) {
   if (!managed.claim(detail::Claim::user_stop)) {
     ec = errc::process_not_found;
     return false;
   }
   mark_stop_requested(managed);
-  stop_claimed(managed, false);
+  stop_claimed(managed, false, run_here);
   return true;
 }
 
@@ -218,10 +220,11 @@ void Supervisor<Key, R, Hash, KeyEqual>::report_unheard(Managed& managed,
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool forced) noexcept {
+void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool forced,
+                                                      std::coroutine_handle<>* run_here) noexcept {
   bool was_initial = false;
   // `invalid_state` only means it already returned on its own; the watchdog handles that.
-  (void)managed.request_stop(forced, &was_initial);
+  (void)managed.request_stop(forced, &was_initial, run_here);
   if (was_initial) {
     forget(managed);
   }
@@ -229,7 +232,9 @@ void Supervisor<Key, R, Hash, KeyEqual>::stop_claimed(Managed& managed, bool for
 
 template <class Key, SupervisedRunnable R, class Hash, class KeyEqual>
 requires std::copy_constructible<Key>
-auto Supervisor<Key, R, Hash, KeyEqual>::launch(const ManagedPtr& record) -> std::error_code {
+auto Supervisor<Key, R, Hash, KeyEqual>::launch(const ManagedPtr& record,
+                                                std::coroutine_handle<>* run_here)
+    -> std::error_code {
   Managed& managed = *record;
   count_restart(managed);
   managed.set_time(managed.started_at, stamp());
@@ -238,7 +243,7 @@ auto Supervisor<Key, R, Hash, KeyEqual>::launch(const ManagedPtr& record) -> std
   if constexpr (Managed::is_coroutine) {
     coroutines_.launching();
     try {
-      ec = managed.begin_start(coroutines_.executor(), record);
+      ec = managed.begin_start(coroutines_.executor(), record, run_here);
     } catch (...) {
       coroutines_.settled();
       process_gone();  // Not scheduled: no events either (`starting` comes from the task).
