@@ -206,11 +206,14 @@ TEST_CASE("async calls: a stop of a process still queued on a one-thread executo
   const auto both = std::make_shared<test::Event>();  // outlives a late `notify`
   // Named, not temporaries: the tasks' frames refer to the lambdas' captures.
   const auto second = [&]() -> Task<> { stopped = co_await rig.sup->async_stop("a"); };
+  const std::stop_source never;  // a token: the start queues the task (see below)
   const auto first = [&]() -> Task<> {
     (void)co_await rig.sup->async_stop("a");
     supervisor::spawn(supervisor::ExecutorRef(loop), second(),
                       [both](const std::exception_ptr&) { both->notify(); });
-    (void)co_await rig.sup->async_start("a");  // its task is queued behind `second`
+    // Its task is queued behind `second`. (Without a token to watch, a caller on the executor
+    // would run the task at once, in its own stead.)
+    (void)co_await rig.sup->async_start("a", never.get_token());
   };
   supervisor::spawn(supervisor::ExecutorRef(loop), first(),
                     [both](const std::exception_ptr&) { both->notify(); });
@@ -239,8 +242,12 @@ TEST_CASE("async calls: a stop that waits for the process's task to begin is wok
   std::error_code stopped{supervisor::errc::invalid_state};
   const auto both = std::make_shared<test::Event>();  // outlives a late `notify`
   // Named, not temporaries: the tasks' frames refer to the lambdas' captures. On the one
-  // thread, first in first out: the start queues the task, then the stop runs before it.
-  const auto starter = [&]() -> Task<> { (void)co_await rig.sup->async_start("a"); };
+  // thread, first in first out: the start queues the task, then the stop runs before it. (With
+  // a token to watch: without one, a caller on the executor would run the task at once.)
+  const std::stop_source never;
+  const auto starter = [&]() -> Task<> {
+    (void)co_await rig.sup->async_start("a", never.get_token());
+  };
   const auto stopper = [&]() -> Task<> { stopped = co_await rig.sup->async_stop("a"); };
   const auto first = [&]() -> Task<> {
     supervisor::spawn(supervisor::ExecutorRef(loop), starter(),

@@ -232,3 +232,47 @@ TEST_CASE("hand-over: a caller on another executor leaves the process to the sup
   CHECK(steps == 2);
   CHECK(off_pool == 0);  // neither its first step nor its wake-up ran on the caller's thread
 }
+
+namespace {
+
+struct Parks {
+  Task<> run(std::stop_token /*force*/, supervisor::AsyncReady& ready) const { co_await ready; }
+};
+
+}  // namespace
+
+TEST_CASE("hand-over: many cycles in a row from a caller on the pool keep the stack bounded",
+          "[coroutine][async]") {
+  // The caller resumes each process it starts or stops, and each process resumes it in turn.
+  // Unoptimized (the Debug and sanitizer builds), each of those is a nested call: were they not
+  // cut off now and then, this many cycles would overflow the pool thread's stack.
+  constexpr int cycles = 150'000;
+  supervisor::ThreadPool pool(1);
+  auto table = std::make_shared<supervisor::MapTable<std::string, Parks>>();
+  supervisor::Options<std::string> options;
+  options.executor = pool;
+  supervisor::Supervisor<std::string, Parks> sup(table, options);
+  int done = 0;
+  sup.run([&](const std::stop_token& /*stopping*/) {
+    table->insert_or_assign("a", Parks{});  // after the first pass
+    const auto finished = std::make_shared<test::Event>();
+    std::exception_ptr failure;
+    supervisor::spawn(
+        supervisor::ExecutorRef(pool),
+        [](auto& s, int& count) -> Task<> {
+          for (int i = 0; i < cycles; ++i) {
+            if (co_await s.async_start("a") || co_await s.async_stop("a")) {
+              co_return;
+            }
+            ++count;
+          }
+        }(sup, done),
+        [&failure, finished](std::exception_ptr e) {
+          failure = std::move(e);
+          finished->notify();
+        });
+    REQUIRE(finished->wait());
+    REQUIRE(failure == nullptr);
+  });
+  CHECK(done == cycles);
+}

@@ -157,11 +157,16 @@ std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initia
     graceful_token->request_stop();  // Outside the lock: it runs the runnable's callbacks.
   }
   if (is_coroutine && !force) {
-    // A coroutine parked on `co_await ready` (`force_now` wakes it for force).
-    if (run_here != nullptr && executor().running_in_this_thread()) {
-      *run_here = ready_waiter_.take();
-    } else {
+    // A coroutine parked on `co_await ready` (`force_now` wakes it for force). The executor is
+    // asked for only once one is found parked: it is valid only while the process is unsettled.
+    if (run_here == nullptr) {
       wake_ready();
+    } else if (const std::coroutine_handle<> parked = ready_waiter_.take()) {
+      if (executor().running_in_this_thread()) {
+        *run_here = parked;
+      } else {
+        executor().schedule(parked);
+      }
     }
   }
   if (force) {

@@ -389,8 +389,8 @@ class ShardedMap {
     EpochDomain& domain = EpochDomain::instance();
     // An advance reads every thread's record: with many threads that have looked keys up, try
     // only once per so many retirements, so a write costs O(1) amortised. Until then (or until
-    // another shard advances the epoch) the retired values wait, which only delays their
-    // destructors.
+    // another shard advances the epoch, or `reclaim`) the retired values wait, which only
+    // delays their destructors.
     if (always_advance || shard.retired_since_advance * advance_batch >= domain.records()) {
       shard.retired_since_advance = 0;
       // The usual case, a write while no thread looks a key up: everything retired so far goes

@@ -32,9 +32,11 @@ namespace supervisor {
 //
 // On a thread of the supervisor's executor the caller, once parked, resumes the process it has
 // just launched or woken (the task's first step, or its return from `co_await ready`) instead of
-// scheduling it: the executor would run it next on this thread anyway (its own slot,
-// thread_pool.hpp), and this saves the queue's two locked instructions each way. The process
-// resumes the caller in turn once ready or done (`hand_over_callers`).
+// scheduling it, and the process resumes the caller in turn once ready or done
+// (`hand_over_callers`). The pool would run it next on this thread anyway (the worker's own
+// slot, thread_pool.hpp), and this saves the queue's two locked instructions each way; on an
+// executor that queues in order it runs ahead of what is queued, for at most
+// `max_run_here_in_a_row` processes before the caller suspends to the executor (hand_over.hpp).
 template <class Derived, class Key, class R>
 class AsyncCalls<Derived, Key, R>::Call::Awaiter {
  public:
@@ -55,6 +57,9 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
   template <class Promise>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> caller) noexcept {
     std::coroutine_handle<> process;  // to resume here, unscheduled: see above
+    unsigned& in_a_row = detail::run_here_in_a_row();
+    std::coroutine_handle<>* const run_here =
+        in_a_row < detail::max_run_here_in_a_row ? &process : nullptr;
     try {
       // Where the compiler may keep a returned handle in the awaiting frame (hand_over.hpp),
       // the caller parks only inside the call's coroutine: the handle returned below once it
@@ -71,11 +76,11 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
           owner = caller.promise().owner();
         }
         managed_ = sup_->find_launched(key_, owner, ec_);
-        if (managed_ && !sup_->claim_stop(*managed_, ec_, &process)) {
+        if (managed_ && !sup_->claim_stop(*managed_, ec_, run_here)) {
           managed_.reset();
         }
       } else {
-        managed_ = sup_->launch_process(key_, ec_, &process);
+        managed_ = sup_->launch_process(key_, ec_, run_here);
       }
     } catch (...) {
       failure_ = std::current_exception();
@@ -89,7 +94,12 @@ class AsyncCalls<Derived, Key, R>::Call::Awaiter {
         wait_.emplace(*managed_, stopping_ ? Until::done : Until::started, std::stop_token{});
     // From a true return on the caller may be resumed elsewhere: touch nothing of this.
     if (wait.await_suspend(caller)) {
-      return process ? process : std::noop_coroutine();
+      if (process) {
+        ++in_a_row;
+        return process;
+      }
+      in_a_row = 0;  // the caller suspends to the executor: the nested calls return
+      return std::noop_coroutine();
     }
     // Not reached with a process in hand (it can be neither ready nor done before it resumes,
     // and the wait has no token), but were it, the process would still run.
