@@ -50,14 +50,20 @@ class AsyncCalls {
   /// executor of your own to come back to. When the process becomes ready (or ends) on a thread
   /// of that executor, the caller runs next on that same thread, in the process's stead, once
   /// the process has suspended (not queued; built with GCC or clang 19 and later, see
-  /// detail/hand_over.hpp); else it is scheduled there. The key is copied into the call: it may
-  /// go before the call is awaited.
+  /// detail/hand_over.hpp); else it is scheduled there. In turn a caller on a thread of that
+  /// executor, without a `cancel` that can be requested and built so, runs the process's first
+  /// step itself, inside the `co_await`, once it has suspended: not queued, so ahead of what an
+  /// executor that runs in order has queued, at most 16 processes in a row (then one is queued
+  /// and the caller suspends to the executor). The key is copied into the call: it may go
+  /// before the call is awaited.
   Call async_start(Key key, std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 
-  /// `stop`, awaited; for coroutine processes only; resumed as `async_start` is. From a task of
-  /// the very process it would stop: `std::errc::resource_deadlock_would_occur`, with no effect.
-  /// A process awaiting another's stop should pass its own `force` as `cancel`, so that two
-  /// processes stopping each other cannot wait forever.
+  /// `stop`, awaited; for coroutine processes only; resumed as `async_start` is, and it runs the
+  /// process's return from `co_await ready` itself as `async_start` runs the first step (with no
+  /// event hook either). From a task of the very process it would stop:
+  /// `std::errc::resource_deadlock_would_occur`, with no effect. A process awaiting another's stop
+  /// should pass its own `force` as `cancel`, so that two processes stopping each other cannot wait
+  /// forever.
   Call async_stop(Key key, std::stop_token cancel = {}) requires CoroutineRunnable<R>;
 
   /// `run_until(stop, grace)`, awaited, for a service whose main is a coroutine (the processes

@@ -6,7 +6,10 @@
 /// An executor resumes coroutine handles on threads of its own. The library hands it a handle
 /// when a coroutine process is launched and each time one is woken (a stop, force, or the early
 /// token of `co_await ready(early)`); it never resumes a coroutine process on a thread of its own
-/// choosing, except as the fallback described at `ExecutorRef::schedule`.
+/// choosing, except as the fallback described at `ExecutorRef::schedule`. One exception: a
+/// caller that awaits `async_start` or `async_stop` on a thread of the executor (telling by
+/// `running_in_this_thread()`) runs the process's first step, or its wake-up by that stop,
+/// itself once it has suspended, instead of handing it over (see `AsyncCalls::async_start`).
 ///
 /// Requirements, checked by the `Executor` concept where the compiler can:
 /// - `e.schedule(h)` arranges for `h.resume()` to be called once, later, on one of the executor's

@@ -15,8 +15,9 @@
 /// (`spin` after each) burns half the cores it would; on 2 cores the bench's cycles and shutdown
 /// did not move beyond their noise (alternate runs with both workers spinning, 2026-12-06).
 ///
-/// A coroutine that schedules another and then suspends (a start, a stop, a wake-up) hands it to
-/// the same thread, which resumes it next: no lock, no wake-up, and no other thread touching the
+/// A coroutine that schedules another and then suspends (a wake-up; a start or a stop from a
+/// caller that does not resume the process itself, supervisor_async.hpp) hands it to the same
+/// thread, which resumes it next: no lock, no wake-up, and no other thread touching the
 /// cache lines involved. So a slot is left to its owner while the owner goes on: a worker looking
 /// for work steals it only once the owner has resumed nothing new for `steal_after`. Sleepers
 /// are not woken for each hand-off: one of them is woken once to watch the slots of the busy

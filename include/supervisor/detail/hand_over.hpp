@@ -31,10 +31,10 @@ inline constexpr bool hand_over_callers_for = hand_over_callers;
 
 /// A caller on the supervisor's executor resumes the process it launches or stops in its stead
 /// (`run_here`), and the process resumes the caller when ready or done. Without optimization
-/// (GCC at -O0 and -O1) a handle returned from `await_suspend` is resumed by a nested call, not a
-/// tail call: a caller that starts and stops processes in a loop would grow the stack by a few
-/// frames each cycle, for good. So a thread resumes at most this many processes in a row so: the
-/// next is scheduled, its caller suspends to the executor, and the nested calls all return.
+/// (GCC at -O0, -Og and -O1) a handle returned from `await_suspend` is resumed by a nested call,
+/// not a tail call: a caller that starts and stops processes in a loop would grow the stack by a
+/// few frames each cycle, for good. So a thread resumes at most this many processes in a row so:
+/// the next is scheduled, its caller suspends to the executor, and the nested calls all return.
 inline constexpr unsigned max_run_here_in_a_row = 16;
 
 /// How many processes this thread has resumed in a row in its callers' stead, since one of

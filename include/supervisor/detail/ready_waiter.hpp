@@ -2,7 +2,7 @@
 
 /// \file
 /// `ReadyWaiter`: where a coroutine process parks on `co_await ready`, and the one wake-up that
-/// schedules it again.
+/// schedules it again (or resumes it: `take`).
 
 #include <atomic>
 #include <coroutine>
@@ -13,9 +13,9 @@ namespace supervisor::detail {
 
 /// One word: null (armed: a wake-up may come), the "woken" mark (woken since it was armed), or
 /// the address of the parked coroutine. Every wake-up exchanges in the mark: whoever takes out an
-/// address, and only they, schedules that coroutine, so it is resumed once; a wake-up that comes
-/// before the coroutine parks makes `park` refuse, so none is lost. Wake-ups come from any thread
-/// (a stop, force, the early token); `arm` and `park` only from the parking coroutine.
+/// address, and only they, schedules (or resumes) that coroutine, so it is resumed once; a wake-up
+/// that comes before the coroutine parks makes `park` refuse, so none is lost. Wake-ups come from
+/// any thread (a stop, force, the early token); `arm` and `park` only from the parking coroutine.
 class ReadyWaiter {
  public:
   /// Forgets the wake-ups before this suspension. Before its wake-up callbacks are registered.
