@@ -391,18 +391,13 @@ class ShardedMap {
     // only once per so many retirements, so a write costs O(1) amortised. Until then (or until
     // another shard advances the epoch, or `reclaim`) the retired values wait, which only
     // delays their destructors.
+    bool all = false;
     if (always_advance || shard.retired_since_advance * advance_batch >= domain.records()) {
       shard.retired_since_advance = 0;
       // The usual case, a write while no thread looks a key up: everything retired so far goes
       // now, without the two locked updates of the shared epoch that an advance costs. (Every
       // unlink is a sequentially consistent store, as `EpochDomain::none_pinned` needs.)
-      if (domain.none_pinned()) {
-        Node* nodes = shard.retired_nodes.take_all();
-        Table* tables = shard.retired_tables.take_all();
-        lock.unlock();
-        destroy(nodes, tables);
-        return;
-      }
+      all = domain.none_pinned();
       std::uint64_t newest = 0;
       if (!shard.retired_nodes.empty()) {
         newest = shard.retired_nodes.newest();
@@ -410,14 +405,16 @@ class ShardedMap {
       if (!shard.retired_tables.empty() && shard.retired_tables.newest() > newest) {
         newest = shard.retired_tables.newest();
       }
-      for (int step = 0; step < 2 && !domain.reclaimable(newest); ++step) {
+      for (int step = 0; step < 2 && !all && !domain.reclaimable(newest); ++step) {
         if (!domain.try_advance()) {
           break;
         }
       }
     }
-    Node* nodes = shard.retired_nodes.take_reclaimable(domain);
-    Table* tables = shard.retired_tables.take_reclaimable(domain);
+    Node* nodes =
+        all ? shard.retired_nodes.take_all() : shard.retired_nodes.take_reclaimable(domain);
+    Table* tables =
+        all ? shard.retired_tables.take_all() : shard.retired_tables.take_reclaimable(domain);
     lock.unlock();
     destroy(nodes, tables);
   }
