@@ -244,8 +244,8 @@ struct Parks {
 TEST_CASE("hand-over: many cycles in a row from a caller on the pool keep the stack bounded",
           "[coroutine][async]") {
   // The caller resumes each process it starts or stops, and each process resumes it in turn.
-  // Unoptimized (the Debug and sanitizer builds), each of those is a nested call: were they not
-  // cut off now and then, this many cycles would overflow the pool thread's stack.
+  // Unoptimized by GCC (the Debug build at -O0, tsan-gcc at -O1), each of those is a nested call:
+  // were they not cut off now and then, this many cycles would overflow the pool thread's stack.
   constexpr int cycles = 150'000;
   supervisor::ThreadPool pool(1);
   auto table = std::make_shared<supervisor::MapTable<std::string, Parks>>();

@@ -32,9 +32,8 @@ class ReadyWaiter {
   /// owner's, which is valid only while the process is unsettled).
   template <class ExecutorOf>
   void wake(const ExecutorOf& executor_of) noexcept {
-    void* const parked = word_.exchange(woken());
-    if (parked != nullptr && parked != woken()) {
-      executor_of().schedule(std::coroutine_handle<>::from_address(parked));
+    if (const std::coroutine_handle<> parked = take()) {
+      executor_of().schedule(parked);
     }
   }
 
