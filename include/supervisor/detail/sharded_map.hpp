@@ -13,6 +13,7 @@
 #include <new>
 #include <utility>
 
+#include "supervisor/detail/bucket_chains.hpp"
 #include "supervisor/detail/epoch.hpp"
 #include "supervisor/detail/prefetch.hpp"
 #include "supervisor/detail/word_lock.hpp"  // the shards' lock
@@ -59,7 +60,7 @@ class ShardedMap {
   ~ShardedMap() {
     for (std::size_t i = 0; i < shard_count; ++i) {
       Shard& shard = shards_[i];
-      destroy_table(shard.table.load(std::memory_order_relaxed));
+      Table::destroy(shard.table.load(std::memory_order_relaxed));
       destroy(shard.retired_nodes, shard.retired_tables);
     }
   }
@@ -82,8 +83,8 @@ class ShardedMap {
     {
       std::lock_guard lock(shard.mutex);
       Table* table = shard.table.load(std::memory_order_relaxed);
-      if (find(*table, hash, key) == nullptr) {
-        link_head(*table, node.release());
+      if (table->find(hash, key) == nullptr) {
+        table->link_head(node.release());
         if (++shard.size > table->mask + 1) {
           grow(shard);
         }
@@ -99,11 +100,11 @@ class ShardedMap {
     Shard& shard = shard_for(hash);
     std::unique_lock lock(shard.mutex);
     Table* table = shard.table.load(std::memory_order_relaxed);
-    std::atomic<Node*>* link = find_link(*table, hash, key);
+    std::atomic<Node*>* link = table->find_link(hash, key);
     auto* node = new Node(hash, key, std::move(value));
-    Node* old = link->load(std::memory_order_relaxed);
+    Node* old = link != nullptr ? link->load(std::memory_order_relaxed) : nullptr;
     if (old == nullptr) {
-      link_head(*table, node);
+      table->link_head(node);
       insert_done(shard, lock);
       return;
     }
@@ -121,12 +122,14 @@ class ShardedMap {
     const std::uint64_t hash = mix(key);
     Shard& shard = shard_for(hash);
     std::unique_lock lock(shard.mutex);
-    std::atomic<Node*>* link = find_link(*shard.table.load(std::memory_order_relaxed), hash, key);
-    Node* node = link->load(std::memory_order_relaxed);
+    Table& table = *shard.table.load(std::memory_order_relaxed);
+    std::atomic<Node*>* link = table.find_link(hash, key);
+    Node* node = link != nullptr ? link->load(std::memory_order_relaxed) : nullptr;
     if (node == nullptr || !std::forward<Matches>(matches)(std::as_const(node->value))) {
       return false;
     }
-    link->store(node->next.load(std::memory_order_relaxed));
+    // The nodes ahead were not all read: the bucket's filter stays as it is (a superset).
+    table.unlink(*link, *node, table.filters[hash & table.mask]);
     --shard.size;
     retire(shard, node);
     collect(shard, lock);
@@ -142,15 +145,17 @@ class ShardedMap {
     std::unique_lock lock(shard.mutex);
     Table* table = shard.table.load(std::memory_order_relaxed);
     std::atomic<Node*>* link = &table->heads[hash & table->mask];
+    std::uint16_t before = 0;  // the filter bits of the nodes before the one erased
     for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
          node = link->load(std::memory_order_relaxed)) {
       if (node->hash == hash && matches(std::as_const(node->value))) {
-        link->store(node->next.load(std::memory_order_relaxed));
+        table->unlink(*link, *node, before);
         --shard.size;
         retire(shard, node);
         collect(shard, lock);
         return true;
       }
+      before = static_cast<std::uint16_t>(before | Table::filter_bit(node->hash));
       link = &node->next;
     }
     return false;
@@ -189,6 +194,7 @@ class ShardedMap {
     for (std::size_t i = 0; i < n; ++i) {
       const Table* table = shard_for(hashes[i]).table.load();
       detail::prefetch(&table->heads[hashes[i] & table->mask]);
+      detail::prefetch(&table->filters[hashes[i] & table->mask]);  // what an insert reads first
     }
     for (std::size_t i = 0; i < n; ++i) {  // the buckets asked for first have had time to land
       const Table* table = shard_for(hashes[i]).table.load();
@@ -264,27 +270,8 @@ class ShardedMap {
   }
 
  private:
-  struct Node {
-    Node(std::uint64_t h, const Key& k, Value v) : hash(h), key(k), value(std::move(v)) {}
-
-    const std::uint64_t hash;
-    const Key key;
-    const Value value;
-    std::atomic<Node*> next{nullptr};
-    // Writers only, under the shard lock: the shard's list of retired nodes.
-    std::uint64_t retired_at = 0;
-    Node* next_retired = nullptr;
-  };
-
-  struct Table {
-    explicit Table(std::size_t buckets)
-        : mask(buckets - 1), heads(std::make_unique<std::atomic<Node*>[]>(buckets)) {}
-
-    const std::size_t mask;  // bucket count - 1, a power of two
-    const std::unique_ptr<std::atomic<Node*>[]> heads;
-    std::uint64_t retired_at = 0;
-    Table* next_retired = nullptr;
-  };
+  using Node = ChainNode<Key, Value>;
+  using Table = BucketChains<Key, Value, KeyEqual>;
 
   struct alignas(64) Shard {
     Shard() : table(new Table(initial_buckets)) {}
@@ -319,28 +306,6 @@ class ShardedMap {
   Shard& shard_for(std::uint64_t hash) { return shards_[hash >> 58U]; }  // 64: the top 6 bits
   const Shard& shard_for(std::uint64_t hash) const { return shards_[hash >> 58U]; }
 
-  /// The link that points at `key`'s node, or the null link ending its bucket. Writers only.
-  static std::atomic<Node*>* find_link(Table& table, std::uint64_t hash, const Key& key) {
-    std::atomic<Node*>* link = &table.heads[hash & table.mask];
-    for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
-         node = link->load(std::memory_order_relaxed)) {
-      if (node->hash == hash && KeyEqual{}(node->key, key)) {
-        break;
-      }
-      link = &node->next;
-    }
-    return link;
-  }
-  static Node* find(Table& table, std::uint64_t hash, const Key& key) {
-    return find_link(table, hash, key)->load(std::memory_order_relaxed);
-  }
-
-  static void link_head(Table& table, Node* node) noexcept {
-    std::atomic<Node*>& head = table.heads[node->hash & table.mask];
-    node->next.store(head.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    head.store(node);  // publishes the node's fields to readers
-  }
-
   /// Counts a linked node and grows the table past one node per bucket.
   static void insert_done(Shard& shard, std::unique_lock<WordLock>& lock) noexcept {
     if (++shard.size > shard.table.load(std::memory_order_relaxed)->mask + 1) {
@@ -360,12 +325,12 @@ class ShardedMap {
       for (std::size_t b = 0; b <= old->mask; ++b) {
         for (Node* node = old->heads[b].load(std::memory_order_relaxed); node != nullptr;
              node = node->next.load(std::memory_order_relaxed)) {
-          link_head(*bigger, new Node(node->hash, node->key, node->value));
+          bigger->link_head(new Node(node->hash, node->key, node->value));
         }
       }
     } catch (...) {
       // Out of memory (or a throwing key copy): keep the old table, whose chains just grow.
-      destroy_table(bigger);
+      Table::destroy(bigger);
       return;
     }
     shard.table.store(bigger);
@@ -422,26 +387,13 @@ class ShardedMap {
   static void destroy(Node* nodes, Table* tables) noexcept {
     delete_retired(nodes);
     while (tables != nullptr) {
-      destroy_table(std::exchange(tables, tables->next_retired));
+      Table::destroy(std::exchange(tables, tables->next_retired));
     }
   }
   static void destroy(RetiredList<Node>& nodes, RetiredList<Table>& tables) noexcept {
     destroy(std::exchange(nodes.head, nullptr), std::exchange(tables.head, nullptr));
     nodes.tail = nullptr;
     tables.tail = nullptr;
-  }
-
-  /// Frees a table and the nodes linked in it.
-  static void destroy_table(Table* table) noexcept {
-    if (table == nullptr) {
-      return;
-    }
-    for (std::size_t b = 0; b <= table->mask; ++b) {
-      for (Node* node = table->heads[b].load(std::memory_order_relaxed); node != nullptr;) {
-        delete std::exchange(node, node->next.load(std::memory_order_relaxed));
-      }
-    }
-    delete table;
   }
 
   std::unique_ptr<Shard[]> shards_ = std::make_unique<Shard[]>(shard_count);
