@@ -1,5 +1,5 @@
-// The bucket filters of the process map (bucket_chains.hpp): an insert of a key whose bit is
-// clear skips the chain, and no sequence of inserts and erases lets a present key's bit go.
+// The bucket filters of the process map (bucket_chains.hpp): an insert of a key whose counter
+// is zero skips the chain, and no sequence of inserts and erases lets a present key's go to zero.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -18,9 +18,9 @@ namespace {
 using Chains = supervisor::detail::BucketChains<std::uint64_t, int, std::equal_to<std::uint64_t>>;
 
 // Hashes in one bucket of any table (low bits clear) and one shard (top bits clear), with the
-// filter bit `bit` (hash bits 48..51) and `serial` telling apart keys that share it.
-std::uint64_t hash_with(unsigned bit, std::uint64_t serial) {
-  return (std::uint64_t{bit} << 48U) | (serial << 16U);
+// filter counter `field` (hash bits 48..51) and `serial` telling apart keys that share it.
+std::uint64_t hash_with(unsigned field, std::uint64_t serial) {
+  return (std::uint64_t{field} << 48U) | (serial << 16U);
 }
 
 /// The inverse of `ShardedMap::mix`, so that a test's key is the hash the map works with.
@@ -54,14 +54,26 @@ TEST_CASE("BucketChains: an insert consults the bucket's filter before its chain
   const std::uint64_t a = hash_with(1, 1);
   chains.link_head(new Chains::Node(a, a, 1));
   REQUIRE(chains.find(a, a) != nullptr);
-  CHECK(chains.filters[0] == Chains::filter_bit(a));
-  // With the bit cleared by hand, the key reads as absent: the chain was not walked.
+  CHECK(Chains::count_of(chains.filters[0], a) == 1);
+  // With the counter cleared by hand, the key reads as absent: the chain was not walked.
   chains.filters[0] = 0;
   CHECK(chains.find(a, a) == nullptr);
   delete chains.heads[0].exchange(nullptr);
 }
 
-TEST_CASE("BucketChains: walks and erases of a chain's last node make its filter exact",
+namespace {
+
+void erase(Chains& chains, std::uint64_t hash) {
+  std::atomic<Chains::Node*>* link = chains.find_link(hash, hash);
+  REQUIRE(link != nullptr);
+  Chains::Node* node = link->load();
+  chains.unlink(*link, *node);
+  delete node;
+}
+
+}  // namespace
+
+TEST_CASE("BucketChains: erases count down; a full counter waits for a walk to recount",
           "[sharded_map]") {
   auto* chains = new Chains(1);
   const std::uint64_t a = hash_with(1, 1);
@@ -70,48 +82,41 @@ TEST_CASE("BucketChains: walks and erases of a chain's last node make its filter
   for (const std::uint64_t h : {a, b, c}) {
     chains->link_head(new Chains::Node(h, h, 0));  // the chain: c, b, a
   }
-  const auto bits = [](std::initializer_list<std::uint64_t> hashes) {
-    std::uint16_t all = 0;
-    for (const std::uint64_t h : hashes) {
-      all = static_cast<std::uint16_t>(all | Chains::filter_bit(h));
-    }
-    return all;
-  };
-  REQUIRE(chains->filters[0] == bits({a, b, c}));
-
-  // Erasing `b` (not last): its bit stays, as a superset.
-  std::atomic<Chains::Node*>* link = chains->find_link(b, b);
-  REQUIRE(link != nullptr);
-  Chains::Node* node = link->load();
-  chains->unlink(*link, *node, chains->filters[0]);
-  delete node;
-  CHECK(chains->filters[0] == bits({a, b, c}));
-
-  // A walk for an absent key whose bit is set (b's, left over) finds it absent and drops it.
-  const std::uint64_t d = hash_with(2, 2);
-  CHECK(chains->find(d, d) == nullptr);
-  CHECK(chains->filters[0] == bits({a, c}));
+  const auto count = [&](std::uint64_t hash) { return Chains::count_of(chains->filters[0], hash); };
+  CHECK((count(a) == 1 && count(b) == 1 && count(c) == 1));
+  erase(*chains, b);  // in the middle of the chain
+  CHECK(count(b) == 0);
+  CHECK((count(a) == 1 && count(c) == 1));
   CHECK(chains->find(a, a) != nullptr);
   CHECK(chains->find(c, c) != nullptr);
 
-  // Erasing `a`, the last node, with the bits of the nodes ahead (c's): exact at once.
-  link = chains->find_link(a, a);
-  REQUIRE(link != nullptr);
-  node = link->load();
-  chains->unlink(*link, *node, bits({c}));
-  delete node;
-  CHECK(chains->filters[0] == bits({c}));
-  CHECK(chains->find(c, c) != nullptr);
+  // Four nodes on one counter: it stops at three, and the neighbours keep their counts.
+  std::vector<std::uint64_t> same;
+  for (std::uint64_t serial = 1; serial <= 4; ++serial) {
+    same.push_back(hash_with(5, serial));
+    chains->link_head(new Chains::Node(same.back(), same.back(), 0));
+  }
+  CHECK(count(same[0]) == Chains::counter_max);
+  CHECK(Chains::count_of(chains->filters[0], hash_with(4, 1)) == 0);
+  CHECK(Chains::count_of(chains->filters[0], hash_with(6, 1)) == 0);
+  for (const std::uint64_t h : same) {
+    erase(*chains, h);
+  }
+  CHECK(count(same[0]) == Chains::counter_max);  // it may count more than it knows
+  CHECK(chains->find(hash_with(5, 9), hash_with(5, 9)) == nullptr);  // a walk: recounted
+  CHECK(count(same[0]) == 0);
+  CHECK((count(a) == 1 && count(c) == 1));
   Chains::destroy(chains);
 }
 
 TEST_CASE("ShardedMap: inserts and erases in one crowded bucket agree with a plain map",
           "[sharded_map]") {
-  // 48 keys in one bucket of one shard, three to each filter bit; the table grows past its
-  // first 8 buckets and copies them (the bucket stays the same: the low bits are clear).
+  // 80 keys in one bucket of one shard, five to each filter counter (which stops at three);
+  // the table grows past its first 8 buckets and copies them (into the same bucket: the low
+  // bits are clear).
   std::vector<std::uint64_t> keys;
   for (unsigned bit = 0; bit < 16; ++bit) {
-    for (std::uint64_t serial = 1; serial <= 3; ++serial) {
+    for (std::uint64_t serial = 1; serial <= 5; ++serial) {
       keys.push_back(hash_with(bit, serial));
     }
   }

@@ -29,12 +29,12 @@ struct ChainNode {
 /// A power of two of buckets. Readers walk `heads` with no lock (the map pins the epoch);
 /// the member functions and `filters` are for writers, under the shard's lock.
 ///
-/// The filter: per bucket, a bit (`filter_bit`) for each node in its chain, and maybe bits of
-/// nodes erased since. An insert whose key's bit is clear knows the key is absent without
-/// walking the chain, whose nodes are cold when the key is new: a restore's keys, and usually a
-/// start's (at ten thousand processes that walk was a sixth of a start+stop cycle on a new key).
-/// A walk that finds a key absent, and an erase of a chain's last node, make the filter exact
-/// again, so bits left by erased nodes do not pile up.
+/// The filter: per bucket, sixteen two-bit counters, one of them (`filter_field`) counting the
+/// nodes of each hash in the chain. An insert whose key's counter is zero knows the key is
+/// absent without walking the chain, whose nodes are cold when the key is new or has not run
+/// for a while: a restore's keys, and usually a start's (at ten thousand processes that walk
+/// was a sixth of a start+stop cycle on a new key). A counter that reached three stays there
+/// (it may count more) until a walk that finds a key absent recounts the bucket.
 template <class Key, class Value, class KeyEqual>
 struct BucketChains {
   using Node = ChainNode<Key, Value>;
@@ -42,28 +42,37 @@ struct BucketChains {
   explicit BucketChains(std::size_t buckets)
       : mask(buckets - 1),
         heads(std::make_unique<std::atomic<Node*>[]>(buckets)),
-        filters(std::make_unique<std::uint16_t[]>(buckets)) {}
+        filters(std::make_unique<std::uint32_t[]>(buckets)) {}
 
-  /// Four hash bits that neither the shard (the top six) nor the bucket (the bottom ones: a
-  /// shard would need 2^48 buckets to reach them) is chosen by.
-  static std::uint16_t filter_bit(std::uint64_t hash) noexcept {
-    return static_cast<std::uint16_t>(1U << ((hash >> 48U) & 15U));
+  /// Where the counter of `hash` lies in its bucket's filter: chosen by four hash bits that
+  /// neither the shard (the top six) nor the bucket (the bottom ones: a shard would need 2^48
+  /// buckets to reach them) is chosen by.
+  static unsigned filter_field(std::uint64_t hash) noexcept {
+    return 2U * static_cast<unsigned>((hash >> 48U) & 15U);
+  }
+  static constexpr std::uint32_t counter_max = 3;  // and sticky: see the class comment
+  static std::uint32_t count_of(std::uint32_t filter, std::uint64_t hash) noexcept {
+    return (filter >> filter_field(hash)) & counter_max;
+  }
+  /// `filter` with one more node of `hash`'s counter (none past `counter_max`).
+  static std::uint32_t counted(std::uint32_t filter, std::uint64_t hash) noexcept {
+    return count_of(filter, hash) == counter_max ? filter : filter + (1U << filter_field(hash));
   }
 
   /// The link that points at `key`'s node, or null if `key` is absent.
   std::atomic<Node*>* find_link(std::uint64_t hash, const Key& key) {
-    std::uint16_t& filter = filters[hash & mask];
-    if ((filter & filter_bit(hash)) == 0) {
+    std::uint32_t& filter = filters[hash & mask];
+    if (count_of(filter, hash) == 0) {
       return nullptr;
     }
-    std::uint16_t seen = 0;
+    std::uint32_t seen = 0;
     std::atomic<Node*>* link = &heads[hash & mask];
     for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
          node = link->load(std::memory_order_relaxed)) {
       if (node->hash == hash && KeyEqual{}(node->key, key)) {
         return link;
       }
-      seen = static_cast<std::uint16_t>(seen | filter_bit(node->hash));
+      seen = counted(seen, node->hash);
       link = &node->next;
     }
     filter = seen;
@@ -76,21 +85,20 @@ struct BucketChains {
 
   void link_head(Node* node) noexcept {
     const std::size_t bucket = node->hash & mask;
-    filters[bucket] = static_cast<std::uint16_t>(filters[bucket] | filter_bit(node->hash));
+    filters[bucket] = counted(filters[bucket], node->hash);
     std::atomic<Node*>& head = heads[bucket];
     node->next.store(head.load(std::memory_order_relaxed), std::memory_order_relaxed);
     head.store(node);  // publishes the node's fields to readers
   }
 
-  /// Unlinks `node` from `link`, which points at it; `before` holds the filter bits of the
-  /// nodes ahead of it in its chain. A sequentially consistent store, as
-  /// `EpochDomain::none_pinned` needs.
-  void unlink(std::atomic<Node*>& link, Node& node, std::uint16_t before) noexcept {
-    Node* const next = node.next.load(std::memory_order_relaxed);
-    if (next == nullptr) {  // the chain is now the nodes ahead: its filter can be exact
-      filters[node.hash & mask] = before;
+  /// Unlinks `node` from `link`, which points at it, with a sequentially consistent store (as
+  /// `EpochDomain::none_pinned` needs).
+  void unlink(std::atomic<Node*>& link, Node& node) noexcept {
+    std::uint32_t& filter = filters[node.hash & mask];
+    if (count_of(filter, node.hash) != counter_max) {
+      filter -= 1U << filter_field(node.hash);
     }
-    link.store(next);
+    link.store(node.next.load(std::memory_order_relaxed));
   }
 
   /// Frees `chains` and the nodes linked in it.
@@ -108,7 +116,7 @@ struct BucketChains {
 
   const std::size_t mask;  // bucket count - 1, a power of two
   const std::unique_ptr<std::atomic<Node*>[]> heads;
-  const std::unique_ptr<std::uint16_t[]> filters;  // writers only (`prefetch` takes addresses)
+  const std::unique_ptr<std::uint32_t[]> filters;  // writers only (`prefetch` takes addresses)
   // Writers only, under the shard lock: the shard's list of retired tables.
   std::uint64_t retired_at = 0;
   BucketChains* next_retired = nullptr;

@@ -33,6 +33,9 @@ namespace supervisor::detail {
 /// CPU for the entries ahead (prefetch.hpp): at a million entries each visit would otherwise
 /// wait for two cache misses, the node and what its value points at.
 ///
+/// A shard's buckets (bucket_chains.hpp) keep a counting filter each, so that an insert of a
+/// key that is not there seldom walks a chain of cold nodes.
+///
 /// A shard's lock is a `WordLock`: it spins briefly before it sleeps, since most holds are a few
 /// instructions and a sleep costs a futex call on each side. (At a shutdown, the pool threads
 /// that erase the stopped processes all erase in the shard being walked.)
@@ -128,8 +131,7 @@ class ShardedMap {
     if (node == nullptr || !std::forward<Matches>(matches)(std::as_const(node->value))) {
       return false;
     }
-    // The nodes ahead were not all read: the bucket's filter stays as it is (a superset).
-    table.unlink(*link, *node, table.filters[hash & table.mask]);
+    table.unlink(*link, *node);
     --shard.size;
     retire(shard, node);
     collect(shard, lock);
@@ -145,17 +147,15 @@ class ShardedMap {
     std::unique_lock lock(shard.mutex);
     Table* table = shard.table.load(std::memory_order_relaxed);
     std::atomic<Node*>* link = &table->heads[hash & table->mask];
-    std::uint16_t before = 0;  // the filter bits of the nodes before the one erased
     for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
          node = link->load(std::memory_order_relaxed)) {
       if (node->hash == hash && matches(std::as_const(node->value))) {
-        table->unlink(*link, *node, before);
+        table->unlink(*link, *node);
         --shard.size;
         retire(shard, node);
         collect(shard, lock);
         return true;
       }
-      before = static_cast<std::uint16_t>(before | Table::filter_bit(node->hash));
       link = &node->next;
     }
     return false;
@@ -183,9 +183,10 @@ class ShardedMap {
     return std::forward<Visit>(visit)(static_cast<const Value*>(nullptr));
   }
 
-  /// Asks the CPU to fetch what `visit`s of `hashes[0..n)` will read first: each bucket, then
-  /// the node it points at. A hint only: changes nothing, allocates nothing, never throws (on a
-  /// thread that has never pinned, where a pin would allocate, it does nothing).
+  /// Asks the CPU to fetch what `visit`s and inserts of `hashes[0..n)` will read first: each
+  /// bucket and its filter, then the node it points at. A hint only: changes nothing, allocates
+  /// nothing, never throws (on a thread that has never pinned, where a pin would allocate, it does
+  /// nothing).
   void prefetch(const std::uint64_t* hashes, std::size_t n) const noexcept {
     if (n == 0 || !EpochDomain::thread_has_record()) {
       return;
