@@ -1,5 +1,5 @@
 // The bucket filters of the process map (bucket_chains.hpp): an insert of a key whose counter
-// is zero skips the chain, and no sequence of inserts and erases lets a present key's go to zero.
+// is zero skips the chain, and inserts and erases never take a present key's counter to zero.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -112,8 +112,8 @@ TEST_CASE("BucketChains: erases count down; a full counter waits for a walk to r
 TEST_CASE("ShardedMap: inserts and erases in one crowded bucket agree with a plain map",
           "[sharded_map]") {
   // 80 keys in one bucket of one shard, five to each filter counter (which stops at three);
-  // the table grows past its first 8 buckets and copies them (into the same bucket: the low
-  // bits are clear).
+  // past 8 live keys the table grows and copies them (into the same bucket: the low bits are
+  // clear).
   std::vector<std::uint64_t> keys;
   for (unsigned bit = 0; bit < 16; ++bit) {
     for (std::uint64_t serial = 1; serial <= 5; ++serial) {

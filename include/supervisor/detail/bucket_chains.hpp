@@ -5,6 +5,7 @@
 /// under an atomic head, with a filter per bucket that spares an insert of a new key the walk.
 
 #include <atomic>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -34,7 +35,8 @@ struct ChainNode {
 /// absent without walking the chain, whose nodes are cold when the key is new or has not run
 /// for a while: a restore's keys, and usually a start's (at ten thousand processes that walk
 /// was a sixth of a start+stop cycle on a new key). A counter that reached three stays there
-/// (it may count more) until a walk that finds a key absent recounts the bucket.
+/// (it may count more) until a walk that finds a key absent recounts the bucket (or a growth
+/// copies the chain into a new table, counting afresh).
 template <class Key, class Value, class KeyEqual>
 struct BucketChains {
   using Node = ChainNode<Key, Value>;
@@ -45,7 +47,7 @@ struct BucketChains {
         filters(std::make_unique<std::uint32_t[]>(buckets)) {}
 
   /// Where the counter of `hash` lies in its bucket's filter: chosen by four hash bits that
-  /// neither the shard (the top six) nor the bucket (the bottom ones: a shard would need 2^48
+  /// neither the shard (the top six) nor the bucket (the bottom ones: a shard would need 2^49
   /// buckets to reach them) is chosen by.
   static unsigned filter_field(std::uint64_t hash) noexcept {
     return 2U * static_cast<unsigned>((hash >> 48U) & 15U);
@@ -95,6 +97,7 @@ struct BucketChains {
   /// `EpochDomain::none_pinned` needs).
   void unlink(std::atomic<Node*>& link, Node& node) noexcept {
     std::uint32_t& filter = filters[node.hash & mask];
+    assert(count_of(filter, node.hash) != 0 && "a linked node's counter is at least one");
     if (count_of(filter, node.hash) != counter_max) {
       filter -= 1U << filter_field(node.hash);
     }

@@ -51,8 +51,8 @@ template <class Key, class Value, class Hash, class KeyEqual>
 class ShardedMap {
  public:
   static constexpr std::size_t shard_count = 64;
-  /// The most entries `reserve` makes room for (a gigabyte of buckets): a hint beyond it is taken
-  /// as this, so that a wrong one cannot take the machine's memory.
+  /// The most entries `reserve` makes room for (2^28 buckets of 12 bytes, three gigabytes): a
+  /// hint beyond it is taken as this, so that a wrong one cannot take all the machine's memory.
   static constexpr std::size_t max_reserve = std::size_t{1} << 27U;
 
   ShardedMap() = default;
