@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
+#include <latch>
 #include <memory>
 #include <new>
 #include <thread>
@@ -146,4 +147,75 @@ TEST_CASE("block cache: blocks given and taken by several threads at once", "[bl
     worker.join();
   }
   CHECK(changed.load() == 0);
+}
+
+TEST_CASE("block cache: a thread keeps one freed block for itself, the next goes to all",
+          "[block_cache]") {
+  using Cache = BlockCache<Plain<6>>;
+  constexpr std::size_t bytes = 64;
+  void* const mine = ::operator new(bytes);
+  void* const shared = ::operator new(bytes);
+  std::latch given(1);
+  std::latch checked(1);
+  void* taken_there = nullptr;
+  std::thread worker([&] {
+    Cache::give(mine, bytes);    // kept by this thread
+    Cache::give(shared, bytes);  // its slot is full: to the ring
+    given.count_down();
+    checked.wait();
+    taken_there = Cache::take(bytes);
+  });
+  given.wait();
+  void* const taken_here = Cache::take(bytes);
+  CHECK(Cache::take(bytes) == nullptr);  // `mine` is not where this thread can reach it
+  checked.count_down();
+  worker.join();
+  if constexpr (caching) {
+    CHECK(taken_here == shared);
+    CHECK(taken_there == mine);
+  } else {
+    CHECK(taken_here == nullptr);
+    CHECK(taken_there == nullptr);
+  }
+  ::operator delete(taken_here);
+  ::operator delete(taken_there);
+}
+
+namespace {
+
+/// Gives a block from a thread-local's destructor, run during the thread's exit after the
+/// cache's own (made later) has emptied the thread's slot.
+struct GivesAtExit {
+  void* block = nullptr;
+  ~GivesAtExit() {
+    if (block != nullptr) {
+      BlockCache<Plain<7>>::give(block, 64);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("block cache: a block given while a thread exits still reaches the next thread",
+          "[block_cache]") {
+  using Cache = BlockCache<Plain<7>>;
+  void* const kept = ::operator new(64);
+  void* const late = ::operator new(64);
+  std::thread([&] {
+    thread_local GivesAtExit at_exit;  // made first, destroyed last
+    at_exit.block = late;
+    Cache::give(kept, 64);  // makes the cache's own thread-local, destroyed first
+  }).join();
+  void* const first = Cache::take(64);
+  void* const second = Cache::take(64);
+  if constexpr (caching) {
+    // Both in the ring, in the order they went there: the slot's at the exit, then the late one.
+    CHECK(first == kept);
+    CHECK(second == late);
+  } else {
+    CHECK(first == nullptr);
+    CHECK(second == nullptr);
+  }
+  ::operator delete(first);
+  ::operator delete(second);
 }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "supervisor/detail/mpmc_ring.hpp"
 
@@ -38,6 +39,12 @@ namespace supervisor::detail {
 /// The blocks it holds stay until the program exits, whatever made them is gone (for a record
 /// type, at most 64 records with their frames' room, a few tens of KiB).
 ///
+/// In front of the ring, each thread keeps one block of its own: a coroutine caller on a pool
+/// thread that starts and stops processes frees a record there and makes the next one there,
+/// and the ring's two locked instructions per cycle were a twentieth of its cost (2026-12-07).
+/// A thread's block goes to the ring when the thread exits; a block given during the exit,
+/// after that (by another thread-local's destructor), goes straight to the ring.
+///
 /// Off (`capacity` 0: `give` frees, `take` finds nothing) under AddressSanitizer, HWASan and
 /// MemorySanitizer, so that a use of a freed record is still reported; in the fault-injection
 /// build, so that every allocation its sweeps count is a real one; and wherever
@@ -56,10 +63,13 @@ class BlockCache {
   /// A cached block of exactly `bytes`, or null: none is cached, or the one taken was made for
   /// another size (it is freed). Never throws, never blocks.
   [[nodiscard]] static void* take(std::size_t bytes) noexcept {
-    MpmcRing* cache = ring();
-    void* block = cache != nullptr ? cache->try_pop() : nullptr;
+    void* block = std::exchange(this_thread_.block, nullptr);
     if (block == nullptr) {
-      return nullptr;
+      MpmcRing* cache = ring();
+      block = cache != nullptr ? cache->try_pop() : nullptr;
+      if (block == nullptr) {
+        return nullptr;
+      }
     }
     std::size_t held = 0;
     std::memcpy(&held, block, sizeof held);
@@ -75,17 +85,51 @@ class BlockCache {
   /// throws, never blocks. Happens-before: what was done with the block before `give` happens
   /// before whatever the thread that takes it does with it.
   static void give(void* block, std::size_t bytes) noexcept {
-    MpmcRing* cache = ring();
-    if (cache != nullptr) {
+    if constexpr (capacity != 0) {
       std::memcpy(block, &bytes, sizeof bytes);
-      if (cache->try_push(block)) {
+      ThreadSlot& slot = this_thread_;
+      if (slot.block == nullptr && slot.state != SlotState::gone) {
+        if (slot.state == SlotState::unused) {
+          slot.state = SlotState::kept;
+          thread_local const Flusher flusher;  // its destructor empties the slot at the exit
+        }
+        slot.block = block;
         return;
       }
     }
-    ::operator delete(block);
+    to_ring(block);
   }
 
  private:
+  enum class SlotState : unsigned char { unused, kept, gone };
+  /// Trivially destructible, so that it can be read at any point of the thread's exit (as the
+  /// epoch's `ThreadSlot`). No default member initialisers: GCC wants them complete early.
+  struct ThreadSlot {
+    void* block;  // with its size in its first bytes, as in the ring
+    SlotState state;
+  };
+  struct Flusher {
+    Flusher() = default;
+    Flusher(const Flusher&) = delete;
+    Flusher& operator=(const Flusher&) = delete;
+    ~Flusher() {
+      ThreadSlot& slot = this_thread_;
+      slot.state = SlotState::gone;
+      if (void* block = std::exchange(slot.block, nullptr)) {
+        to_ring(block);
+      }
+    }
+  };
+  static inline thread_local ThreadSlot this_thread_{nullptr, SlotState::unused};
+
+  /// Keeps `block` (its size already in its first bytes) in the ring, or frees it.
+  static void to_ring(void* block) noexcept {
+    MpmcRing* cache = ring();
+    if (cache == nullptr || !cache->try_push(block)) {
+      ::operator delete(block);
+    }
+  }
+
   static MpmcRing* ring() noexcept {
     if constexpr (capacity == 0) {
       return nullptr;
