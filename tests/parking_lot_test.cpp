@@ -81,6 +81,45 @@ TEST_CASE("ParkedSignal: the record-lock form releases the lock while asleep, ho
   CHECK(held_after.load());
 }
 
+TEST_CASE("ParkedSignal: a wait on a record's fields counts itself under the record's lock",
+          "[parking_lot]") {
+  // So a change made under that lock needs no sequentially consistent store (a process's
+  // `ready_` and `done_` are released): the waiter sees it there, or the notifier its count.
+  ParkedSignal signal;
+  supervisor::detail::WordLock record;
+  std::atomic<bool> flag{false};
+  std::error_code first = errc::canceled;
+  std::error_code second = errc::canceled;
+  std::thread waiter;
+  {
+    const std::lock_guard lock(record);
+    waiter =
+        std::thread([&] { first = wait(signal, record, Cancel{}, [&] { return flag.load(); }); });
+    // Until the waiter is blocked on the record's lock (or, wrongly, counted without it).
+    while (!record.has_sleeper() && signal.waiters() == 0) {
+      std::this_thread::yield();
+    }
+    CHECK(signal.waiters() == 0);  // not counted yet: it has not tested the predicate
+    flag.store(true, std::memory_order_relaxed);
+  }
+  signal.notify_all();  // for a waiter that (wrongly) slept
+  waiter.join();        // it tested the predicate under the lock: true, no sleep
+  CHECK(first == std::error_code{});
+  CHECK(signal.waiters() == 0);
+
+  flag.store(false);
+  waiter =
+      std::thread([&] { second = wait(signal, record, Cancel{}, [&] { return flag.load(); }); });
+  until_waiting(signal, 1);
+  {
+    const std::lock_guard lock(record);
+    flag.store(true, std::memory_order_relaxed);
+  }
+  signal.notify_all();  // after the change, outside the lock, as the process's transitions do
+  waiter.join();
+  CHECK(second == std::error_code{});
+}
+
 TEST_CASE("ParkedSignal: a stop request or a passed deadline ends the wait with its error",
           "[parking_lot]") {
   ParkedSignal signal;

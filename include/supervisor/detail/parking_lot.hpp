@@ -43,11 +43,14 @@ inline ParkingBucket& parking_bucket(const void* address) noexcept {
 /// must read only atomics (a notifier may hold the record's lock while it notifies), and it must
 /// be monotonic (once true, true for good): its last test is not under the record's lock.
 ///
-/// No wake-up is lost: a waiter counts itself (sequentially consistent) before it tests the
-/// predicate, and `notify_all` reads the count after the change it announces, which must be a
-/// sequentially consistent store or read-modify-write. A change that is not (a stop token's
-/// request is acquire-release) is announced with `wake_all`, which takes the bucket's lock
-/// whatever the count.
+/// No wake-up is lost. The record's own waits (`wait` with its lock) count themselves under the
+/// record's lock and test the predicate there, so a change made under that lock (a release
+/// store is enough) and announced by `notify_all` after it is seen by one or the other: the
+/// waiter sees the change, or the notifier sees the count. `wait_until_done` counts itself
+/// (sequentially consistent) before it tests the predicate, without the lock: what it waits for
+/// must change by a sequentially consistent store or read-modify-write. A change that is
+/// neither (a stop token's request is acquire-release) is announced with `wake_all`, which
+/// takes the bucket's lock whatever the count.
 class ParkedSignal {
  public:
   ParkedSignal() = default;
@@ -71,9 +74,24 @@ class ParkedSignal {
     if (done()) {
       return;  // the usual case (a process's end waits for cancels that are rarely in flight)
     }
+    waiters_.fetch_add(1);  // under the record's lock: see the class comment
     record_lock.unlock();
-    wait_until_done(Cancel{}, done);
+    sleep_counted(Cancel{}, done);
     record_lock.lock();
+  }
+
+  /// As `wait_until_done`, for a predicate over fields that change under `record_lock` (which
+  /// the caller does not hold): counts itself under it, then sleeps without it.
+  template <class Lock, class Predicate>
+  std::error_code wait_locked(Lock& record_lock, const Cancel& cancel, Predicate done) {
+    {
+      const std::lock_guard lock(record_lock);
+      if (done()) {
+        return {};
+      }
+      waiters_.fetch_add(1);
+    }
+    return sleep_counted(cancel, done);
   }
 
   /// Sleeps until `done()` or `cancel` fires: success if `done()` holds, else `errc::canceled` or
@@ -83,8 +101,18 @@ class ParkedSignal {
     if (done()) {
       return {};  // nothing to count, lock or register
     }
-    ParkingBucket& bucket = parking_bucket(this);
     waiters_.fetch_add(1);
+    return sleep_counted(cancel, done);
+  }
+
+  /// How many threads are in a wait (counted before they test the predicate). For tests.
+  [[nodiscard]] std::uint32_t waiters() const noexcept { return waiters_.load(); }
+
+ private:
+  /// The sleep of a waiter counted in `waiters_`, which it uncounts when it returns.
+  template <class Predicate>
+  std::error_code sleep_counted(const Cancel& cancel, Predicate done) {
+    ParkingBucket& bucket = parking_bucket(this);
     struct Leave {
       std::atomic<std::uint32_t>& waiters;
       ~Leave() { waiters.fetch_sub(1); }
@@ -104,10 +132,6 @@ class ParkedSignal {
     return token.stop_requested() ? errc::canceled : errc::deadline_exceeded;
   }
 
-  /// How many threads are in a wait (counted before they test the predicate). For tests.
-  [[nodiscard]] std::uint32_t waiters() const noexcept { return waiters_.load(); }
-
- private:
   static void wake(ParkingBucket& bucket) noexcept {
     const std::lock_guard lock(bucket.mutex);
     bucket.changed.notify_all();
@@ -116,11 +140,12 @@ class ParkedSignal {
   std::atomic<std::uint32_t> waiters_{0};
 };
 
-/// `wait` (cancel.hpp) for a record whose signal is parked: its predicate reads atomics only.
+/// `wait` (cancel.hpp) for a record whose signal is parked: its predicate reads atomics only,
+/// which change under `record_lock`.
 template <class Lock, class Predicate>
-std::error_code wait(ParkedSignal& signal, Lock& /*record_lock*/, const Cancel& cancel,
+std::error_code wait(ParkedSignal& signal, Lock& record_lock, const Cancel& cancel,
                      Predicate done) {
-  return signal.wait_until_done(cancel, done);
+  return signal.wait_locked(record_lock, cancel, done);
 }
 
 }  // namespace supervisor::detail

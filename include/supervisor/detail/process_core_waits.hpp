@@ -52,7 +52,7 @@ void ProcessCore<R, Link>::mark_ready(std::coroutine_handle<>* hand_over) {
     if (state_ == ProcessState::starting) {
       set_state(ProcessState::running);  // first: whoever sees `ready_` may read it unlocked
     }
-    ready_ = true;
+    ready_.store(true, std::memory_order_release);
     woken = take_callers(Until::started);
   }
   changed_.notify_all();
@@ -74,7 +74,7 @@ void ProcessCore<R, Link>::fail_launch() noexcept {
     std::lock_guard lock(mutex_);
     set_state(ProcessState::stopped);
     error_ = std::current_exception();
-    done_ = true;
+    done_.store(true, std::memory_order_release);
     woken = take_callers(Until::done);
   }
   changed_.notify_all();
@@ -105,7 +105,7 @@ void ProcessCore<R, Link>::finish_run(const std::exception_ptr& failure,
   CallerNode* woken = nullptr;
   {
     std::lock_guard lock(mutex_);
-    done_ = true;
+    done_.store(true, std::memory_order_release);
     woken = take_callers(Until::done);
     // Every caller is unlinked now, so no cancel can begin scheduling one any more: if none is
     // under way, `finish_task` need not wait for one.
@@ -133,7 +133,7 @@ std::error_code ProcessCore<R, Link>::request_stop(bool forced, bool* was_initia
     switch (state_) {
       case ProcessState::initial:
         set_state(ProcessState::stopped);  // before `done_`, as everywhere: see `mark_ready`
-        done_ = true;
+        done_.store(true, std::memory_order_release);
         woken = take_callers(Until::done);
         break;
       case ProcessState::starting:
