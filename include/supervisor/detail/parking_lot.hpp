@@ -39,16 +39,18 @@ inline ParkingBucket& parking_bucket(const void* address) noexcept {
 }
 
 /// The signal of one record: `notify_all` after a change, `wait` until a predicate over the
-/// record's atomics holds. The predicate runs under the bucket's lock, never the record's, so it
-/// must read only atomics (a notifier may hold the record's lock while it notifies), and it must
-/// be monotonic (once true, true for good): its last test is not under the record's lock.
+/// record's atomics holds. The predicate's first test may be under the record's lock, the
+/// others run under the bucket's, so it must read only atomics (a notifier may hold the
+/// record's lock while it notifies), and it must be monotonic (once true, true for good): its
+/// last test is not under the record's lock.
 ///
 /// No wake-up is lost. The record's own waits (`wait` with its lock) count themselves under the
 /// record's lock and test the predicate there, so a change made under that lock (a release
 /// store is enough) and announced by `notify_all` after it is seen by one or the other: the
-/// waiter sees the change, or the notifier sees the count. `wait_until_done` counts itself
-/// (sequentially consistent) before it tests the predicate, without the lock: what it waits for
-/// must change by a sequentially consistent store or read-modify-write. A change that is
+/// waiter sees the change, or the notifier sees the count (a sequentially consistent change
+/// made outside the lock is seen as well). `wait_until_done` counts itself (sequentially
+/// consistent) before it tests the predicate, without the lock: what it waits for must change
+/// by a sequentially consistent store or read-modify-write. A change that is
 /// neither (a stop token's request is acquire-release) is announced with `wake_all`, which
 /// takes the bucket's lock whatever the count.
 class ParkedSignal {
@@ -105,7 +107,8 @@ class ParkedSignal {
     return sleep_counted(cancel, done);
   }
 
-  /// How many threads are in a wait (counted before they test the predicate). For tests.
+  /// How many threads are in a wait (counted once the predicate, tested first, was false). For
+  /// tests.
   [[nodiscard]] std::uint32_t waiters() const noexcept { return waiters_.load(); }
 
  private:

@@ -438,7 +438,7 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
   std::uint16_t frame_room_bytes_ = 0;   // 0: none
   ProcessState state_ = ProcessState::initial;
   // Written under `mutex_` (`ready_`, `done_` released: waiters test them there, ParkedSignal;
-  // `graceful_` sequentially consistent: `co_await ready` does not), read unlocked by spinners.
+  // `graceful_` sequentially consistent: `co_await ready` does not), read unlocked too.
   std::atomic<bool> ready_{false};
   std::atomic<bool> graceful_{false};
   std::atomic<bool> done_{false};
