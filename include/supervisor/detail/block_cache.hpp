@@ -37,7 +37,7 @@ namespace supervisor::detail {
 /// Lock-free (`MpmcRing`), bounded: at most `capacity` blocks, more are freed at once. A block
 /// is reused only for a request of exactly its size, kept in its first bytes while it waits.
 /// The blocks it holds stay until the program exits, whatever made them is gone (for a record
-/// type, at most 64 records with their frames' room, a few tens of KiB).
+/// type, at most 64 records with their frames' room, a few tens of KiB, and one per thread).
 ///
 /// In front of the ring, each thread keeps one block of its own: a coroutine caller on a pool
 /// thread that starts and stops processes frees a record there and makes the next one there,

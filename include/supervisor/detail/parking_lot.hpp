@@ -50,9 +50,9 @@ inline ParkingBucket& parking_bucket(const void* address) noexcept {
 /// waiter sees the change, or the notifier sees the count (a sequentially consistent change
 /// made outside the lock is seen as well). `wait_until_done` counts itself (sequentially
 /// consistent) before it tests the predicate, without the lock: what it waits for must change
-/// by a sequentially consistent store or read-modify-write. A change that is
-/// neither (a stop token's request is acquire-release) is announced with `wake_all`, which
-/// takes the bucket's lock whatever the count.
+/// by a sequentially consistent store or read-modify-write. A change that is neither (a stop
+/// token's request is acquire-release) is announced with `wake_all`, which takes the bucket's
+/// lock whatever the count.
 class ParkedSignal {
  public:
   ParkedSignal() = default;
