@@ -18,6 +18,8 @@
 /// 4. `force` is a cancellation signal. A coroutine is never preempted: one that ignores `force`
 ///    and never suspends on `ready` or on something tied to `force` runs on, and its stop waits,
 ///    exactly as for a thread runnable that ignores it.
+/// `run(ready)` alone is the same without the `force` parameter: the process makes its force
+/// token only if `ready.force_token()` asks for it (see `CoroutineRunnable`).
 ///
 /// Blocking inside a coroutine runnable blocks a thread of the executor: use awaitable I/O, and
 /// never call a blocking member of a supervisor whose processes run on the same executor (that
@@ -71,6 +73,8 @@ class AsyncReadyTarget : public ReadyTarget {
   virtual void wake_ready() noexcept = 0;
   /// The executor the process runs on.
   [[nodiscard]] virtual ExecutorRef executor() const noexcept = 0;
+  /// The force token (`AsyncReady::force_token`).
+  virtual std::stop_token forcing() = 0;
 
  protected:
   AsyncReadyTarget() = default;
@@ -188,6 +192,12 @@ class AsyncReady {
   /// As `Ready::stop_token`: requested once a graceful stop or force is requested.
   [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
 
+  /// The force token, the one a two-argument `run` is handed: requested once force is. For a
+  /// `run(ready)` without one, the first call makes it (the process makes none until then) and
+  /// may throw `std::bad_alloc`; a token made after force was requested is requested already.
+  /// Thread-safe.
+  [[nodiscard]] std::stop_token force_token() const { return target_->forcing(); }
+
   /// The executor this process runs on, where its coroutine is resumed: `Options::executor`, or
   /// the supervisor's own pool when none was given. For wake-ups of the process's own, such as
   /// `co_await until_stopped(force, ready.executor())` (until_stopped.hpp). Thread-safe. The
@@ -209,20 +219,45 @@ template <class R>
 concept HasAsyncRunThroughPointer = !HasAsyncRunMember<R> && requires(R & r, AsyncReady& ready) {
   (*r).run(std::stop_token{}, ready);
 };
-
-/// Calls a coroutine runnable's `run`: the task, not started.
+// `run(ready)` alone: the force token only on request (`AsyncReady::force_token`).
 template <class R>
-auto call_async_run(R& runnable, std::stop_token force, AsyncReady& ready) {
+concept HasReadyOnlyRunMember =
+    !HasAsyncRunMember<R> && !HasAsyncRunThroughPointer<R> && requires(R & r, AsyncReady& ready) {
+  r.run(ready);
+};
+template <class R>
+concept HasReadyOnlyRunThroughPointer =
+    !HasAsyncRunMember<R> && !HasAsyncRunThroughPointer<R> && !HasReadyOnlyRunMember<R> &&
+    requires(R & r, AsyncReady& ready) {
+  (*r).run(ready);
+};
+/// Whether a coroutine runnable's `run` takes `AsyncReady&` alone: its process makes no force
+/// source unless asked for the token.
+template <class R>
+concept ReadyOnlyRun = HasReadyOnlyRunMember<R> || HasReadyOnlyRunThroughPointer<R>;
+
+/// Calls a coroutine runnable's `run`: the task, not started. `force` makes the token, called
+/// only for a `run` that takes one.
+template <class R, class Force>
+auto call_async_run(R& runnable, Force&& force, AsyncReady& ready) {
   if constexpr (HasAsyncRunMember<R>) {
-    return runnable.run(std::move(force), ready);
+    return runnable.run(force(), ready);
+  } else if constexpr (HasAsyncRunThroughPointer<R>) {
+    return (*runnable).run(force(), ready);
+  } else if constexpr (HasReadyOnlyRunMember<R>) {
+    return runnable.run(ready);
   } else {
-    return (*runnable).run(std::move(force), ready);
+    return (*runnable).run(ready);
   }
 }
 
+/// A token maker for `AsyncRunResult` (a lambda here trips g++ 12).
+struct UnusedForce {
+  std::stop_token operator()() const noexcept { return {}; }
+};
 template <class R>
 using AsyncRunResult =
-    decltype(call_async_run(std::declval<R&>(), std::stop_token{}, std::declval<AsyncReady&>()));
+    decltype(call_async_run(std::declval<R&>(), UnusedForce{}, std::declval<AsyncReady&>()));
 
 template <class T>
 struct TaskResult {};
@@ -235,7 +270,10 @@ struct TaskResult<Task<T>> {
 
 /// A type whose objects run as coroutine processes: `run(std::stop_token force,
 /// supervisor::AsyncReady& ready)` on the object (or through a pointer-like handle) returns
-/// `Task<>` or `Task<E>` with `E` convertible to `std::error_code` (non-zero: a failure). It must
+/// `Task<>` or `Task<E>` with `E` convertible to `std::error_code` (non-zero: a failure). `run`
+/// may take `AsyncReady& ready` alone instead (used only if the two-argument form is absent): its
+/// process then makes the force token only if `ready.force_token()` is called, which saves each
+/// process an `std::stop_source`'s heap block (32 bytes, an allocation and a free). It must
 /// not also be a thread `Runnable` (a `run` taking `Ready&`). The library keeps its own copy, as
 /// for `Runnable`, with one exception: a `run` that first makes another task with a frame of the
 /// same size and keeps it past its return (where the record holds room for the returned task's
@@ -243,8 +281,9 @@ struct TaskResult<Task<T>> {
 /// which gets no such room afterwards (see task.hpp).
 template <class R>
 concept CoroutineRunnable =
-    (detail::HasAsyncRunMember<R> || detail::HasAsyncRunThroughPointer<R>)&&!HasRun<R> &&
-    detail::is_task<detail::AsyncRunResult<R>> &&
+    !HasRun<R> &&  // first: a thread runnable's other `run` overloads are never instantiated
+    (detail::HasAsyncRunMember<R> || detail::HasAsyncRunThroughPointer<R> ||
+     detail::ReadyOnlyRun<R>)&&detail::is_task<detail::AsyncRunResult<R>> &&
     (std::is_void_v<typename detail::TaskResult<detail::AsyncRunResult<R>>::type> ||
      std::convertible_to<typename detail::TaskResult<detail::AsyncRunResult<R>>::type,
                          std::error_code>)&&StorableRunnable<R>;

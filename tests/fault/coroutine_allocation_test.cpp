@@ -42,6 +42,22 @@ struct Bulky {
   }
 };
 
+/// `Lean` with a `run` that takes no force token: its processes make no force source.
+struct Forceless {
+  std::shared_ptr<int> owners = std::make_shared<int>(0);
+  supervisor::Task<> run(supervisor::AsyncReady& ready) const { co_await ready; }
+};
+
+/// The same, asking for the force token before it is ready: the source is made then, and the
+/// first allocation of it that fails fails the start.
+struct ForceWatcher {
+  std::shared_ptr<int> owners = std::make_shared<int>(0);
+  supervisor::Task<> run(supervisor::AsyncReady& ready) const {
+    const std::stop_token force = ready.force_token();
+    co_await ready;
+  }
+};
+
 /// Runs `pair(sup, pool)` with allocation fault `n` armed (0: counts only) inside a `run` of a
 /// supervisor of `R` on a one-thread pool, once the type has learned its frame's size; `pair`
 /// starts and stops "k", and returns whether its caller heard a `std::bad_alloc`. Returns how
@@ -167,4 +183,91 @@ TEST_CASE("coroutine async_start and async_stop, no token: each allocation fails
 TEST_CASE("coroutine async_start and async_stop with a token: each allocation fails in turn",
           "[fault][coroutine_allocation]") {
   fault::each_allocation_in_turn([](long n) { return async_start_stop_with_fault(n, true); });
+}
+
+TEST_CASE("coroutine start and stop, no force token: each allocation fails in turn",
+          "[fault][coroutine_allocation]") {
+  each_allocation_fails_in_turn<Forceless>();
+}
+
+TEST_CASE(
+    "coroutine start and stop, the force token made on request: each allocation fails in "
+    "turn",
+    "[fault][coroutine_allocation]") {
+  each_allocation_fails_in_turn<ForceWatcher>();
+}
+
+TEST_CASE("a coroutine process whose run takes no force token allocates no force source",
+          "[fault][coroutine_allocation]") {
+  const long with_token = start_stop_with_fault<Lean>(0);
+  const long without = start_stop_with_fault<Forceless>(0);
+  const long on_request = start_stop_with_fault<ForceWatcher>(0);
+#if defined(FAULT_NO_NEW_REPLACEMENT)
+  WARN("allocations are not counted in this build: " << with_token << without << on_request);
+#else
+  // One `std::stop_source` state fewer; asked for, it costs that and the source's own block.
+  CHECK(without == with_token - 1);
+  CHECK(on_request == with_token + 1);
+#endif
+}
+
+namespace {
+/// Asks for `ready.stop_token()` with its `fail_at`th allocation failing, then again, keeps that
+/// token, and waits for force before it is ready.
+struct StopTokenRetrier {
+  struct Shared {
+    long fail_at = 0;
+    std::stop_token kept;
+    int failures = 0;
+    test::Event asked;  // the token is kept
+  };
+  std::shared_ptr<Shared> shared = std::make_shared<Shared>();
+  supervisor::Task<> run(supervisor::AsyncReady& ready) const {
+    const auto s = shared;
+    fault::arm(fault::Kind::alloc, s->fail_at);
+    try {
+      (void)ready.stop_token();
+    } catch (const std::bad_alloc&) {
+      ++s->failures;
+    }
+    fault::disarm();
+    s->kept = ready.stop_token();
+    s->asked.notify();
+    co_await supervisor::until_stopped(ready.force_token(), ready.executor());
+  }
+};
+}  // namespace
+
+TEST_CASE("a stop token asked for again after a failed allocation still hears force",
+          "[fault][coroutine_allocation]") {
+  // The first call makes the force source (two allocations) and the stop token's own (two
+  // more); whichever fails, the second call's token is linked to force.
+  for (long n = 1; n <= 4; ++n) {
+    INFO("allocation " << n);
+    const fault::Quiet quiet;
+    StopTokenRetrier runnable;
+    runnable.shared->fail_at = n;
+    supervisor::ThreadPool pool(1);
+    auto table = std::make_shared<supervisor::MapTable<std::string, StopTokenRetrier>>();
+    table->insert_or_assign("k", runnable);
+    supervisor::Options<std::string> options;
+    options.executor = pool;
+    options.clock = std::make_shared<supervisor::ManualClock>();
+    options.restart_interval = std::chrono::hours(1);
+    options.initial_wait = {};  // the callback at once: "k" never becomes ready
+    options.on_error = [](const supervisor::ErrorReport<std::string>& /*report*/) {};
+    supervisor::Supervisor<std::string, StopTokenRetrier> sup(table, options);
+    std::stop_source cancel_run;
+    sup.run(supervisor::Cancel(cancel_run.get_token()), [&] {
+      CHECK(runnable.shared->asked.wait());
+      CHECK_FALSE(runnable.shared->kept.stop_requested());
+      cancel_run.request_stop();  // forces "k", which is still starting: no graceful stop
+    });
+#if defined(FAULT_NO_NEW_REPLACEMENT)
+    WARN("allocation faults are compiled out of this build: " << runnable.shared->failures);
+#else
+    CHECK(runnable.shared->failures == 1);
+#endif
+    CHECK(runnable.shared->kept.stop_requested());  // force reached it
+  }
 }

@@ -27,6 +27,9 @@ enum class FaultPoint {
   /// Not a fault: a start refused a thread has recorded its failure in the key's history and is
   /// about to free the key. A test holds one there; a hook must not throw here.
   failed_launch_recorded,
+  /// Not a fault: a first `LazyForce::get_token` has made its source and is about to publish
+  /// it. A test requests force there, or makes the token first; a hook must not throw here.
+  lazy_force_made,
 };
 
 #if defined(SUPERVISOR_FAULT_INJECTION)

@@ -22,6 +22,7 @@
 
 #include "supervisor/async_ready.hpp"
 #include "supervisor/cancel.hpp"
+#include "supervisor/detail/force_signal.hpp"
 #include "supervisor/detail/frame_room.hpp"
 #include "supervisor/detail/parking_lot.hpp"
 #include "supervisor/detail/ready_waiter.hpp"
@@ -71,12 +72,11 @@ struct SelfReference<Core, ParentLink::by_owner> {};
 /// `initial`.
 ///
 /// Force follows the parent token. `ParentLink::per_process`: from `starting` on, through a
-/// `std::stop_callback` of its own. `by_owner`: none, and no copy of the parent token, of the
-/// executor or of the hand-off spin (96 bytes and two locked steps on the parent's shared state
-/// fewer per process); the owner forces every record it holds, in any state, when the parent is
-/// requested, one it made visible reads the owner's flag in `enter_starting`, and the executor
-/// and the spin are the owner's (`owner_forces_all`, `owner_executor`, `owner_handoff_spin`,
-/// which a `by_owner` subclass overrides).
+/// `std::stop_callback` of its own. `by_owner`: none, and no copy of the parent token, executor
+/// or hand-off spin (96 bytes and two locked steps on the parent's shared state fewer per
+/// process); the owner forces every record it holds, in any state, when the parent is requested,
+/// one it made visible reads the owner's flag in `enter_starting`, and the executor and spin are
+/// the owner's (`owner_forces_all`, `owner_executor`, `owner_handoff_spin`, overridden).
 template <class R, ParentLink Link = ParentLink::per_process>
 requires AnyKindRunnable<R>
 class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
@@ -103,9 +103,8 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
   ProcessCore& operator=(const ProcessCore&) = delete;
   virtual ~ProcessCore() = default;
 
-  /// Room for the task's frame in this record's block (frame_room.hpp), before anyone else
-  /// sees the record. Kept as two 16-bit numbers (a pointer would cost every record 16 bytes):
-  /// a room beyond their reach is not used (`ManagedProcess::make` gives none).
+  /// Room for the task's frame in this record's block (frame_room.hpp), before anyone else sees
+  /// the record. Two 16-bit numbers (a pointer costs 16 bytes): a room beyond them is not used.
   void give_frame_room(FrameRoom room) noexcept {
     const auto offset = reinterpret_cast<std::uintptr_t>(room.at) -
                         reinterpret_cast<std::uintptr_t>(static_cast<void*>(this));
@@ -318,6 +317,7 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
                   std::coroutine_handle<>* hand_over = nullptr) noexcept;
 
   std::stop_token stopping() override;
+  std::stop_token forcing() override { return force_.get_token(); }
 
   /// Marks the process ready: `running`, a waiting `start` woken, `on_ready` the first time.
   /// With `hand_over`, one woken caller goes there instead of to the executor.
@@ -410,7 +410,7 @@ class ProcessCore : public AsyncReadyTarget,  // and so a `ReadyTarget`
       return owner_handoff_spin();
     }
   }
-  std::stop_source force_;
+  ForceSignal<is_coroutine && ReadyOnlyRun<R>> force_;  // lazy for a `run(ready)` without force
   struct NoParentLink {
     void reset() noexcept {}
   };

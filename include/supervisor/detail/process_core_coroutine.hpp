@@ -35,7 +35,9 @@ std::error_code ProcessCore<R, Link>::begin_start(
       executor_ = executor;
     }
     self_ = std::move(self);  // the task keeps its record, as a thread does
-    task_ = call_async_run(*runnable_, force_.get_token(), async_ready_).release();
+    task_ = call_async_run(
+                *runnable_, [this] { return force_.get_token(); }, async_ready_)
+                .release();
     offer.disarm();  // before the task may run (an executor may resume it right here)
     FrameRoomHint<R>::learn(offer.root_frame_size(task_.address()));
     keep_if_room_kept(offer, task_.address());

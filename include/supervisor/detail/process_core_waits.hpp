@@ -237,16 +237,18 @@ void ProcessCore<R, Link>::signal_ready_and_wait(const std::stop_token& early) {
   changed_.wait(lock, released);
 }
 
-// `Ready::stop_token`'s source, made on first request.
+// `Ready::stop_token`'s source, made on first request. The force token first, outside the lock:
+// a lazy one is made there, and may throw before anything here has changed.
 SUPERVISOR_PROCESS_CORE_
 std::stop_token ProcessCore<R, Link>::stopping() {
+  const std::stop_token force = force_.get_token();
   std::lock_guard lock(mutex_);
   if (!stopping_) {
     stopping_ = std::make_unique<Stopping>();
     if (graceful_ || force_.stop_requested()) {
       stopping_->source.request_stop();
     } else {
-      stopping_->on_force.emplace(force_.get_token(), RequestStopOf{&stopping_->source});
+      stopping_->on_force.emplace(force, RequestStopOf{&stopping_->source});
     }
   }
   return stopping_->source.get_token();
