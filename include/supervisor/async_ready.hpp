@@ -184,18 +184,23 @@ class AsyncReady {
 
   /// Marks the process running (a blocked `start` returns) without suspending: for a coroutine
   /// that goes on working once it is up (a session's loop), watching `stop_token()` for a
-  /// graceful stop and `force` for force, instead of parking on `co_await ready`. Calling it
+  /// graceful stop and `force` (or `force_token()`) for force, instead of parking on
+  /// `co_await ready`. Calling it
   /// again, or awaiting `ready` afterwards, does not signal twice. Throws only
   /// `std::system_error` if a lock fails.
   void signal() const { (void)target_->signal_ready({}, nullptr); }
 
-  /// As `Ready::stop_token`: requested once a graceful stop or force is requested.
+  /// As `Ready::stop_token`: requested once a graceful stop or force is requested. Thread-safe.
+  /// The first call allocates, and with `run(ready)` makes the force token too (as
+  /// `force_token()`): it may throw `std::bad_alloc`.
   [[nodiscard]] std::stop_token stop_token() const { return target_->stopping(); }
 
   /// The force token, the one a two-argument `run` is handed: requested once force is. For a
   /// `run(ready)` without one, the first call makes it (the process makes none until then) and
   /// may throw `std::bad_alloc`; a token made after force was requested is requested already.
-  /// Thread-safe.
+  /// Thread-safe while `run`'s task has not finished. Its callbacks run on the thread that
+  /// requests force, at once on a token already requested, or (`run(ready)`) on a thread that
+  /// asks for the token while a request is under way.
   [[nodiscard]] std::stop_token force_token() const { return target_->forcing(); }
 
   /// The executor this process runs on, where its coroutine is resumed: `Options::executor`, or

@@ -3,7 +3,8 @@
 /// \file
 /// `until_stopped`: an awaitable that suspends a coroutine until a `std::stop_token` is
 /// requested, for a coroutine runnable that waits for `force` alone (or for any token), where
-/// `co_await ready` would also end on a graceful stop.
+/// `co_await ready` would also end on a graceful stop. A `run(ready)` without a force parameter
+/// waits for `ready.force_token()`.
 
 #include <atomic>
 #include <coroutine>

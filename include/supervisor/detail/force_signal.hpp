@@ -18,19 +18,20 @@ namespace supervisor::detail {
 using EagerForce = std::stop_source;
 
 /// The force signal of a coroutine process whose `run` takes `AsyncReady&` alone. Most such
-/// processes never ask for the token (`AsyncReady::force_token`), and an `std::stop_source`
-/// costs a heap block of its own and a few locked instructions per process: at a million
-/// processes, 32 bytes and an allocation each on `run`'s thread at restore, and a free each at
-/// shutdown. Here a request is one bit; the source is made on the first `get_token`, and
-/// requested from then on with the bit.
+/// processes never ask for the token (`AsyncReady::force_token`), and an `std::stop_source` costs a
+/// heap block of its own and a few locked instructions per process: at a million processes, 32
+/// bytes and an allocation each on the thread of `Supervisor::run` at restore, and a free each at
+/// shutdown. Here a request is one bit; the source is made on the first `get_token`, and requested
+/// from then on with the bit.
 ///
 /// One word: bit 0 says force was requested; the rest is the source, once made (never changed
-/// after). Every member is thread-safe and lock-free. A request and a first `get_token` that
-/// race both see the other's half: the request sets the bit before it looks for a source, the
-/// maker publishes the source with a compare-exchange that fails if the bit changed, and
-/// whichever comes second requests the source (a second request of a source does nothing).
-/// Callbacks on the token run on the requesting thread, as they would with `std::stop_source`,
-/// or on the thread asking for a token once force has come (its own callbacks only).
+/// after). Every member is thread-safe; lock-free apart from the allocation and
+/// `std::stop_source`'s own. A request and a first `get_token` that race both see the other's half:
+/// the request sets the bit before it looks for a source, the maker publishes the source with a
+/// compare-exchange that fails if the bit changed, and whichever comes second requests the source
+/// (a second request of a source does nothing). Callbacks on the token run on the requesting
+/// thread, as they would with `std::stop_source`, or on a thread that asks for a token while a
+/// request is under way.
 class LazyForce {
  public:
   LazyForce() noexcept = default;
@@ -75,7 +76,8 @@ class LazyForce {
     }
     // A request that came first found no source, or may not have requested it yet: whoever
     // sees the bit requests it before handing out a token (again does nothing), so no token is
-    // handed out unrequested, and no caller runs the callbacks of tokens handed to others.
+    // handed out unrequested, and a maker never runs the callbacks of tokens that others were
+    // handed after the bit was set.
     if ((seen & requested_bit) != 0) {
       source->request_stop();
     }
