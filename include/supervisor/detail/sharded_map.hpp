@@ -59,14 +59,8 @@ class ShardedMap {
   ShardedMap(const ShardedMap&) = delete;
   ShardedMap& operator=(const ShardedMap&) = delete;
 
-  /// Precondition: no call is in flight, on any thread.
-  ~ShardedMap() {
-    for (std::size_t i = 0; i < shard_count; ++i) {
-      Shard& shard = shards_[i];
-      Table::destroy(shard.table.load(std::memory_order_relaxed));
-      destroy(shard.retired_nodes, shard.retired_tables);
-    }
-  }
+  /// Precondition: no call is in flight, on any thread. (Each shard frees its own.)
+  ~ShardedMap() = default;
 
   /// The hash that every other call of the map derives from `key`: the user's `Hash`, mixed.
   /// Throws what `Hash` throws.
@@ -276,6 +270,14 @@ class ShardedMap {
 
   struct alignas(64) Shard {
     Shard() : table(new Table(initial_buckets)) {}
+    // Its own destructor, not the map's loop: a shard array whose construction fails midway
+    // destroys the shards already made, and their tables with them.
+    ~Shard() {
+      Table::destroy(table.load(std::memory_order_relaxed));
+      destroy(retired_nodes, retired_tables);
+    }
+    Shard(const Shard&) = delete;
+    Shard& operator=(const Shard&) = delete;
 
     mutable WordLock mutex;  // writers only (see the class comment)
     std::atomic<Table*> table;
