@@ -4,10 +4,13 @@
 # ../shared/go-anchor), run alternately on this machine at the same number of processes, then one
 # table of both. The counterpart of go-anchor's run-side-by-side.sh, which has no coroutine rows.
 #
-#   bench/coroutines-side-by-side.sh [--processes=N] [--rounds=N]
+#   bench/coroutines-side-by-side.sh [--processes=N] [--rounds=N] [--heap-huge-pages]
 #
 # Defaults: 1,000,000 processes, 2 rounds (each round: C++, Go lifecycle, Go start+stop). Needs
 # Go (Debian: golang-go) and the go-anchor sources laid out as its README says.
+# --heap-huge-pages runs the C++ side (library and floor alike) with glibc's heap on transparent
+# huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=64 MiB), as a service
+# at this scale may run; Go's runtime is left as it is.
 #
 # Environment:
 #   GO_ANCHOR  the go-anchor directory (default: ../shared/go-anchor beside the project root)
@@ -24,12 +27,14 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 processes=1000000
 rounds=2
+heap_huge_pages=0
 for arg in "$@"; do
   case "$arg" in
     --processes=*) processes=${arg#--processes=} ;;
     --rounds=*) rounds=${arg#--rounds=} ;;
+    --heap-huge-pages) heap_huge_pages=1 ;;
     -h | --help)
-      sed -n '2,21p' "$0"
+      sed -n '2,24p' "$0"
       exit 0
       ;;
     *)
@@ -88,10 +93,17 @@ cmake --build "$build" --target supervisor_bench >"$WORK_DIR/build.log"
 # ---- run, alternating ----
 runs=$WORK_DIR/runs
 mkdir -p "$runs"
+cpp_env=()
+if ((heap_huge_pages)); then
+  # hugetlb=1: malloc asks for transparent huge pages on what it maps (the kernel's `madvise`
+  # mode); top_pad: it grows its heap 64 MiB ahead, so that new pages lie in whole 2 MiB ranges.
+  cpp_env=("GLIBC_TUNABLES=${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1:glibc.malloc.top_pad=67108864")
+  echo "== C++ runs with ${cpp_env[0]}"
+fi
 echo "== load before: $(uptime)"
 for ((round = 1; round <= rounds; round++)); do
   echo "== round $round of $rounds"
-  "$build/bench/supervisor_bench" --only=coroutines --co-processes="$processes" --reps=1 \
+  env "${cpp_env[@]}" "$build/bench/supervisor_bench" --only=coroutines --co-processes="$processes" --reps=1 \
     >"$runs/$round-cpp.txt" 2>&1 || echo "   C++ run failed: $runs/$round-cpp.txt"
   "$go_dir/go-bench" --only=lifecycle --processes="$processes" --reps=1 \
     >"$runs/$round-go-lifecycle.txt" 2>&1 || echo "   Go lifecycle failed: $runs/$round-go-lifecycle.txt"
@@ -157,8 +169,10 @@ for path in sorted(glob.glob(os.path.join(runs, "*-cpp.txt"))):
     doc = json.loads(lines[-1]) if lines else {}
     trip, touch = doc.get("line_round_trip_ns"), doc.get("first_touch_ns")
     if trip and touch:
+        tunables = doc.get("glibc_tunables", "none")
         print(f"  {os.path.basename(path)}: cache line round trip {trip[0]:.0f} and {trip[1]:.0f} ns,"
-              f" first touch {touch[0]:.0f} and {touch[1]:.0f} ns per 4 KiB page")
+              f" first touch {touch[0]:.0f} and {touch[1]:.0f} ns per 4 KiB page"
+              + ("" if tunables == "none" else f", GLIBC_TUNABLES={tunables}"))
 print("\nGo's start+stop cycle starts and stops one key over and over in a supervisor of its own,"
       " with no other process;\nthe C++ rows do so with the million processes live, on a fresh"
       " key each cycle or (one_key) on one key.\nC++ / Go below 1 is faster than Go.")

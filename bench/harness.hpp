@@ -110,11 +110,14 @@ std::string utc_now();
 
 /// The machine's state during a run (machine.cpp): a cache line's round trip between two cores,
 /// and the first write to a fresh 4 KiB page, both in nanoseconds; the kernel's transparent huge
-/// pages mode (`always` makes a fresh block's faults 2 MiB each, and the page figure small).
+/// pages mode (`always` makes a fresh block's faults 2 MiB each, and the page figure small);
+/// and glibc's tunables from the environment (`glibc.malloc.hugetlb=1` puts malloc's heap on
+/// huge pages in `madvise` mode too), or "none".
 struct MachineProbes {
   double line_round_trip_ns = 0;
   double first_touch_ns = 0;
   std::string huge_pages;
+  std::string glibc_tunables;
 };
 MachineProbes probe_machine();
 std::string describe(const MachineProbes& probes);

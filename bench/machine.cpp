@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -80,10 +81,17 @@ std::string huge_pages_mode() {
   return line.substr(open + 1, close - open - 1);
 }
 
+/// `GLIBC_TUNABLES` as the process was started with it (glibc reads it once, at start), or
+/// "none".
+std::string glibc_tunables() {
+  const char* set = std::getenv("GLIBC_TUNABLES");  // NOLINT(concurrency-mt-unsafe): no setenv
+  return set != nullptr && *set != '\0' ? set : "none";
+}
+
 }  // namespace
 
 MachineProbes probe_machine() {
-  return MachineProbes{line_round_trip_ns(), first_touch_ns(), huge_pages_mode()};
+  return MachineProbes{line_round_trip_ns(), first_touch_ns(), huge_pages_mode(), glibc_tunables()};
 }
 
 std::string describe(const MachineProbes& probes) {
@@ -91,7 +99,11 @@ std::string describe(const MachineProbes& probes) {
   std::snprintf(text, sizeof text,
                 "cache line round trip %.0f ns, first touch %.0f ns per page (huge pages: %s)",
                 probes.line_round_trip_ns, probes.first_touch_ns, probes.huge_pages.c_str());
-  return text;
+  std::string described = text;
+  if (probes.glibc_tunables != "none") {
+    described += ", GLIBC_TUNABLES=" + probes.glibc_tunables;
+  }
+  return described;
 }
 
 }  // namespace bench

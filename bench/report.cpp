@@ -229,6 +229,7 @@ void print_json(const std::vector<Row>& rows, const std::vector<std::string>& er
                     json_number(probes[0].first_touch_ns) + "," +
                     json_number(probes[1].first_touch_ns) +
                     "],\"huge_pages\":" + json_string(probes[0].huge_pages) +
+                    ",\"glibc_tunables\":" + json_string(probes[0].glibc_tunables) +
                     ",\"date\":" + json_string(utc_now()) +
                     ",\"mode\":" + json_string(config.quick ? "quick" : "full") +
                     ",\"repetitions\":" + std::to_string(config.reps) + ",\"results\":[";

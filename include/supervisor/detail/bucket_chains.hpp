@@ -27,8 +27,9 @@ struct ChainNode {
   ChainNode* next_retired = nullptr;
 };
 
-/// A power of two of buckets. Readers walk `heads` with no lock (the map pins the epoch);
-/// the member functions and `filters` are for writers, under the shard's lock.
+/// A power of two of buckets. Readers walk the chains from `buckets[b].head` with no lock (the
+/// map pins the epoch); the member functions and the filters are for writers, under the shard's
+/// lock.
 ///
 /// The filter: per bucket, sixteen two-bit counters, one of them (`filter_field`) counting the
 /// nodes of each hash in the chain. An insert whose key's counter is zero knows the key is
@@ -41,10 +42,16 @@ template <class Key, class Value, class KeyEqual>
 struct BucketChains {
   using Node = ChainNode<Key, Value>;
 
-  explicit BucketChains(std::size_t buckets)
-      : mask(buckets - 1),
-        heads(std::make_unique<std::atomic<Node*>[]>(buckets)),
-        filters(std::make_unique<std::uint32_t[]>(buckets)) {}
+  /// A chain's head and its filter side by side, so that an insert of a new key waits for one
+  /// cache miss, not two (two arrays cost a sixth of a start+stop cycle on fresh keys at a
+  /// million processes). 16 bytes with the padding, against 12.
+  struct Bucket {
+    std::atomic<Node*> head{nullptr};
+    std::uint32_t filter = 0;  // writers only, under the shard's lock
+  };
+
+  explicit BucketChains(std::size_t count)
+      : mask(count - 1), buckets(std::make_unique<Bucket[]>(count)) {}
 
   /// Where the counter of `hash` lies in its bucket's filter: chosen by four hash bits that
   /// neither the shard (the top six) nor the bucket (the bottom ones: a shard would need 2^49
@@ -63,12 +70,12 @@ struct BucketChains {
 
   /// The link that points at `key`'s node, or null if `key` is absent.
   std::atomic<Node*>* find_link(std::uint64_t hash, const Key& key) {
-    std::uint32_t& filter = filters[hash & mask];
-    if (count_of(filter, hash) == 0) {
+    Bucket& bucket = buckets[hash & mask];
+    if (count_of(bucket.filter, hash) == 0) {
       return nullptr;
     }
     std::uint32_t seen = 0;
-    std::atomic<Node*>* link = &heads[hash & mask];
+    std::atomic<Node*>* link = &bucket.head;
     for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
          node = link->load(std::memory_order_relaxed)) {
       if (node->hash == hash && KeyEqual{}(node->key, key)) {
@@ -77,7 +84,7 @@ struct BucketChains {
       seen = counted(seen, node->hash);
       link = &node->next;
     }
-    filter = seen;
+    bucket.filter = seen;
     return nullptr;
   }
   Node* find(std::uint64_t hash, const Key& key) {
@@ -86,17 +93,16 @@ struct BucketChains {
   }
 
   void link_head(Node* node) noexcept {
-    const std::size_t bucket = node->hash & mask;
-    filters[bucket] = counted(filters[bucket], node->hash);
-    std::atomic<Node*>& head = heads[bucket];
-    node->next.store(head.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    head.store(node);  // publishes the node's fields to readers
+    Bucket& bucket = buckets[node->hash & mask];
+    bucket.filter = counted(bucket.filter, node->hash);
+    node->next.store(bucket.head.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    bucket.head.store(node);  // publishes the node's fields to readers
   }
 
   /// Unlinks `node` from `link`, which points at it, with a sequentially consistent store (as
   /// `EpochDomain::none_pinned` needs).
   void unlink(std::atomic<Node*>& link, Node& node) noexcept {
-    std::uint32_t& filter = filters[node.hash & mask];
+    std::uint32_t& filter = buckets[node.hash & mask].filter;
     assert(count_of(filter, node.hash) != 0 && "a linked node's counter is at least one");
     if (count_of(filter, node.hash) != counter_max) {
       filter -= 1U << filter_field(node.hash);
@@ -110,7 +116,7 @@ struct BucketChains {
       return;
     }
     for (std::size_t b = 0; b <= chains->mask; ++b) {
-      for (Node* node = chains->heads[b].load(std::memory_order_relaxed); node != nullptr;) {
+      for (Node* node = chains->buckets[b].head.load(std::memory_order_relaxed); node != nullptr;) {
         delete std::exchange(node, node->next.load(std::memory_order_relaxed));
       }
     }
@@ -118,8 +124,7 @@ struct BucketChains {
   }
 
   const std::size_t mask;  // bucket count - 1, a power of two
-  const std::unique_ptr<std::atomic<Node*>[]> heads;
-  const std::unique_ptr<std::uint32_t[]> filters;  // writers only (`prefetch` takes addresses)
+  const std::unique_ptr<Bucket[]> buckets;
   // Writers only, under the shard lock: the shard's list of retired tables.
   std::uint64_t retired_at = 0;
   BucketChains* next_retired = nullptr;

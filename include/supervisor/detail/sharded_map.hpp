@@ -140,7 +140,7 @@ class ShardedMap {
     Shard& shard = shard_for(hash);
     std::unique_lock lock(shard.mutex);
     Table* table = shard.table.load(std::memory_order_relaxed);
-    std::atomic<Node*>* link = &table->heads[hash & table->mask];
+    std::atomic<Node*>* link = &table->buckets[hash & table->mask].head;
     for (Node* node = link->load(std::memory_order_relaxed); node != nullptr;
          node = link->load(std::memory_order_relaxed)) {
       if (node->hash == hash && matches(std::as_const(node->value))) {
@@ -168,7 +168,7 @@ class ShardedMap {
   decltype(auto) visit(std::uint64_t hash, const Key& key, Visit&& visit) const {
     const EpochDomain::Pin pin;
     const Table* table = shard_for(hash).table.load();
-    for (const Node* node = table->heads[hash & table->mask].load(); node != nullptr;
+    for (const Node* node = table->buckets[hash & table->mask].head.load(); node != nullptr;
          node = node->next.load()) {
       if (node->hash == hash && KeyEqual{}(node->key, key)) {
         return std::forward<Visit>(visit)(&node->value);
@@ -188,12 +188,11 @@ class ShardedMap {
     const EpochDomain::Pin pin;  // the tables read here stay allocated
     for (std::size_t i = 0; i < n; ++i) {
       const Table* table = shard_for(hashes[i]).table.load();
-      detail::prefetch(&table->heads[hashes[i] & table->mask]);
-      detail::prefetch(&table->filters[hashes[i] & table->mask]);  // what an insert reads first
+      detail::prefetch(&table->buckets[hashes[i] & table->mask]);  // its head and filter
     }
     for (std::size_t i = 0; i < n; ++i) {  // the buckets asked for first have had time to land
       const Table* table = shard_for(hashes[i]).table.load();
-      detail::prefetch(table->heads[hashes[i] & table->mask].load());
+      detail::prefetch(table->buckets[hashes[i] & table->mask].head.load());
     }
   }
 
@@ -213,14 +212,15 @@ class ShardedMap {
         // the node `node_lead` buckets on, and for the value of one whose node has had time to
         // land, so that the visits of the entries ahead do not each wait for memory in turn.
         if (b + node_lead < buckets) {
-          detail::prefetch(table->heads[b + node_lead].load());
+          detail::prefetch(table->buckets[b + node_lead].head.load());
         }
         if (b + value_lead < buckets) {
-          if (const Node* ahead = table->heads[b + value_lead].load()) {
+          if (const Node* ahead = table->buckets[b + value_lead].head.load()) {
             prefetch_pointee(ahead->value);
           }
         }
-        for (const Node* node = table->heads[b].load(); node != nullptr; node = node->next.load()) {
+        for (const Node* node = table->buckets[b].head.load(); node != nullptr;
+             node = node->next.load()) {
           visit(node->key, std::as_const(node->value));
         }
       }
@@ -326,7 +326,7 @@ class ShardedMap {
     try {
       bigger = new Table(buckets != 0 ? buckets : (old->mask + 1) * 2);
       for (std::size_t b = 0; b <= old->mask; ++b) {
-        for (Node* node = old->heads[b].load(std::memory_order_relaxed); node != nullptr;
+        for (Node* node = old->buckets[b].head.load(std::memory_order_relaxed); node != nullptr;
              node = node->next.load(std::memory_order_relaxed)) {
           bigger->link_head(new Node(node->hash, node->key, node->value));
         }
