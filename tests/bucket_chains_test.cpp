@@ -64,7 +64,7 @@ TEST_CASE("BucketChains: an insert consults the bucket's filter before its chain
 
 TEST_CASE("BucketChains: a bucket's head and filter share one cache line", "[sharded_map]") {
   // An insert of a new key reads both, and at a million entries each line is a miss: in two
-  // arrays they cost two (a sixth of a start+stop cycle on fresh keys, perf 2026-12-08).
+  // arrays they cost two (the second was a sixth of an insert's samples, perf 2026-12-08).
   const Chains chains(64);
   const auto line = [](const void* at) { return reinterpret_cast<std::uintptr_t>(at) / 64; };
   for (std::size_t b = 0; b <= chains.mask; ++b) {
